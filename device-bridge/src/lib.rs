@@ -1,0 +1,1 @@
+//! The handset <-> host session over QUIC (being built; see issue "device-bridge").

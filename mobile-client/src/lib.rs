@@ -1,0 +1,1 @@
+//! The handset companion client (not yet implemented).

@@ -1,0 +1,1 @@
+//! Shared fixtures for vphone's end-to-end tests.
