@@ -1,0 +1,144 @@
+//! vphone wire contracts: every `.proto` of the project and its generated
+//! Rust code (prost messages, tonic clients and servers).
+//!
+//! The protos live in `sensor-proto/proto/`, in paths that mirror their
+//! packages, and are compiled at build time with `protox` (no `protoc`).
+//! Every `bytes` field is generated as [`bytes::Bytes`]. Every service has
+//! both a client (`<service>_client::<Service>Client`) and a server
+//! (`<service>_server::{<Service>, <Service>Server}`).
+//!
+//! # The four families
+//!
+//! 1. [`bridge`] (`vphone.bridge.v1`): what the physical handset and the
+//!    cloud host exchange on their single QUIC connection: the control stream
+//!    of length-delimited [`bridge::ControlMessage`]s (`Hello`, `Welcome`,
+//!    `ActiveSensors`, `VideoConfig`, clock sync, `Stats`, `Close`, ...),
+//!    sensor datagrams ([`bridge::SensorDatagram`]), the input stream
+//!    ([`bridge::InputMessage`]), per-GOP video streams
+//!    ([`bridge::VideoStreamHeader`], [`bridge::VideoFrameHeader`] + NAL
+//!    bytes), the HCI passthrough stream ([`bridge::HciMessage`]) and the
+//!    QUIC application error codes ([`bridge::AppErrorCode`]). Streams other
+//!    than control start with one [`bridge::StreamKind`] byte. Use
+//!    [`framing`] to cut streams into messages.
+//! 2. [`operator`] (`vphone.operator.v1`): the gRPC service `Operator` that
+//!    the host offers to the `vphonectl` CLI (phones, handsets, enrollment,
+//!    sessions, host stats, Bluetooth snoop).
+//! 3. [`emulator`] (`android.emulation.control`): the subset of the Android
+//!    Emulator's `EmulatorController` gRPC service vphone uses, wire
+//!    compatible with a real emulator (same package, method names, field
+//!    numbers and types). The host's emulator client uses
+//!    [`emulator::emulator_controller_client::EmulatorControllerClient`];
+//!    the built-in "sim" phone implements
+//!    [`emulator::emulator_controller_server::EmulatorController`], whose
+//!    methods default to `UNIMPLEMENTED` (streaming methods return
+//!    [`tonic::codegen::BoxStream`]).
+//! 4. [`netsim`] (`netsim.packet`, `netsim.startup`, `netsim.common`): the
+//!    netsim `PacketStreamer` service that the emulator's
+//!    `-packet-streamer-endpoint` and bumble's `android-netsim` transport
+//!    speak, which the host serves to relay the phone's HCI traffic to the
+//!    handset's radio.
+//!
+//! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of all of them
+//! (for gRPC reflection and tests).
+
+pub use bytes;
+pub use prost;
+pub use tonic;
+
+mod error;
+mod ext;
+pub mod framing;
+
+pub use error::ProtoError;
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every proto in this
+/// crate (with imports, i.e. `google/protobuf/empty.proto`, and source info).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+
+/// `vphone.bridge.v1`: handset <-> host messages on the QUIC connection.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    unused_qualifications
+)]
+pub mod bridge {
+    include!(concat!(env!("OUT_DIR"), "/vphone.bridge.v1.rs"));
+
+    /// The bridge protocol version this crate describes
+    /// (`Hello.protocol_version`, `Welcome.protocol_version`).
+    pub const PROTOCOL_VERSION: u32 = 1;
+}
+
+/// `vphone.operator.v1`: the `Operator` gRPC service for `vphonectl`.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    unused_qualifications
+)]
+pub mod operator {
+    include!(concat!(env!("OUT_DIR"), "/vphone.operator.v1.rs"));
+}
+
+/// `android.emulation.control`: the Android Emulator's `EmulatorController`
+/// (the subset vphone uses).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    unused_qualifications
+)]
+pub mod emulator {
+    include!(concat!(env!("OUT_DIR"), "/android.emulation.control.rs"));
+}
+
+/// netsim: the `PacketStreamer` service and the messages it uses.
+pub mod netsim {
+    /// `netsim.packet`: `PacketStreamer`, `PacketRequest`/`PacketResponse`,
+    /// `HCIPacket` (as [`packet::HciPacket`]).
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        unreachable_pub,
+        missing_debug_implementations,
+        unused_qualifications
+    )]
+    pub mod packet {
+        include!(concat!(env!("OUT_DIR"), "/netsim.packet.rs"));
+    }
+
+    /// `netsim.startup`: `ChipInfo`, `Chip`, `DeviceInfo`.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        unreachable_pub,
+        missing_debug_implementations,
+        unused_qualifications
+    )]
+    pub mod startup {
+        include!(concat!(env!("OUT_DIR"), "/netsim.startup.rs"));
+    }
+
+    /// `netsim.common`: `ChipKind`.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        unreachable_pub,
+        missing_debug_implementations,
+        unused_qualifications
+    )]
+    pub mod common {
+        include!(concat!(env!("OUT_DIR"), "/netsim.common.rs"));
+    }
+}
