@@ -1,0 +1,116 @@
+//! A btsnoop file written by bt-raw is read by an independent decoder:
+//! Wireshark's `tshark`. It must see every packet, decode the LE encryption
+//! command, and show the LTK zeroed.
+
+use std::process::Command;
+
+use bt_raw::H4Packet;
+use bt_raw::btsnoop::{Direction, SnoopWriter};
+
+fn tshark_available() -> bool {
+    match Command::new("tshark").arg("--version").output() {
+        Ok(o) => o.status.success(),
+        Err(_) => {
+            // The README's test command installs tshark; a missing tool is a
+            // broken setup, not a reason to pass quietly.
+            assert!(
+                std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
+                "tshark not found: run scripts/test (it installs it) or set VPHONE_ALLOW_MISSING_TOOLS=1"
+            );
+            false
+        }
+    }
+}
+
+fn pkt(raw: Vec<u8>) -> H4Packet {
+    H4Packet::parse(raw).unwrap()
+}
+
+fn capture(unredacted: bool) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = std::io::BufWriter::new(file.reopen().unwrap());
+    let mut w = if unredacted {
+        SnoopWriter::unredacted(out).unwrap()
+    } else {
+        SnoopWriter::new(out).unwrap()
+    };
+    let t0 = 1_764_000_000_000_000i64;
+    let mut enc = vec![0x01, 0x19, 0x20, 28, 0x40, 0x00];
+    enc.extend_from_slice(&[0x11; 8]); // random
+    enc.extend_from_slice(&[0x22, 0x33]); // ediv
+    enc.extend_from_slice(&[0xA5; 16]); // LTK
+    let packets = [
+        (Direction::HostToController, vec![0x01, 0x03, 0x0C, 0x00]),
+        (
+            Direction::ControllerToHost,
+            vec![0x04, 0x0E, 0x04, 0x01, 0x03, 0x0C, 0x00],
+        ),
+        (Direction::HostToController, enc),
+        (
+            Direction::ControllerToHost,
+            vec![0x04, 0x0F, 0x04, 0x00, 0x01, 0x19, 0x20],
+        ),
+        // ATT Read Request on handle 0x0003 over the LE link 0x0040.
+        (
+            Direction::HostToController,
+            vec![
+                0x02, 0x40, 0x00, 0x07, 0x00, 0x03, 0x00, 0x04, 0x00, 0x0A, 0x03, 0x00,
+            ],
+        ),
+    ];
+    for (i, (dir, raw)) in packets.into_iter().enumerate() {
+        w.write(dir, &pkt(raw), t0 + i as i64 * 1000).unwrap();
+    }
+    w.flush().unwrap();
+    file
+}
+
+fn tshark_verbose(path: &std::path::Path) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .arg("-V")
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tshark_decodes_our_btsnoop_with_ltk_redacted() {
+    if !tshark_available() {
+        return;
+    }
+    let file = capture(false);
+    let text = tshark_verbose(file.path());
+    let frames = text.matches("\nFrame ").count() + usize::from(text.starts_with("Frame "));
+    assert_eq!(frames, 5, "{text}");
+    assert!(text.contains("LE Start Encryption"), "{text}");
+    assert!(
+        text.contains("Long Term Key: 00000000000000000000000000000000"),
+        "{text}"
+    );
+    assert!(
+        !text.to_lowercase().contains("a5a5a5a5"),
+        "LTK leaked into the capture"
+    );
+    assert!(text.contains("Read Request"), "ATT not decoded: {text}");
+}
+
+#[test]
+fn unredacted_capture_keeps_the_ltk_for_tshark() {
+    if !tshark_available() {
+        return;
+    }
+    let file = capture(true);
+    let text = tshark_verbose(file.path());
+    assert!(
+        text.to_lowercase()
+            .contains("long term key: a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5"),
+        "{text}"
+    );
+}
