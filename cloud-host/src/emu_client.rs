@@ -1,0 +1,305 @@
+//! One gRPC client for every phone backend: it speaks the Android Emulator's
+//! `EmulatorController` API, which the real emulator and the sim phone both
+//! serve, and adds the emulator's `authorization: Bearer <token>` header.
+
+use std::time::Duration;
+
+use sensor_proto::emulator::emulator_controller_client::EmulatorControllerClient;
+use sensor_proto::emulator::{
+    BatteryState, EmulatorStatus, GpsState, Image, ImageFormat, InputEvent, KeyboardEvent,
+    ParameterValue, SensorValue, TouchEvent, image_format, sensor_value,
+};
+use tokio::sync::mpsc;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+
+use crate::HostError;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone, Debug)]
+pub struct BearerAuth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connected EmulatorController client.
+#[derive(Clone, Debug)]
+pub struct EmulatorClient {
+    inner: EmulatorControllerClient<InterceptedService<Channel, BearerAuth>>,
+    target: String,
+}
+
+fn rpc_error(what: &str, target: &str, s: Status) -> HostError {
+    HostError::Invalid {
+        what: "phone call",
+        why: format!(
+            "{what} on {target} failed: {} ({:?})",
+            s.message(),
+            s.code()
+        ),
+    }
+}
+
+impl EmulatorClient {
+    /// Connects to `addr` (`host:port`), with the bearer token if given.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] when nothing answers at `addr`.
+    pub async fn connect(addr: &str, token: Option<&str>) -> Result<Self, HostError> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| HostError::Invalid {
+                what: "phone address",
+                why: format!("{addr:?}: {e}"),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| {
+            HostError::io(
+                format!("connecting to phone gRPC at {addr}"),
+                std::io::Error::other(e),
+            )
+        })?;
+        let auth = match token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| HostError::Invalid {
+                        what: "phone token",
+                        why: "not valid header text".to_owned(),
+                    })?,
+            ),
+            None => None,
+        };
+        let inner = EmulatorControllerClient::with_interceptor(channel, BearerAuth(auth))
+            .max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Self {
+            inner,
+            target: addr.to_owned(),
+        })
+    }
+
+    /// `getStatus`.
+    ///
+    /// # Errors
+    /// The call's status, with the phone's address.
+    pub async fn status(&self) -> Result<EmulatorStatus, HostError> {
+        let r = self.inner.clone().get_status(()).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("getStatus", &self.target, s))
+    }
+
+    /// `getScreenshot` in the given format at native size.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn screenshot(&self, format: image_format::ImgFormat) -> Result<Image, HostError> {
+        let req = ImageFormat {
+            format: format as i32,
+            ..ImageFormat::default()
+        };
+        let r = self.inner.clone().get_screenshot(req).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("getScreenshot", &self.target, s))
+    }
+
+    /// `streamScreenshot`: a new image each time the screen changes.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn screenshots(
+        &self,
+        format: image_format::ImgFormat,
+    ) -> Result<Streaming<Image>, HostError> {
+        let req = ImageFormat {
+            format: format as i32,
+            ..ImageFormat::default()
+        };
+        let r = self.inner.clone().stream_screenshot(req).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("streamScreenshot", &self.target, s))
+    }
+
+    /// `setSensor` with raw values (no physical-model smoothing).
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn set_sensor(
+        &self,
+        kind: sensor_value::SensorType,
+        values: &[f32],
+    ) -> Result<(), HostError> {
+        let req = SensorValue {
+            target: kind as i32,
+            status: 0,
+            value: Some(ParameterValue {
+                data: values.to_vec(),
+            }),
+        };
+        let r = self.inner.clone().set_sensor(req).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("setSensor", &self.target, s))
+    }
+
+    /// `getSensor`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn sensor(&self, kind: sensor_value::SensorType) -> Result<Vec<f32>, HostError> {
+        let req = SensorValue {
+            target: kind as i32,
+            ..SensorValue::default()
+        };
+        let r = self.inner.clone().get_sensor(req).await;
+        r.map(|v| v.into_inner().value.map(|p| p.data).unwrap_or_default())
+            .map_err(|s| rpc_error("getSensor", &self.target, s))
+    }
+
+    /// `setGps`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn set_gps(&self, gps: GpsState) -> Result<(), HostError> {
+        let r = self.inner.clone().set_gps(gps).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("setGps", &self.target, s))
+    }
+
+    /// `getGps`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn gps(&self) -> Result<GpsState, HostError> {
+        let r = self.inner.clone().get_gps(()).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("getGps", &self.target, s))
+    }
+
+    /// `setBattery`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn set_battery(&self, b: BatteryState) -> Result<(), HostError> {
+        let r = self.inner.clone().set_battery(b).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("setBattery", &self.target, s))
+    }
+
+    /// `getBattery`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn battery(&self) -> Result<BatteryState, HostError> {
+        let r = self.inner.clone().get_battery(()).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("getBattery", &self.target, s))
+    }
+
+    /// `sendTouch`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn send_touch(&self, ev: TouchEvent) -> Result<(), HostError> {
+        let r = self.inner.clone().send_touch(ev).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("sendTouch", &self.target, s))
+    }
+
+    /// `sendKey`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn send_key(&self, ev: KeyboardEvent) -> Result<(), HostError> {
+        let r = self.inner.clone().send_key(ev).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("sendKey", &self.target, s))
+    }
+
+    /// Opens `streamInputEvent`: events sent on the returned channel reach the
+    /// phone in order. The call ends when the sender is dropped; the returned
+    /// task yields its result.
+    pub fn input_stream(
+        &self,
+    ) -> (
+        mpsc::Sender<InputEvent>,
+        tokio::task::JoinHandle<Result<(), HostError>>,
+    ) {
+        let (tx, rx) = mpsc::channel(256);
+        let mut inner = self.inner.clone();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            inner
+                .stream_input_event(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|_| ())
+                .map_err(|s| rpc_error("streamInputEvent", &target, s))
+        });
+        (tx, task)
+    }
+
+    /// Polls `getStatus` until the phone reports `booted`, calling `progress`
+    /// with the elapsed time after each try.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the timeout when it never boots.
+    pub async fn wait_booted(
+        &self,
+        timeout: Duration,
+        mut progress: impl FnMut(Duration),
+    ) -> Result<EmulatorStatus, HostError> {
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(s) = self.status().await
+                && s.booted
+            {
+                return Ok(s);
+            }
+            let t = start.elapsed();
+            if t >= timeout {
+                return Err(HostError::Invalid {
+                    what: "phone boot",
+                    why: format!(
+                        "{} did not finish booting within {}s",
+                        self.target,
+                        timeout.as_secs()
+                    ),
+                });
+            }
+            progress(t);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The sensors a phone's screen listens to, from `getStatus`'s hardware
+/// config (the sim phone publishes them under [`crate::sim::phone::SENSORS_KEY`]):
+/// `(sensor name, rate in Hz)`. Empty when the phone does not say (a real
+/// emulator), in which case the caller chooses a default set.
+pub fn listened_sensors(status: &EmulatorStatus) -> Vec<(String, u32)> {
+    status
+        .hardware_config
+        .as_ref()
+        .and_then(|h| {
+            h.entry
+                .iter()
+                .find(|e| e.key == crate::sim::phone::SENSORS_KEY)
+        })
+        .map(|e| {
+            e.value
+                .split(',')
+                .filter_map(|p| {
+                    let (n, hz) = p.split_once('@')?;
+                    Some((n.trim().to_owned(), hz.trim().parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,16 @@
+//! # cloud-host: vphone's host side
+//!
+//! * [`sim`]: the built-in software phone's deterministic screen renderer.
+//! * [`emu_client`]: the one EmulatorController gRPC client for every backend.
+//! * [`registry`]: the SQLite registry of phones, handsets, enrollment tokens
+//!   and the session audit, with versioned migrations.
+//!
+//! The daemon `vphone-host`, the operator CLI `vphonectl`, the phone backends
+//! and the operator API are being built on top of these.
+
+pub mod emu_client;
+mod error;
+pub mod registry;
+pub mod sim;
+
+pub use error::HostError;

@@ -1,0 +1,238 @@
+//! The emulator client code (`emu_client`) runs against the sim phone's
+//! EmulatorController server over real gRPC on loopback: screenshot stream,
+//! touch, key, sensors, GPS, battery, and token authentication.
+
+use std::time::Duration;
+
+use cloud_host::emu_client::{EmulatorClient, listened_sensors};
+use cloud_host::sim::{RIPPLE_RGB, SimPhone, SimPhoneConfig};
+use sensor_proto::emulator::{
+    BatteryState, GpsState, Image, KeyboardEvent, Touch, TouchEvent, image_format::ImgFormat,
+    keyboard_event, sensor_value::SensorType,
+};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+const TOKEN: &str = "test-token-0123456789";
+
+async fn start() -> (SimPhone, String, tokio::sync::oneshot::Sender<()>) {
+    let phone = SimPhone::start(SimPhoneConfig {
+        auth_token: Some(TOKEN.to_owned()),
+        ..SimPhoneConfig::default()
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let p = phone.clone();
+    tokio::spawn(async move {
+        p.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (phone, addr, stop)
+}
+
+fn pixel(img: &Image, x: u32, y: u32) -> [u8; 3] {
+    let w = img.format.as_ref().unwrap().width;
+    let i = ((y * w + x) * 3) as usize;
+    [img.image[i], img.image[i + 1], img.image[i + 2]]
+}
+
+/// Centroid of RIPPLE_RGB pixels in an RGB888 image.
+fn ripple_centroid(img: &Image) -> Option<(f32, f32)> {
+    let f = img.format.as_ref().unwrap();
+    let (mut sx, mut sy, mut n) = (0f64, 0f64, 0f64);
+    for y in 0..f.height {
+        for x in 0..f.width {
+            if pixel(img, x, y) == RIPPLE_RGB {
+                sx += f64::from(x);
+                sy += f64::from(y);
+                n += 1.0;
+            }
+        }
+    }
+    (n > 0.0).then(|| ((sx / n) as f32, (sy / n) as f32))
+}
+
+#[tokio::test]
+async fn emulator_client_drives_the_sim_phone() {
+    let (_phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+
+    let status = client.status().await.unwrap();
+    assert!(status.booted);
+    let listening = listened_sensors(&status);
+    assert!(
+        listening.contains(&("acceleration".to_owned(), 60)),
+        "{listening:?}"
+    );
+    assert!(listening.contains(&("gps".to_owned(), 1)), "{listening:?}");
+
+    // Sensors: what was set is what is read back.
+    client
+        .set_sensor(SensorType::Acceleration, &[1.5, -2.25, 9.0])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.sensor(SensorType::Acceleration).await.unwrap(),
+        vec![1.5, -2.25, 9.0]
+    );
+    client
+        .set_sensor(SensorType::Gyroscope, &[0.1, 0.2, 0.3])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.sensor(SensorType::Gyroscope).await.unwrap(),
+        vec![0.1, 0.2, 0.3]
+    );
+    assert!(
+        client
+            .set_sensor(SensorType::Light, &[f32::NAN])
+            .await
+            .is_err()
+    );
+
+    // GPS and battery round trips.
+    let gps = GpsState {
+        passive_update: false,
+        latitude: 48.858_370,
+        longitude: 2.294_481,
+        speed: 1.5,
+        bearing: 90.0,
+        altitude: 35.0,
+        satellites: 7,
+    };
+    client.set_gps(gps).await.unwrap();
+    assert_eq!(client.gps().await.unwrap(), gps);
+    let bad = GpsState {
+        latitude: 123.0,
+        ..gps
+    };
+    assert!(client.set_gps(bad).await.is_err());
+    let battery = BatteryState {
+        has_battery: true,
+        is_present: true,
+        charger: 0,
+        charge_level: 42,
+        health: 0,
+        status: 2,
+    };
+    client.set_battery(battery).await.unwrap();
+    assert_eq!(client.battery().await.unwrap(), battery);
+
+    // Screenshot stream: a touch puts the ripple where it landed.
+    let mut frames = client.screenshots(ImgFormat::Rgb888).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), frames.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.format.as_ref().unwrap().width, 720);
+    assert_eq!(first.format.as_ref().unwrap().height, 1280);
+    assert_eq!(first.image.len(), 720 * 1280 * 3);
+    client
+        .send_touch(TouchEvent {
+            touches: vec![Touch {
+                x: 200,
+                y: 900,
+                identifier: 1,
+                pressure: 1,
+                ..Touch::default()
+            }],
+            display: 0,
+        })
+        .await
+        .unwrap();
+    let mut found = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while found.is_none() && tokio::time::Instant::now() < deadline {
+        let img = tokio::time::timeout(Duration::from_secs(5), frames.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(img.seq > first.seq);
+        found = ripple_centroid(&img);
+    }
+    let (cx, cy) = found.expect("a frame with the ripple");
+    assert!(
+        (cx - 200.0).abs() <= 2.0 && (cy - 900.0).abs() <= 2.0,
+        "ripple at {cx},{cy}"
+    );
+
+    // A key changes the picture too.
+    let before = client.screenshot(ImgFormat::Rgba8888).await.unwrap();
+    client
+        .send_key(KeyboardEvent {
+            code_type: 0,
+            event_type: keyboard_event::KeyEventType::Keypress as i32,
+            key_code: 0,
+            key: "GoHome".into(),
+            text: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut changed = false;
+    for _ in 0..50 {
+        let now = client.screenshot(ImgFormat::Rgba8888).await.unwrap();
+        if now.seq != before.seq && now.image != before.image {
+            changed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(changed, "key press did not change the screen");
+
+    // PNG screenshots decode with an independent decoder.
+    let png = client.screenshot(ImgFormat::Png).await.unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png.image.to_vec()));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (720, 1280));
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_is_refused() {
+    let (_phone, addr, _stop) = start().await;
+    let none = EmulatorClient::connect(&addr, None).await.unwrap();
+    let e = none.status().await.unwrap_err().to_string();
+    assert!(
+        e.contains("missing authorization header") && e.contains("Unauthenticated"),
+        "{e}"
+    );
+    let wrong = EmulatorClient::connect(&addr, Some("nope")).await.unwrap();
+    let e = wrong.status().await.unwrap_err().to_string();
+    assert!(e.contains("wrong bearer token"), "{e}");
+}
+
+#[tokio::test]
+async fn input_stream_applies_events_in_order() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let (tx, done) = client.input_stream();
+    for i in 0..20 {
+        let ev = sensor_proto::emulator::InputEvent {
+            r#type: Some(sensor_proto::emulator::input_event::Type::KeyEvent(
+                KeyboardEvent {
+                    key: format!("k{i}"),
+                    event_type: keyboard_event::KeyEventType::Keydown as i32,
+                    ..KeyboardEvent::default()
+                },
+            )),
+        };
+        tx.send(ev).await.unwrap();
+    }
+    drop(tx);
+    done.await.unwrap().unwrap();
+    assert_eq!(
+        phone
+            .stats()
+            .input_events
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
+    // The last key shown is the last one sent.
+    assert_eq!(phone.last_key().as_deref(), Some("k19 down"));
+}
