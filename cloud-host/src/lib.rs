@@ -8,8 +8,10 @@
 //! The daemon `vphone-host`, the operator CLI `vphonectl`, the phone backends
 //! and the operator API are being built on top of these.
 
+pub mod backend;
 pub mod emu_client;
 mod error;
+pub mod phones;
 pub mod registry;
 pub mod sim;
 

@@ -1,0 +1,418 @@
+//! The Android Emulator backend: launches the real emulator from the SDK for
+//! a named AVD, headless, with KVM, its gRPC API on loopback with token
+//! authentication, and its Bluetooth pointed at the host's netsim
+//! PacketStreamer endpoint; waits for boot with visible progress, captures
+//! its log, notices a crash and stops it cleanly.
+//!
+//! Without `-grpc PORT` the emulator binds its gRPC server to `[::1]` only and
+//! turns authentication on; it advertises the port and token in its discovery
+//! file `<runtime dir>/avd/running/pid_<PID>.ini`, which is how we find them.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+use super::{BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
+use crate::HostError;
+use crate::emu_client::EmulatorClient;
+
+/// How to run one emulator.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// The Android SDK (contains `emulator/emulator`).
+    pub sdk_root: PathBuf,
+    /// The AVD to boot.
+    pub avd: String,
+    /// The host's PacketStreamer endpoint (`host:port`) for Bluetooth.
+    pub packet_streamer: String,
+    /// Where the emulator's stdout and stderr go.
+    pub log_path: PathBuf,
+    /// How long a boot may take before it counts as failed.
+    pub boot_timeout: Duration,
+    /// Extra emulator arguments from the operator's config.
+    pub extra_args: Vec<String>,
+}
+
+/// The emulator command line (without the binary), as launched.
+pub fn command_line(cfg: &EmulatorConfig) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-avd",
+        cfg.avd.as_str(),
+        "-no-window",
+        "-no-audio",
+        "-no-boot-anim",
+        "-no-snapshot",
+        "-gpu",
+        "swiftshader_indirect",
+        "-accel",
+        "on",
+        // No `-grpc PORT`: that would bind every interface. Without it the
+        // emulator listens on [::1] and requires its token.
+        "-grpc-use-token",
+        "-packet-streamer-endpoint",
+        cfg.packet_streamer.as_str(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    a.extend(cfg.extra_args.iter().cloned());
+    a
+}
+
+/// Finds the Android SDK: `ANDROID_SDK_ROOT`, then `ANDROID_HOME`.
+///
+/// # Errors
+/// [`HostError::Invalid`] explaining what to set when no SDK with an
+/// emulator is found.
+pub fn find_sdk(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, HostError> {
+    for var in ["ANDROID_SDK_ROOT", "ANDROID_HOME"] {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            let root = PathBuf::from(v);
+            if emulator_binary(&root).is_file() {
+                return Ok(root);
+            }
+            return Err(HostError::Invalid {
+                what: "Android SDK",
+                why: format!(
+                    "{var}={} has no emulator/emulator; install it with `sdkmanager emulator`",
+                    root.display()
+                ),
+            });
+        }
+    }
+    Err(HostError::Invalid {
+        what: "Android SDK",
+        why: "neither ANDROID_SDK_ROOT nor ANDROID_HOME is set; point one at an SDK with the emulator \
+              installed, or use the sim backend (`--backend sim`)"
+            .to_owned(),
+    })
+}
+
+/// The emulator binary inside an SDK.
+pub fn emulator_binary(sdk: &Path) -> PathBuf {
+    sdk.join("emulator").join("emulator")
+}
+
+/// Checks that KVM can be used (the emulator is unusably slow without it).
+///
+/// # Errors
+/// [`HostError::Invalid`] saying what is missing.
+pub fn check_kvm(dev: &Path) -> Result<(), HostError> {
+    match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostError::Invalid {
+            what: "KVM",
+            why: format!(
+                "{} does not exist: enable hardware virtualization (and nested virtualization in a VM)",
+                dev.display()
+            ),
+        }),
+        Err(e) => Err(HostError::Invalid {
+            what: "KVM",
+            why: format!(
+                "cannot open {}: {e}; add this user to the `kvm` group",
+                dev.display()
+            ),
+        }),
+    }
+}
+
+/// Parses an emulator discovery file (`key=value` lines).
+pub fn parse_discovery(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.starts_with('#') {
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+/// Where running emulators advertise themselves on Linux, most specific first.
+pub fn discovery_dirs(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(x) = env("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        dirs.push(PathBuf::from(x).join("avd/running"));
+    }
+    if let Ok(m) = std::fs::metadata("/proc/self") {
+        dirs.push(PathBuf::from(format!("/run/user/{}/avd/running", m.uid())));
+    }
+    if let Some(u) = env("USER").filter(|u| !u.is_empty()) {
+        dirs.push(std::env::temp_dir().join(format!("android-{u}/avd/running")));
+    }
+    if let Some(h) = env("ANDROID_EMULATOR_HOME").filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(h).join("avd/running"));
+    }
+    if let Some(h) = env("HOME").filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(h).join(".android/avd/running"));
+    }
+    dirs
+}
+
+/// What a discovery file tells us.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Discovery {
+    /// The gRPC port on loopback.
+    pub grpc_port: u16,
+    /// The gRPC bearer token.
+    pub token: Option<String>,
+}
+
+/// Reads the discovery file of emulator process `pid` from `dirs`.
+pub fn read_discovery(dirs: &[PathBuf], pid: u32) -> Option<Discovery> {
+    dirs.iter().find_map(|d| {
+        let text = std::fs::read_to_string(d.join(format!("pid_{pid}.ini"))).ok()?;
+        let kv = parse_discovery(&text);
+        Some(Discovery {
+            grpc_port: kv.get("grpc.port")?.parse().ok()?,
+            token: kv.get("grpc.token").cloned(),
+        })
+    })
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Runs one Android Emulator process.
+#[derive(Debug)]
+pub struct EmulatorBackend {
+    cfg: EmulatorConfig,
+    stop_tx: Option<oneshot::Sender<()>>,
+    exit_rx: Option<watch::Receiver<Option<String>>>,
+}
+
+impl EmulatorBackend {
+    /// A backend for this configuration (nothing runs until `start`).
+    pub fn new(cfg: EmulatorConfig) -> Self {
+        Self {
+            cfg,
+            stop_tx: None,
+            exit_rx: None,
+        }
+    }
+}
+
+impl PhoneBackend for EmulatorBackend {
+    fn start(&mut self, progress: Progress) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
+        Box::pin(async move {
+            check_kvm(Path::new("/dev/kvm"))?;
+            let bin = emulator_binary(&self.cfg.sdk_root);
+            if let Some(dir) = self.cfg.log_path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| HostError::io(format!("creating {}", dir.display()), e))?;
+            }
+            let log = std::fs::File::create(&self.cfg.log_path).map_err(|e| {
+                HostError::io(format!("creating {}", self.cfg.log_path.display()), e)
+            })?;
+            let log2 = log
+                .try_clone()
+                .map_err(|e| HostError::io("duplicating the log file", e))?;
+            let args = command_line(&self.cfg);
+            progress(format!("launching {} {}", bin.display(), args.join(" ")));
+            let mut child = Command::new(&bin)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| HostError::io(format!("starting {}", bin.display()), e))?;
+            let pid = child.id().unwrap_or_default();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let (exit_tx, exit_rx) = watch::channel(None);
+            let log_path = self.cfg.log_path.clone();
+            tokio::spawn(async move {
+                let reason = tokio::select! {
+                    status = child.wait() => {
+                        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                        let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+                        Some(format!(
+                            "emulator exited ({}); last log lines: {}",
+                            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                        ))
+                    }
+                    _ = stop_rx => {
+                        // Ask politely (SIGTERM lets it save state), then insist.
+                        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                        if tokio::time::timeout(Duration::from_secs(20), child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                        None
+                    }
+                };
+                let _ = exit_tx.send(reason);
+            });
+            self.stop_tx = Some(stop_tx);
+            self.exit_rx = Some(exit_rx.clone());
+
+            // Find the gRPC port and token.
+            let dirs = discovery_dirs(&env_var);
+            let started = tokio::time::Instant::now();
+            let disc = loop {
+                if let Some(d) = read_discovery(&dirs, pid) {
+                    break d;
+                }
+                if let Some(reason) = exit_rx.borrow().clone() {
+                    return Err(HostError::Invalid {
+                        what: "emulator",
+                        why: reason,
+                    });
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    return Err(HostError::Invalid {
+                        what: "emulator",
+                        why: format!(
+                            "no discovery file pid_{pid}.ini appeared in {} within 120s; see {}",
+                            dirs.iter()
+                                .map(|d| d.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            self.cfg.log_path.display()
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            let addr = format!("[::1]:{}", disc.grpc_port);
+            progress(format!("emulator gRPC on {addr}; waiting for boot"));
+            let client = EmulatorClient::connect(&addr, disc.token.as_deref()).await?;
+            client
+                .wait_booted(self.cfg.boot_timeout, |t| {
+                    if t.as_secs() % 10 == 0 {
+                        progress(format!("booting… {}s", t.as_secs()));
+                    }
+                })
+                .await?;
+            progress("booted".to_owned());
+            Ok(PhoneEndpoint {
+                grpc_addr: addr,
+                token: disc.token,
+            })
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, Result<(), HostError>> {
+        Box::pin(async move {
+            if let Some(tx) = self.stop_tx.take() {
+                let _ = tx.send(());
+            }
+            if let Some(mut rx) = self.exit_rx.take() {
+                // Wait for the process to be gone (the task sends on exit).
+                let _ = tokio::time::timeout(Duration::from_secs(30), rx.changed()).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn exited(&self) -> BoxFuture<'static, String> {
+        let rx = self.exit_rx.clone();
+        Box::pin(async move {
+            let Some(mut rx) = rx else {
+                return std::future::pending().await;
+            };
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EmulatorConfig {
+        EmulatorConfig {
+            sdk_root: PathBuf::from("/sdk"),
+            avd: "pixel_7".into(),
+            packet_streamer: "127.0.0.1:4435".into(),
+            log_path: PathBuf::from("/tmp/x.log"),
+            boot_timeout: Duration::from_secs(300),
+            extra_args: vec!["-memory".into(), "4096".into()],
+        }
+    }
+
+    #[test]
+    fn command_line_is_headless_loopback_authenticated_and_bluetooth_bridged() {
+        let a = command_line(&cfg());
+        let s = a.join(" ");
+        assert!(s.starts_with("-avd pixel_7 -no-window"), "{s}");
+        assert!(
+            s.contains("-packet-streamer-endpoint 127.0.0.1:4435"),
+            "{s}"
+        );
+        assert!(s.contains("-grpc-use-token"), "{s}");
+        assert!(s.contains("-accel on"), "{s}");
+        // Never `-grpc PORT`, which would listen on every interface.
+        assert!(!a.iter().any(|x| x == "-grpc"), "{s}");
+        assert!(s.ends_with("-memory 4096"), "{s}");
+    }
+
+    #[test]
+    fn sdk_discovery_explains_what_is_missing() {
+        let none = |_: &str| None;
+        let e = find_sdk(&none).unwrap_err().to_string();
+        assert!(e.contains("ANDROID_SDK_ROOT") && e.contains("sim"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_string_lossy().into_owned();
+        let env = |k: &str| (k == "ANDROID_HOME").then(|| root.clone());
+        let e = find_sdk(&env).unwrap_err().to_string();
+        assert!(e.contains("sdkmanager emulator"), "{e}");
+        std::fs::create_dir_all(dir.path().join("emulator")).unwrap();
+        std::fs::write(dir.path().join("emulator/emulator"), "").unwrap();
+        assert_eq!(find_sdk(&env).unwrap(), dir.path());
+    }
+
+    #[test]
+    fn discovery_file_gives_port_and_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pid_4242.ini"),
+            "port.serial=5554\nport.adb=5555\navd.name=pixel_7\ngrpc.port=8554\ngrpc.token=s3cr3t\n",
+        )
+        .unwrap();
+        let dirs = vec![PathBuf::from("/nonexistent"), dir.path().to_path_buf()];
+        assert_eq!(
+            read_discovery(&dirs, 4242),
+            Some(Discovery {
+                grpc_port: 8554,
+                token: Some("s3cr3t".into())
+            })
+        );
+        assert_eq!(read_discovery(&dirs, 1), None);
+        let env = |k: &str| match k {
+            "XDG_RUNTIME_DIR" => Some("/run/user/1000".to_owned()),
+            "HOME" => Some("/home/u".to_owned()),
+            _ => None,
+        };
+        let d = discovery_dirs(&env);
+        assert_eq!(d[0], PathBuf::from("/run/user/1000/avd/running"));
+        assert_eq!(
+            d.last().unwrap(),
+            &PathBuf::from("/home/u/.android/avd/running")
+        );
+    }
+
+    #[test]
+    fn missing_kvm_is_explained() {
+        let e = check_kvm(Path::new("/nonexistent/kvm"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("enable hardware virtualization"), "{e}");
+    }
+}
