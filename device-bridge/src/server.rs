@@ -1,0 +1,657 @@
+//! The host side: [`BridgeServer`] accepts handsets, authorizes them and
+//! hands [`ServerSession`]s to the host application.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bt_raw::H4Packet;
+use sensor_proto::bridge::{
+    AppErrorCode, CloseReason, ControlMessage, Hello, InputMessage, PROTOCOL_VERSION, SensorSample,
+    VideoStreamHeader, Welcome, control_message,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::auth::{AuthRequest, Authorizer};
+use crate::config::TransportSettings;
+use crate::identity::{Fingerprint, HostIdentity, Pin};
+use crate::session::{
+    Core, GopWriter, Loss, Owner, Role, SessionEnd, SessionStats, classify, lock,
+};
+use crate::util::{hex_encode, random_bytes};
+use crate::wire::{self, FrameReader, ReadFail};
+use crate::{BridgeError, tls};
+
+/// Default resume window: how long a session whose connection died waits
+/// for the handset to come back.
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
+
+/// Configuration of a [`BridgeServer`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct BridgeServerConfig {
+    /// The host's key pair and certificate (chain).
+    pub identity: HostIdentity,
+    /// Who may open sessions.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// How long a disconnected session may be resumed.
+    pub resume_window: Duration,
+    /// QUIC timing and windows.
+    pub transport: TransportSettings,
+    /// `Welcome.host_version`.
+    pub host_version: String,
+}
+
+impl BridgeServerConfig {
+    /// A configuration with default transport settings and a 10 s resume
+    /// window.
+    #[must_use]
+    pub fn new(identity: HostIdentity, authorizer: Arc<dyn Authorizer>) -> Self {
+        Self {
+            identity,
+            authorizer,
+            resume_window: DEFAULT_RESUME_WINDOW,
+            transport: TransportSettings::default(),
+            host_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for BridgeServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeServerConfig")
+            .field("identity", &self.identity)
+            .field("resume_window", &self.resume_window)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ServerInner {
+    endpoint: quinn::Endpoint,
+    config: BridgeServerConfig,
+    /// Live sessions by resume token.
+    sessions: Mutex<HashMap<[u8; 32], Weak<Core>>>,
+    accepted: mpsc::Sender<ServerSession>,
+}
+
+/// The host's QUIC endpoint for handsets.
+///
+/// Dropping it (or [`BridgeServer::close`]) shuts every session down with
+/// `SHUTDOWN`.
+pub struct BridgeServer {
+    inner: Arc<ServerInner>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<ServerSession>>,
+    accept_task: JoinHandle<()>,
+}
+
+impl fmt::Debug for BridgeServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeServer")
+            .field("local_addr", &self.inner.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BridgeServer {
+    /// Binds a UDP socket at `addr` and starts accepting handsets. Must be
+    /// called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Socket or TLS configuration errors.
+    pub fn bind(addr: SocketAddr, config: BridgeServerConfig) -> Result<Self, BridgeError> {
+        Self::with_socket(std::net::UdpSocket::bind(addr)?, config)
+    }
+
+    /// Starts accepting handsets on an already bound socket.
+    ///
+    /// # Errors
+    ///
+    /// Socket or TLS configuration errors.
+    pub fn with_socket(
+        socket: std::net::UdpSocket,
+        config: BridgeServerConfig,
+    ) -> Result<Self, BridgeError> {
+        let server_config = tls::server_config(&config.identity, &config.transport)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        let (tx, rx) = mpsc::channel(64);
+        let inner = Arc::new(ServerInner {
+            endpoint,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            accepted: tx,
+        });
+        let accept_task = tokio::spawn(accept_loop(inner.clone()));
+        tracing::info!(addr = ?inner.endpoint.local_addr().ok(), pin = %inner.config.identity.pin(), "bridge server listening");
+        Ok(Self {
+            inner,
+            accepted: tokio::sync::Mutex::new(rx),
+            accept_task,
+        })
+    }
+
+    /// The local UDP address.
+    ///
+    /// # Errors
+    ///
+    /// If the socket is gone.
+    pub fn local_addr(&self) -> Result<SocketAddr, BridgeError> {
+        Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// The pin handsets must use for this host.
+    #[must_use]
+    pub fn pin(&self) -> Pin {
+        self.inner.config.identity.pin()
+    }
+
+    /// The next new session (resumed sessions are not yielded again: they
+    /// continue in the `ServerSession` the host already has). `None` once
+    /// the server is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn accept(&self) -> Option<ServerSession> {
+        self.accepted.lock().await.recv().await
+    }
+
+    /// Number of live sessions (connected or waiting for a resume).
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.sessions)
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Ends every session with `SHUTDOWN` and stops accepting.
+    pub fn close(&self, message: &str) {
+        self.accept_task.abort();
+        let sessions: Vec<Arc<Core>> = lock(&self.inner.sessions)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for core in sessions {
+            core.end(SessionEnd {
+                code: AppErrorCode::Shutdown,
+                reason: message.to_owned(),
+                by_peer: false,
+            });
+        }
+        self.inner.endpoint.close(
+            wire::code_varint(AppErrorCode::Shutdown),
+            message.as_bytes(),
+        );
+    }
+}
+
+impl Drop for BridgeServer {
+    fn drop(&mut self) {
+        self.close("host shutting down");
+    }
+}
+
+async fn accept_loop(inner: Arc<ServerInner>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        tokio::spawn(handle_incoming(inner.clone(), incoming));
+    }
+}
+
+fn refuse(
+    conn: &quinn::Connection,
+    handset: Option<Fingerprint>,
+    code: AppErrorCode,
+    message: &str,
+) {
+    tracing::warn!(
+        remote = %conn.remote_address(),
+        handset = ?handset,
+        code = ?code,
+        "refusing handset: {message}"
+    );
+    conn.close(wire::code_varint(code), wire::reason_bytes(message));
+}
+
+async fn read_hello(
+    conn: &quinn::Connection,
+) -> Result<(quinn::SendStream, FrameReader, Hello), (AppErrorCode, String)> {
+    let (send, recv) = conn.accept_bi().await.map_err(|e| {
+        (
+            AppErrorCode::ProtocolViolation,
+            format!("no control stream: {e}"),
+        )
+    })?;
+    let mut reader = FrameReader::new(recv);
+    let msg = match reader.next::<ControlMessage>().await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => {
+            return Err((
+                AppErrorCode::ProtocolViolation,
+                "control stream ended before Hello".into(),
+            ));
+        }
+        Err(ReadFail::Peer(code, msg)) => return Err((code, format!("control: {msg}"))),
+        Err(other) => {
+            return Err((
+                AppErrorCode::ProtocolViolation,
+                format!("control stream failed before Hello: {other:?}"),
+            ));
+        }
+    };
+    match msg.msg {
+        Some(control_message::Msg::Hello(hello)) => Ok((send, reader, hello)),
+        _ => Err((
+            AppErrorCode::ProtocolViolation,
+            "the first control message must be Hello".into(),
+        )),
+    }
+}
+
+async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let timeout = inner.config.transport.handshake_timeout;
+    let conn = match tokio::time::timeout(timeout, async { incoming.accept()?.await }).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(%remote, "handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    let Some(handset) = tls::peer_fingerprint(&conn) else {
+        return refuse(
+            &conn,
+            None,
+            AppErrorCode::Unauthorized,
+            "no usable client certificate",
+        );
+    };
+    let (send, reader, hello) = match tokio::time::timeout(timeout, read_hello(&conn)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err((code, message))) => return refuse(&conn, Some(handset), code, &message),
+        Err(_) => {
+            return refuse(
+                &conn,
+                Some(handset),
+                AppErrorCode::ProtocolViolation,
+                "no Hello within the handshake timeout",
+            );
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return refuse(
+            &conn,
+            Some(handset),
+            AppErrorCode::VersionUnsupported,
+            &format!(
+                "protocol version {} is not supported (this host speaks {PROTOCOL_VERSION})",
+                hello.protocol_version
+            ),
+        );
+    }
+    if hello.resume_token.is_some() {
+        resume(inner, conn, handset, hello, send, reader).await;
+    } else {
+        new_session(inner, conn, handset, hello, send, reader).await;
+    }
+}
+
+fn welcome_bytes(welcome: &Welcome) -> Result<bytes::Bytes, BridgeError> {
+    wire::frame(&ControlMessage {
+        msg: Some(control_message::Msg::Welcome(welcome.clone())),
+    })
+}
+
+async fn new_session(
+    inner: Arc<ServerInner>,
+    conn: quinn::Connection,
+    handset: Fingerprint,
+    hello: Hello,
+    mut send: quinn::SendStream,
+    reader: FrameReader,
+) {
+    let request = AuthRequest {
+        handset,
+        hello: &hello,
+        remote: conn.remote_address(),
+        resuming: None,
+    };
+    let granted = match inner.config.authorizer.authorize(&request) {
+        Ok(granted) => granted,
+        Err(refusal) => return refuse(&conn, Some(handset), refusal.code, &refusal.message),
+    };
+    let (id, token) = match (random_bytes::<8>(), random_bytes::<32>()) {
+        (Ok(id), Ok(token)) => (hex_encode(&id), token),
+        _ => {
+            return refuse(
+                &conn,
+                Some(handset),
+                AppErrorCode::InternalError,
+                "no randomness",
+            );
+        }
+    };
+    let window = inner.config.resume_window;
+    let welcome = Welcome {
+        session_id: id.clone(),
+        resume_token: token.to_vec().into(),
+        resume_window_ms: u32::try_from(window.as_millis()).unwrap_or(u32::MAX),
+        phone_name: granted.phone_name.clone(),
+        display: Some(granted.display),
+        resumed: false,
+        hci_rx_acked: 0,
+        protocol_version: PROTOCOL_VERSION,
+        host_version: inner.config.host_version.clone(),
+    };
+    let Ok(bytes) = welcome_bytes(&welcome) else {
+        return refuse(
+            &conn,
+            Some(handset),
+            AppErrorCode::InternalError,
+            "Welcome too large",
+        );
+    };
+    if wire::write(&mut send, bytes).await.is_err() {
+        return;
+    }
+    let core = Core::new(Role::Server, id, hello, Some(handset), window, welcome);
+    lock(&inner.sessions).insert(token, Arc::downgrade(&core));
+    let weak_inner = Arc::downgrade(&inner);
+    core.set_on_end(Box::new(move || {
+        if let Some(inner) = weak_inner.upgrade() {
+            lock(&inner.sessions).remove(&token);
+        }
+    }));
+    let link = core.install_link(conn, send, reader, None, None);
+    tracing::info!(session = %core.id, handset = %handset, phone = %granted.phone_name, remote = %link.conn.remote_address(), "session started");
+    tokio::spawn(watch_link(core.clone(), link));
+    let session = ServerSession {
+        owner: Arc::new(Owner(core)),
+    };
+    // If the host app is gone, dropping the session ends it.
+    let _ = inner.accepted.send(session).await;
+}
+
+async fn resume(
+    inner: Arc<ServerInner>,
+    conn: quinn::Connection,
+    handset: Fingerprint,
+    hello: Hello,
+    mut send: quinn::SendStream,
+    reader: FrameReader,
+) {
+    let token: Option<[u8; 32]> = hello
+        .resume_token
+        .as_deref()
+        .and_then(|t| <[u8; 32]>::try_from(t).ok());
+    let core = token
+        .and_then(|t| lock(&inner.sessions).get(&t).and_then(Weak::upgrade))
+        .filter(|c| c.handset == Some(handset) && !c.is_ended());
+    let Some(core) = core else {
+        return refuse(
+            &conn,
+            Some(handset),
+            AppErrorCode::ResumeExpired,
+            "unknown or expired resume token",
+        );
+    };
+    let request = AuthRequest {
+        handset,
+        hello: &hello,
+        remote: conn.remote_address(),
+        resuming: Some(&core.id),
+    };
+    if let Err(refusal) = inner.config.authorizer.authorize(&request) {
+        refuse(&conn, Some(handset), refusal.code, &refusal.message);
+        core.end(SessionEnd {
+            code: refusal.code,
+            reason: refusal.message,
+            by_peer: false,
+        });
+        return;
+    }
+    let _attach = core.attach.lock().await;
+    core.stop_previous_link("superseded by a resumed connection")
+        .await;
+    let peer_received = hello.hci_rx_acked.unwrap_or(0);
+    let acked = lock(&core.hci_tx).on_ack(peer_received);
+    if let Err(v) = acked {
+        refuse(
+            &conn,
+            Some(handset),
+            AppErrorCode::ProtocolViolation,
+            &v.to_string(),
+        );
+        core.end(SessionEnd {
+            code: AppErrorCode::ProtocolViolation,
+            reason: v.to_string(),
+            by_peer: false,
+        });
+        return;
+    }
+    let delivered = {
+        let mut rx = lock(&core.hci_rx);
+        rx.reset_ack();
+        rx.last_delivered()
+    };
+    let welcome = {
+        let mut w = lock(&core.welcome);
+        w.resumed = true;
+        w.hci_rx_acked = delivered;
+        w.clone()
+    };
+    let generation = core.generation();
+    let written = match welcome_bytes(&welcome) {
+        Ok(bytes) => wire::write(&mut send, bytes).await.is_ok(),
+        Err(_) => false,
+    };
+    if !written {
+        // The new connection failed at once: keep waiting for another try.
+        tokio::spawn(expire_after_window(core.clone(), generation));
+        return;
+    }
+    let link = core.install_link(conn, send, reader, None, None);
+    tracing::info!(session = %core.id, remote = %link.conn.remote_address(), hci_rx_acked = delivered, peer_received, "session resumed");
+    tokio::spawn(watch_link(core.clone(), link));
+}
+
+/// Ends the session if no new link was installed within the resume window.
+async fn expire_after_window(core: Arc<Core>, generation: u64) {
+    tokio::time::sleep(core.resume_window).await;
+    if core.generation() == generation && !core.is_connected() && !core.is_ended() {
+        core.end(SessionEnd {
+            code: AppErrorCode::ResumeExpired,
+            reason: "the handset did not come back within the resume window".into(),
+            by_peer: false,
+        });
+    }
+}
+
+/// Follows one link until it closes, then detaches (network loss) or ends
+/// (deliberate close) the session.
+async fn watch_link(core: Arc<Core>, link: Arc<crate::session::Link>) {
+    let err = link.conn.closed().await;
+    if core.is_ended() || core.generation() != link.generation {
+        return;
+    }
+    match classify(&err) {
+        Loss::Transient => {
+            if core.detach(link.generation) {
+                tracing::info!(session = %core.id, window = ?core.resume_window, "connection lost ({err}); waiting for the handset to resume");
+                expire_after_window(core, link.generation).await;
+            }
+        }
+        Loss::Closed { code, reason } => core.end(SessionEnd {
+            code,
+            reason,
+            by_peer: true,
+        }),
+        Loss::Local => {}
+    }
+}
+
+/// One handset session on the host. Survives reconnects of the handset
+/// within the resume window. Cheap to clone; the session ends when the last
+/// clone is dropped, when either side closes it, or when the resume window
+/// passes.
+///
+/// All `recv_*` methods are cancel safe; they return
+/// [`BridgeError::SessionEnded`] once the session is over and its queue is
+/// empty. Messages queued while disconnected wait for the resume.
+#[derive(Clone, Debug)]
+pub struct ServerSession {
+    owner: Arc<Owner>,
+}
+
+impl ServerSession {
+    fn core(&self) -> &Arc<Core> {
+        &self.owner.0
+    }
+
+    /// The session id (`Welcome.session_id`).
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.core().id
+    }
+
+    /// The handset's certificate fingerprint.
+    #[must_use]
+    pub fn handset(&self) -> Fingerprint {
+        // Always set on the host side.
+        self.core()
+            .handset
+            .unwrap_or_else(|| Fingerprint::from_bytes([0; 32]))
+    }
+
+    /// The handset's `Hello` (capabilities, screen, name; without tokens).
+    #[must_use]
+    pub fn hello(&self) -> &Hello {
+        &self.core().hello
+    }
+
+    /// The `Welcome` sent to the handset (phone name, display, ...).
+    #[must_use]
+    pub fn welcome(&self) -> Welcome {
+        lock(&self.core().welcome).clone()
+    }
+
+    /// The handset's current address (changes on migration), `None` while
+    /// disconnected.
+    #[must_use]
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        self.core().current_link().map(|l| l.conn.remote_address())
+    }
+
+    /// True while a connection serves the session.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.core().is_connected()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> SessionStats {
+        self.core().stats()
+    }
+
+    /// Resolves when the session is over, with why. Cancel safe.
+    pub async fn ended(&self) -> SessionEnd {
+        self.core().ended().await
+    }
+
+    /// Sends a control message to the handset (`ActiveSensors`,
+    /// `VideoConfig`, `Stats`, `RadioState`, ...). Waits while the session
+    /// is disconnected.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::InvalidArgument`] for `Hello`/`Welcome`/`Close`/`Pong`
+    /// (the bridge sends those) or a message over 64 KiB;
+    /// [`BridgeError::Disconnected`] if the connection died mid-write;
+    /// [`BridgeError::SessionEnded`].
+    pub async fn send_control(&self, msg: control_message::Msg) -> Result<(), BridgeError> {
+        self.core().send_control(msg).await
+    }
+
+    /// The next control message from the handset (`ClockPing` is answered
+    /// by the bridge and not returned).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_control(&self) -> Result<ControlMessage, BridgeError> {
+        self.core().recv_control().await
+    }
+
+    /// The next applied sensor sample (stale samples are already dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_sensor(&self) -> Result<SensorSample, BridgeError> {
+        self.core().recv_sensor().await
+    }
+
+    /// The next input event, in the order the handset sent them (duplicates
+    /// across a resume are dropped by seq).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_input(&self) -> Result<InputMessage, BridgeError> {
+        self.core().recv_input().await
+    }
+
+    /// Starts a new video GOP stream with `header` (its `gop_id` is
+    /// assigned by the bridge). Any previous GOP stream still unfinished or
+    /// undelivered is reset.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Disconnected`], [`BridgeError::SessionEnded`].
+    pub async fn start_gop(&self, header: VideoStreamHeader) -> Result<GopWriter, BridgeError> {
+        self.core().start_gop(header).await
+    }
+
+    /// Queues an H4 packet for the handset's radio. Delivered exactly once
+    /// and in order, across resumes. Waits while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call has not queued the packet.
+    pub async fn send_hci(&self, packet: H4Packet) -> Result<(), BridgeError> {
+        self.core().send_hci(packet).await
+    }
+
+    /// The next H4 packet from the handset's radio (exactly once, in order).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_hci(&self) -> Result<H4Packet, BridgeError> {
+        self.core().recv_hci().await
+    }
+
+    /// Ends the session: sends `Close` and closes the connection with the
+    /// reason's error code. The handset will not resume.
+    pub async fn close(&self, reason: CloseReason, message: &str) {
+        self.core().close(reason, message).await;
+    }
+}
