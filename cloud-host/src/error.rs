@@ -47,6 +47,12 @@ pub enum HostError {
         /// The duplicate name.
         name: String,
     },
+    /// The request is valid but the current state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The demo's companion failed.
+    #[error("demo companion: {0}")]
+    Demo(String),
     /// A request was invalid; the message says which field and why.
     #[error("invalid {what}: {why}")]
     Invalid {
@@ -78,6 +84,9 @@ pub enum HostError {
     /// An enrollment token was refused.
     #[error("enrollment token {0}")]
     Token(&'static str),
+    /// The H.264 encoder or decoder failed (see [`crate::video`]).
+    #[error("video: {0}")]
+    Video(String),
 }
 
 impl HostError {
@@ -87,5 +96,23 @@ impl HostError {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl From<HostError> for tonic::Status {
+    fn from(e: HostError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            HostError::NotFound { .. } => Code::NotFound,
+            HostError::AlreadyExists { .. } => Code::AlreadyExists,
+            HostError::Conflict(_) => Code::FailedPrecondition,
+            HostError::Invalid { .. }
+            | HostError::InvalidSize { .. }
+            | HostError::BufferSize { .. } => Code::InvalidArgument,
+            HostError::Token(_) => Code::PermissionDenied,
+            HostError::Video(_) => Code::Internal,
+            _ => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
     }
 }

@@ -8,11 +8,20 @@
 //! The daemon `vphone-host`, the operator CLI `vphonectl`, the phone backends
 //! and the operator API are being built on top of these.
 
+pub mod access;
 pub mod backend;
+pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod emu_client;
+pub mod enroll;
 mod error;
+pub mod keymap;
+pub mod operator;
 pub mod phones;
 pub mod registry;
+pub mod router;
 pub mod sim;
+pub mod video;
 
 pub use error::HostError;

@@ -413,10 +413,10 @@ impl Actor {
                         Some((_, c, sim)) if e.state == Lifecycle::Running => {
                             Ok((c.clone(), sim.clone()))
                         }
-                        _ => Err(HostError::Invalid {
-                            what: "phone",
-                            why: format!("'{name}' is {}, not running", e.state.name()),
-                        }),
+                        _ => Err(HostError::Conflict(format!(
+                            "phone '{name}' is {}, not running",
+                            e.state.name()
+                        ))),
                     },
                 };
                 let _ = r.send(res);
@@ -624,13 +624,10 @@ impl Actor {
     fn delete(&mut self, name: &str, force: bool) -> Result<(), HostError> {
         let e = self.phones.get(name).ok_or_else(|| not_found(name))?;
         if !force && matches!(e.state, Lifecycle::Running | Lifecycle::Booting) {
-            return Err(HostError::Invalid {
-                what: "request",
-                why: format!(
-                    "phone '{name}' is {}; stop it first or use --force",
-                    e.state.name()
-                ),
-            });
+            return Err(HostError::Conflict(format!(
+                "phone '{name}' is {}; stop it first or use --force",
+                e.state.name()
+            )));
         }
         self.begin_stop(name);
         self.registry.delete_phone(name)?;

@@ -1,1 +1,29 @@
-//! The handset companion client (not yet implemented).
+//! The vphone handset library: the parts of the companion (`vphone-companion`)
+//! that run on the physical handset and do not need the network session.
+//!
+//! - [`config`]: the companion's config directory, the enrollment string
+//!   (`vphone://HOST:PORT?pin=<64 hex>&token=<token>`), the saved
+//!   [`config::CompanionConfig`] (`config.toml`, mode 0600) and the
+//!   handset identity (`identity/`).
+//! - [`sensors`]: sensor sources ([`sensors::synthetic`],
+//!   [`sensors::replay`] with the recording format, [`sensors::iio`] for
+//!   Linux IIO sysfs) behind [`sensors::SensorSource`], and the
+//!   [`sensors::Sampler`] that turns the host's `ActiveSensors` into
+//!   numbered `SensorBatch`es (sans-IO, plus the tokio driver
+//!   [`sensors::run_sampler`]).
+//! - [`keys`]: desktop key names to Android keycodes.
+//!
+//! All errors are [`ClientError`]. Logging uses `tracing`. The crate is
+//! headless: no GUI or audio dependencies.
+
+pub mod config;
+mod error;
+pub mod keys;
+pub mod sensors;
+pub mod session;
+pub mod video;
+
+pub use error::ClientError;
+
+/// Re-exported wire types used in this crate's API.
+pub use sensor_proto::bridge as proto;

@@ -1,0 +1,137 @@
+//! Who may open a session: the registry-backed [`device_bridge::Authorizer`].
+//!
+//! A handset is admitted when its certificate fingerprint is enrolled and not
+//! revoked, or when it presents a valid, unused, unexpired enrollment token
+//! (which enrolls it, atomically, in the same step). It then gets the phone
+//! it asked for, if it may use it, or the first phone it may use.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use device_bridge::{AuthRequest, Authorized, Authorizer, Refusal, TokenKey};
+use sensor_proto::bridge::{AppErrorCode, PhoneDisplay};
+
+use crate::HostError;
+use crate::registry::{HandsetRecord, HandsetState, Registry};
+
+/// Admits handsets by the registry.
+#[derive(Debug)]
+pub struct RegistryAuthorizer {
+    registry: Arc<Registry>,
+    key: TokenKey,
+}
+
+impl RegistryAuthorizer {
+    /// An authorizer over `registry`, verifying tokens with `key`.
+    pub fn new(registry: Arc<Registry>, key: TokenKey) -> Self {
+        Self { registry, key }
+    }
+
+    fn handset(&self, req: &AuthRequest<'_>, fp: &str) -> Result<HandsetRecord, Refusal> {
+        let internal = |e: HostError| {
+            Refusal::new(
+                AppErrorCode::InternalError,
+                format!("host registry error: {e}"),
+            )
+        };
+        match self.registry.handset(fp).map_err(internal)? {
+            Some(h) if h.state == HandsetState::Revoked => Err(Refusal::new(
+                AppErrorCode::Revoked,
+                "this handset was revoked by the host's operator; ask them for a new enrollment string",
+            )),
+            Some(h) => Ok(h),
+            None if req.resuming.is_some() => Err(Refusal::new(
+                AppErrorCode::Revoked,
+                "this handset is no longer enrolled",
+            )),
+            None => {
+                let Some(token) = req
+                    .hello
+                    .enrollment_token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                else {
+                    return Err(Refusal::new(
+                        AppErrorCode::Unauthorized,
+                        "this handset is not enrolled on this host; enroll it with a string from `vphonectl handset enroll`",
+                    ));
+                };
+                let verified = self.key.verify(token, SystemTime::now()).map_err(|e| {
+                    Refusal::new(e.app_error_code(), format!("enrollment refused: {e}"))
+                })?;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let name = if req.hello.handset_name.is_empty() {
+                    "handset"
+                } else {
+                    &req.hello.handset_name
+                };
+                self.registry
+                    .enroll_with_token(&verified.id.to_string(), fp, name, now)
+                    .map_err(|e| match e {
+                        HostError::Token(why) => Refusal::new(
+                            match why {
+                                "was already used" => AppErrorCode::TokenReused,
+                                "has expired" => AppErrorCode::TokenExpired,
+                                _ => AppErrorCode::TokenInvalid,
+                            },
+                            format!("enrollment token {why}; ask the operator for a new one"),
+                        ),
+                        other => internal(other),
+                    })
+            }
+        }
+    }
+}
+
+impl Authorizer for RegistryAuthorizer {
+    fn authorize(&self, req: &AuthRequest<'_>) -> Result<Authorized, Refusal> {
+        let fp = req.handset.to_string();
+        let handset = self.handset(req, &fp)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let _ = self.registry.touch_handset(&fp, now);
+        let phones = self.registry.phones().map_err(|e| {
+            Refusal::new(
+                AppErrorCode::InternalError,
+                format!("host registry error: {e}"),
+            )
+        })?;
+        let wanted = req.hello.phone_name.as_str();
+        let phone = if wanted.is_empty() {
+            phones
+                .iter()
+                .find(|p| handset.may_use(&p.name))
+                .ok_or_else(|| {
+                    Refusal::new(
+                        AppErrorCode::NotAssigned,
+                        "no phone on this host is assigned to this handset",
+                    )
+                })?
+        } else {
+            let p = phones.iter().find(|p| p.name == wanted).ok_or_else(|| {
+                Refusal::new(
+                    AppErrorCode::PhoneNotFound,
+                    format!("phone '{wanted}' does not exist on this host"),
+                )
+            })?;
+            if !handset.may_use(&p.name) {
+                return Err(Refusal::new(
+                    AppErrorCode::NotAssigned,
+                    format!("phone '{wanted}' is not assigned to this handset"),
+                ));
+            }
+            p
+        };
+        Ok(Authorized::new(
+            phone.name.clone(),
+            PhoneDisplay {
+                width_px: phone.width,
+                height_px: phone.height,
+                density_dpi: phone.dpi,
+            },
+        ))
+    }
+}

@@ -1,0 +1,215 @@
+//! The host daemon's entry point, as a library function so tests can run a
+//! whole host in-process on listeners they bound to port 0.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::HostError;
+use crate::access::RegistryAuthorizer;
+use crate::config::HostConfig;
+use crate::enroll::BridgeEnroller;
+use crate::operator::{
+    Enroller, Metrics, OperatorService, SessionDirectory, load_or_create_admin_token,
+};
+use crate::phones::{ManagerConfig, PhoneManager};
+use crate::registry::Registry;
+use crate::router::{Router, RouterConfig, Sessions};
+
+/// Sockets the host serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The operator API and `/metrics`.
+    pub operator: TcpListener,
+    /// Handset QUIC connections.
+    pub quic: std::net::UdpSocket,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] naming an address that cannot be bound.
+    pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
+        let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
+            HostError::io(
+                format!(
+                    "binding the handset QUIC port {} (udp; is another vphone-host running?)",
+                    cfg.quic_listen
+                ),
+                e,
+            )
+        })?;
+        Ok(Self {
+            operator: crate::operator::bind(cfg.operator_listen).await?,
+            quic,
+        })
+    }
+}
+
+/// A running host, for callers that want its parts (tests, `demo`).
+#[derive(Debug)]
+pub struct Host {
+    /// The phone actor.
+    pub phones: PhoneManager,
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// Where the operator API listens.
+    pub operator_addr: SocketAddr,
+    /// Where handsets connect (UDP).
+    pub quic_addr: SocketAddr,
+    /// The host's identity and token key.
+    pub enroller: Arc<BridgeEnroller>,
+    /// Live sessions.
+    pub sessions: Arc<Sessions>,
+    /// The admin token.
+    pub admin_token: String,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Creates the data dir with mode 0700 (it holds keys and tokens).
+///
+/// # Errors
+/// [`HostError::Io`].
+pub fn prepare_data_dir(dir: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| HostError::io(format!("creating data dir {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Starts every part of the host on `listeners`.
+    ///
+    /// # Errors
+    /// The first part that fails to start, with what to do.
+    pub async fn start(cfg: &HostConfig, listeners: Listeners) -> Result<Self, HostError> {
+        prepare_data_dir(&cfg.data_dir)?;
+        let quic_bound = listeners
+            .quic
+            .local_addr()
+            .map_err(|e| HostError::io("reading the QUIC address", e))?;
+        let enroller = Arc::new(BridgeEnroller::load_or_create(
+            &cfg.data_dir,
+            cfg.public_addr_for(quic_bound),
+        )?);
+        let registry = Arc::new(Registry::open(&cfg.data_dir.join("registry.sqlite3"))?);
+        let dangling = registry.close_dangling_sessions("host restarted", now_ms())?;
+        if dangling > 0 {
+            tracing::info!(dangling, "closed sessions left open by a previous run");
+        }
+        let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
+        let phones = PhoneManager::spawn(
+            registry.clone(),
+            ManagerConfig {
+                data_dir: cfg.data_dir.clone(),
+                packet_streamer: cfg.netsim_listen.to_string(),
+                boot_timeout: cfg.boot_timeout,
+                restart: cfg.restart,
+                emulator_args: cfg.emulator_args.clone(),
+            },
+        )?;
+        let metrics = Arc::new(Metrics::default());
+        let sessions = Arc::new(Sessions::default());
+        let directory: Arc<dyn SessionDirectory> = sessions.clone();
+        let operator_addr = listeners
+            .operator
+            .local_addr()
+            .map_err(|e| HostError::io("reading the operator address", e))?;
+        // vphonectl finds the host through this file.
+        std::fs::write(
+            cfg.data_dir.join("operator.addr"),
+            format!("{operator_addr}\n"),
+        )
+        .map_err(|e| HostError::io("writing operator.addr", e))?;
+        let (stop, stopped) = watch::channel(false);
+        let svc = OperatorService::new(
+            phones.clone(),
+            registry.clone(),
+            enroller.clone() as Arc<dyn Enroller>,
+            directory,
+            metrics.clone(),
+        );
+        let token = admin_token.clone();
+        let mut rx = stopped.clone();
+        let operator_task = tokio::spawn(async move {
+            let res = svc
+                .serve(listeners.operator, token, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "operator API stopped");
+            }
+        });
+        // Handsets: QUIC sessions admitted by the registry, routed to phones.
+        let mut bridge_cfg = device_bridge::BridgeServerConfig::new(
+            enroller.identity().clone(),
+            Arc::new(RegistryAuthorizer::new(
+                registry.clone(),
+                enroller.key().clone(),
+            )),
+        );
+        bridge_cfg.resume_window = cfg.resume_window;
+        let server =
+            device_bridge::BridgeServer::with_socket(listeners.quic, bridge_cfg).map_err(|e| {
+                HostError::Invalid {
+                    what: "QUIC listener",
+                    why: e.to_string(),
+                }
+            })?;
+        let quic_addr = server.local_addr().map_err(|e| HostError::Invalid {
+            what: "QUIC listener",
+            why: e.to_string(),
+        })?;
+        let router = Arc::new(Router::new(
+            phones.clone(),
+            registry.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            RouterConfig::default(),
+        ));
+        let mut rx = stopped.clone();
+        let router_task = tokio::spawn(router.run(server, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        Ok(Self {
+            phones,
+            registry,
+            operator_addr,
+            quic_addr,
+            enroller,
+            sessions,
+            admin_token,
+            metrics,
+            stop,
+            tasks: vec![operator_task, router_task],
+        })
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

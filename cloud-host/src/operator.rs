@@ -1,0 +1,623 @@
+//! The operator API (`vphone.operator.v1.Operator`, used by `vphonectl`) and
+//! the Prometheus `/metrics` endpoint, served together on the operator port.
+//!
+//! Every gRPC call needs `authorization: Bearer <admin token>`; the token is
+//! created at first start in `<data dir>/admin.token` with mode 0600, so only
+//! the host's user can drive the host. `/metrics` needs no token (it carries
+//! no secrets; the operator port is on loopback by default).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sensor_proto::emulator::image_format::ImgFormat;
+use sensor_proto::operator as op;
+use sensor_proto::operator::operator_server::{Operator, OperatorServer};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::HostError;
+use crate::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
+use crate::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord};
+
+/// A freshly minted enrollment token.
+#[derive(Clone, Debug)]
+pub struct MintedToken {
+    /// Its public id (recorded in the registry).
+    pub id: String,
+    /// When it expires, Unix ms.
+    pub expires_at_ms: i64,
+    /// The secret text given to the handset.
+    pub text: String,
+}
+
+/// What the operator API needs from the host's QUIC identity.
+pub trait Enroller: Send + Sync + std::fmt::Debug {
+    /// Mints a single-use token valid for `ttl`.
+    ///
+    /// # Errors
+    /// [`HostError`] when no randomness or key is available.
+    fn mint(&self, ttl: Duration) -> Result<MintedToken, HostError>;
+    /// The host's certificate pin (`sha256:<hex>` of its public key).
+    fn pin(&self) -> String;
+    /// The `host:port` handsets dial.
+    fn public_addr(&self) -> String;
+}
+
+/// What the operator API needs from the session router.
+pub trait SessionDirectory: Send + Sync + std::fmt::Debug {
+    /// The live sessions.
+    fn list(&self) -> Vec<op::Session>;
+    /// Ends a session with a reason.
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`] for an unknown id.
+    fn kick(&self, id: &str, reason: &str) -> Result<(), HostError>;
+}
+
+/// No sessions (a host without a handset listener, and tests).
+#[derive(Debug, Default)]
+pub struct NoSessions;
+
+impl SessionDirectory for NoSessions {
+    fn list(&self) -> Vec<op::Session> {
+        Vec::new()
+    }
+
+    fn kick(&self, id: &str, _: &str) -> Result<(), HostError> {
+        Err(HostError::NotFound {
+            kind: "session",
+            name: id.to_owned(),
+        })
+    }
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sessions ever attached.
+    pub sessions_total: AtomicU64,
+    /// Bytes received from handsets.
+    pub bytes_up: AtomicU64,
+    /// Bytes sent to handsets.
+    pub bytes_down: AtomicU64,
+    /// Video frames sent.
+    pub frames_sent: AtomicU64,
+    /// Sensor samples applied to phones.
+    pub sensor_samples: AtomicU64,
+    /// Sensor samples dropped (stale, flooded, invalid).
+    pub sensor_dropped: AtomicU64,
+    /// HCI packets relayed (both directions).
+    pub hci_packets: AtomicU64,
+    /// Operator calls refused for a missing or wrong token.
+    pub auth_failures: AtomicU64,
+}
+
+/// Reads the admin token from `<data dir>/admin.token`, creating it (mode
+/// 0600, 32 random bytes as hex) when absent.
+///
+/// # Errors
+/// [`HostError::Io`] naming the file.
+pub fn load_or_create_admin_token(data_dir: &Path) -> Result<String, HostError> {
+    let path = admin_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(HostError::io(format!("reading {}", path.display()), e)),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| HostError::io(format!("creating {}", data_dir.display()), e))?;
+    let token = crate::backend::random_token()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
+    writeln!(f, "{token}").map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
+    Ok(token)
+}
+
+/// Where the admin token lives.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// The operator service.
+#[derive(Debug, Clone)]
+pub struct OperatorService {
+    phones: PhoneManager,
+    registry: Arc<Registry>,
+    enroller: Arc<dyn Enroller>,
+    sessions: Arc<dyn SessionDirectory>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
+    let r = &v.record;
+    op::Phone {
+        name: r.name.clone(),
+        backend: match r.backend {
+            Backend::Sim => op::Backend::Sim,
+            Backend::Emulator => op::Backend::Emulator,
+        } as i32,
+        state: match v.state {
+            Lifecycle::Creating => op::PhoneState::Creating,
+            Lifecycle::Booting => op::PhoneState::Booting,
+            Lifecycle::Running => op::PhoneState::Running,
+            Lifecycle::Stopping => op::PhoneState::Stopping,
+            Lifecycle::Stopped => op::PhoneState::Stopped,
+            Lifecycle::Failed(_) => op::PhoneState::Failed,
+        } as i32,
+        desired_state: match r.desired {
+            DesiredState::Running => op::DesiredState::Running,
+            DesiredState::Stopped => op::DesiredState::Stopped,
+        } as i32,
+        failure_reason: match &v.state {
+            Lifecycle::Failed(why) => why.clone(),
+            _ => String::new(),
+        },
+        display: Some(op::DisplaySpec {
+            width_px: r.width,
+            height_px: r.height,
+            dpi: r.dpi,
+        }),
+        avd: r.avd.clone().unwrap_or_default(),
+        allowed_handsets: handsets
+            .iter()
+            .filter(|h| {
+                h.state == HandsetState::Enrolled
+                    && (h.phones.is_empty() || h.phones.contains(&r.name))
+            })
+            .map(|h| h.name.clone())
+            .collect(),
+        created_at_unix_ms: r.created_at_ms.max(0) as u64,
+        attached_session_id: String::new(),
+    }
+}
+
+fn handset_msg(h: &HandsetRecord) -> op::Handset {
+    op::Handset {
+        fingerprint: h.fingerprint.clone(),
+        name: h.name.clone(),
+        state: match h.state {
+            HandsetState::Enrolled => op::HandsetState::Enrolled,
+            HandsetState::Revoked => op::HandsetState::Revoked,
+        } as i32,
+        allowed_phones: h.phones.clone(),
+        enrolled_at_unix_ms: h.enrolled_at_ms.max(0) as u64,
+        last_seen_unix_ms: h.last_seen_ms.unwrap_or(0).max(0) as u64,
+    }
+}
+
+/// The one-line enrollment string a handset takes:
+/// `vphone://HOST:PORT?pin=PIN&token=TOKEN`.
+pub fn enrollment_string(addr: &str, pin: &str, token: &str) -> String {
+    format!("vphone://{addr}?pin={pin}&token={token}")
+}
+
+impl OperatorService {
+    /// Builds the service.
+    pub fn new(
+        phones: PhoneManager,
+        registry: Arc<Registry>,
+        enroller: Arc<dyn Enroller>,
+        sessions: Arc<dyn SessionDirectory>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            phones,
+            registry,
+            enroller,
+            sessions,
+            metrics,
+            started: Instant::now(),
+        }
+    }
+
+    async fn phone(&self, name: &str) -> Result<op::Phone, Status> {
+        let v = self.phones.get(name).await?;
+        Ok(phone_msg(&v, &self.registry.handsets()?))
+    }
+
+    /// The Prometheus text exposition of the host's state and counters.
+    pub async fn metrics_text(&self) -> String {
+        let phones = self.phones.list().await.unwrap_or_default();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP vphone_phones Phones by lifecycle state.\n# TYPE vphone_phones gauge"
+        );
+        for state in [
+            "creating", "booting", "running", "stopping", "stopped", "failed",
+        ] {
+            let n = phones.iter().filter(|p| p.state.name() == state).count();
+            let _ = writeln!(out, "vphone_phones{{state=\"{state}\"}} {n}");
+        }
+        let sessions = self.sessions.list();
+        let _ = writeln!(
+            out,
+            "# HELP vphone_sessions Live handset sessions.\n# TYPE vphone_sessions gauge"
+        );
+        let _ = writeln!(out, "vphone_sessions {}", sessions.len());
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "vphone_sessions_total",
+                "Sessions attached since start.",
+                &m.sessions_total,
+            ),
+            (
+                "vphone_bytes_up_total",
+                "Bytes received from handsets.",
+                &m.bytes_up,
+            ),
+            (
+                "vphone_bytes_down_total",
+                "Bytes sent to handsets.",
+                &m.bytes_down,
+            ),
+            (
+                "vphone_frames_sent_total",
+                "Video frames sent.",
+                &m.frames_sent,
+            ),
+            (
+                "vphone_sensor_samples_total",
+                "Sensor samples applied.",
+                &m.sensor_samples,
+            ),
+            (
+                "vphone_sensor_dropped_total",
+                "Sensor samples dropped.",
+                &m.sensor_dropped,
+            ),
+            (
+                "vphone_hci_packets_total",
+                "HCI packets relayed.",
+                &m.hci_packets,
+            ),
+            (
+                "vphone_operator_auth_failures_total",
+                "Operator calls refused.",
+                &m.auth_failures,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vphone_uptime_seconds Host uptime.\n# TYPE vphone_uptime_seconds gauge\nvphone_uptime_seconds {}",
+            self.started.elapsed().as_secs()
+        );
+        out
+    }
+
+    /// Serves the operator API (admin token required) and `/metrics` on
+    /// `listener` until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] if the server fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        admin_token: String,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), HostError> {
+        let want = format!("Bearer {admin_token}");
+        let metrics = self.metrics.clone();
+        let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
+            match req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(v) if v == want => Ok(req),
+                found => {
+                    metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(Status::unauthenticated(if found.is_some() {
+                        "operator token rejected"
+                    } else {
+                        "operator token missing"
+                    }))
+                }
+            }
+        };
+        let scrape = self.clone();
+        let grpc = OperatorServer::with_interceptor(self, auth);
+        let router = tonic::service::Routes::new(grpc).into_axum_router().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let s = scrape.clone();
+                async move { s.metrics_text().await }
+            }),
+        );
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await
+            .map_err(|e| HostError::io("operator API server", std::io::Error::other(e)))
+    }
+}
+
+/// Binds the operator listener, with a clear error when the port is taken.
+///
+/// # Errors
+/// [`HostError::Io`] naming the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HostError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        HostError::io(
+            format!("binding the operator API on {addr} (is another vphone-host running?)"),
+            e,
+        )
+    })
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn create_phone(
+        &self,
+        req: Request<op::CreatePhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let r = req.into_inner();
+        let backend = match op::Backend::try_from(r.backend) {
+            Ok(op::Backend::Sim) | Ok(op::Backend::Unspecified) => Backend::Sim,
+            Ok(op::Backend::Emulator) => Backend::Emulator,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown backend {}",
+                    r.backend
+                )));
+            }
+        };
+        let d = r.display.unwrap_or_default();
+        let display = (
+            if d.width_px == 0 {
+                crate::sim::DEFAULT_WIDTH
+            } else {
+                d.width_px
+            },
+            if d.height_px == 0 {
+                crate::sim::DEFAULT_HEIGHT
+            } else {
+                d.height_px
+            },
+            if d.dpi == 0 { 320 } else { d.dpi },
+        );
+        let v = self
+            .phones
+            .create(PhoneSpec {
+                name: r.name,
+                backend,
+                display,
+                avd: (!r.avd.is_empty()).then_some(r.avd),
+                start: r.start,
+            })
+            .await?;
+        Ok(Response::new(phone_msg(&v, &self.registry.handsets()?)))
+    }
+
+    async fn list_phones(
+        &self,
+        _: Request<op::ListPhonesRequest>,
+    ) -> Result<Response<op::ListPhonesResponse>, Status> {
+        let handsets = self.registry.handsets()?;
+        let phones = self
+            .phones
+            .list()
+            .await?
+            .iter()
+            .map(|v| phone_msg(v, &handsets))
+            .collect();
+        Ok(Response::new(op::ListPhonesResponse { phones }))
+    }
+
+    async fn get_phone(
+        &self,
+        req: Request<op::GetPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        Ok(Response::new(self.phone(&req.into_inner().name).await?))
+    }
+
+    async fn start_phone(
+        &self,
+        req: Request<op::StartPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let name = req.into_inner().name;
+        self.phones.start(&name).await?;
+        Ok(Response::new(self.phone(&name).await?))
+    }
+
+    async fn stop_phone(
+        &self,
+        req: Request<op::StopPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let name = req.into_inner().name;
+        self.phones.stop(&name).await?;
+        Ok(Response::new(self.phone(&name).await?))
+    }
+
+    async fn delete_phone(
+        &self,
+        req: Request<op::DeletePhoneRequest>,
+    ) -> Result<Response<op::DeletePhoneResponse>, Status> {
+        let r = req.into_inner();
+        self.phones.delete(&r.name, r.force).await?;
+        Ok(Response::new(op::DeletePhoneResponse {}))
+    }
+
+    async fn get_screenshot(
+        &self,
+        req: Request<op::GetScreenshotRequest>,
+    ) -> Result<Response<op::Screenshot>, Status> {
+        let r = req.into_inner();
+        let (client, _) = self.phones.connect(&r.name).await?;
+        let img = client.screenshot(ImgFormat::Png).await?;
+        let f = img.format.unwrap_or_default();
+        Ok(Response::new(op::Screenshot {
+            png: img.image,
+            width: f.width,
+            height: f.height,
+            captured_at_unix_ms: img.timestamp_us / 1000,
+        }))
+    }
+
+    async fn enroll_handset(
+        &self,
+        req: Request<op::EnrollHandsetRequest>,
+    ) -> Result<Response<op::EnrollHandsetResponse>, Status> {
+        let r = req.into_inner();
+        for p in &r.allowed_phones {
+            self.phones.get(p).await?;
+        }
+        if let Some(n) = &r.name {
+            crate::registry::validate_name("handset name", n)?;
+        }
+        let ttl = Duration::from_secs(u64::from(if r.ttl_seconds == 0 {
+            600
+        } else {
+            r.ttl_seconds
+        }));
+        if ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(Status::invalid_argument(
+                "ttl_seconds may be at most one week",
+            ));
+        }
+        let minted = self.enroller.mint(ttl)?;
+        self.registry.insert_token(
+            &TokenRecord {
+                id: minted.id.clone(),
+                name: r.name,
+                phones: r.allowed_phones,
+                expires_at_ms: minted.expires_at_ms,
+                used_at_ms: None,
+            },
+            unix_ms(),
+        )?;
+        let pin = self.enroller.pin();
+        Ok(Response::new(op::EnrollHandsetResponse {
+            enrollment: enrollment_string(&self.enroller.public_addr(), &pin, &minted.text),
+            expires_at_unix_ms: minted.expires_at_ms.max(0) as u64,
+            host_pin: pin,
+        }))
+    }
+
+    async fn list_handsets(
+        &self,
+        req: Request<op::ListHandsetsRequest>,
+    ) -> Result<Response<op::ListHandsetsResponse>, Status> {
+        let all = req.into_inner().include_revoked;
+        let handsets = self
+            .registry
+            .handsets()?
+            .iter()
+            .filter(|h| all || h.state == HandsetState::Enrolled)
+            .map(handset_msg)
+            .collect();
+        Ok(Response::new(op::ListHandsetsResponse { handsets }))
+    }
+
+    async fn revoke_handset(
+        &self,
+        req: Request<op::RevokeHandsetRequest>,
+    ) -> Result<Response<op::Handset>, Status> {
+        let h = self
+            .registry
+            .revoke_handset(&req.into_inner().handset, unix_ms())?;
+        // A revoked handset loses its live sessions at once.
+        for s in self.sessions.list() {
+            if s.handset_fingerprint == h.fingerprint {
+                let _ = self.sessions.kick(&s.id, "handset revoked");
+            }
+        }
+        Ok(Response::new(handset_msg(&h)))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<op::ListSessionsRequest>,
+    ) -> Result<Response<op::ListSessionsResponse>, Status> {
+        Ok(Response::new(op::ListSessionsResponse {
+            sessions: self.sessions.list(),
+        }))
+    }
+
+    async fn kick_session(
+        &self,
+        req: Request<op::KickSessionRequest>,
+    ) -> Result<Response<op::KickSessionResponse>, Status> {
+        let r = req.into_inner();
+        let reason = if r.reason.is_empty() {
+            "kicked by the operator"
+        } else {
+            &r.reason
+        };
+        self.sessions.kick(&r.id, reason)?;
+        Ok(Response::new(op::KickSessionResponse {}))
+    }
+
+    async fn get_host_stats(
+        &self,
+        _: Request<op::GetHostStatsRequest>,
+    ) -> Result<Response<op::HostStats>, Status> {
+        let phones = self.phones.list().await?;
+        let sessions = self.sessions.list();
+        Ok(Response::new(op::HostStats {
+            phones: phones.len() as u32,
+            phones_running: phones
+                .iter()
+                .filter(|p| p.state == Lifecycle::Running)
+                .count() as u32,
+            handsets: self
+                .registry
+                .handsets()?
+                .iter()
+                .filter(|h| h.state == HandsetState::Enrolled)
+                .count() as u32,
+            sessions: sessions.len() as u32,
+            sessions_connected: sessions
+                .iter()
+                .filter(|s| s.state == op::SessionState::Connected as i32)
+                .count() as u32,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            bytes_up: self.metrics.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.metrics.bytes_down.load(Ordering::Relaxed),
+        }))
+    }
+
+    type StreamBtSnoopStream = tonic::codegen::BoxStream<op::BtSnoopRecord>;
+
+    async fn stream_bt_snoop(
+        &self,
+        req: Request<op::StreamBtSnoopRequest>,
+    ) -> Result<Response<Self::StreamBtSnoopStream>, Status> {
+        let phone = req.into_inner().phone;
+        self.phones.get(&phone).await?;
+        Err(Status::unimplemented(format!(
+            "Bluetooth capture of '{phone}' is not available yet: the HCI passthrough is not built"
+        )))
+    }
+}

@@ -1,0 +1,938 @@
+//! The session router: attaches each admitted handset session to its phone
+//! and moves everything between them.
+//!
+//! * sensors (QUIC datagrams, latest wins) -> `setSensor` raw values, with a
+//!   per-sensor rate limit (samples beyond twice the requested rate are
+//!   dropped and counted) and coalescing (when the phone is slower than the
+//!   handset, only the newest value per sensor is applied);
+//! * location -> `setGps`; touch and keys -> one ordered `streamInputEvent`
+//!   per phone; touches outside the screen are clamped and counted, unknown
+//!   key codes dropped and counted;
+//! * screen: `streamScreenshot` (RGBA) -> H.264 -> one QUIC stream per group
+//!   of pictures. A keyframe starts every GOP: at session start, after a
+//!   resume, on the handset's request and every few seconds. The newest
+//!   screen image wins: when the handset falls behind, frames are dropped,
+//!   never queued.
+//!
+//! One handset per phone: a second session for a busy phone is closed with
+//! PHONE_BUSY and a message naming who holds it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use device_bridge::{BridgeError, BridgeServer, ServerSession};
+use sensor_proto::bridge::{
+    ActiveSensor, ActiveSensors, CloseReason, SensorKind, SensorSample, VideoCodec, VideoConfig,
+    VideoFrameHeader, VideoStreamHeader, control_message, input_message,
+};
+use sensor_proto::bytes::Bytes;
+use sensor_proto::emulator::image_format::ImgFormat;
+use sensor_proto::emulator::{
+    GpsState, InputEvent, KeyboardEvent, Touch, TouchEvent, input_event, keyboard_event,
+};
+use sensor_proto::operator as op;
+use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt;
+
+use crate::HostError;
+use crate::emu_client::{EmulatorClient, listened_sensors};
+use crate::operator::{Metrics, SessionDirectory};
+use crate::phones::PhoneManager;
+use crate::registry::{Registry, SessionRecord};
+use crate::video::{EncoderConfig, VideoEncoder};
+
+/// Video and input settings per session.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Frame-rate cap.
+    pub max_fps: u32,
+    /// Bitrate cap, bits per second.
+    pub bitrate_bps: u32,
+    /// A keyframe (and a new GOP) at least this often.
+    pub keyframe_interval: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_fps: 60,
+            bitrate_bps: 4_000_000,
+            keyframe_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A bounded log of latencies (µs) with percentiles.
+#[derive(Debug, Default)]
+pub struct LatencyLog {
+    samples: std::collections::VecDeque<u64>,
+}
+
+impl LatencyLog {
+    const KEEP: usize = 8192;
+
+    /// Records one latency.
+    pub fn push(&mut self, us: u64) {
+        if self.samples.len() == Self::KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(us);
+    }
+
+    /// The `p` quantile (0..=1) in µs, or `None` when empty.
+    pub fn percentile(&self, p: f64) -> Option<u64> {
+        let mut v: Vec<u64> = self.samples.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+        v.get(i).copied()
+    }
+
+    /// Number of recorded latencies (at most the last 8192 are kept).
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    session: Arc<ServerSession>,
+    phone: String,
+    handset_name: String,
+    started_ms: i64,
+    frames: Arc<AtomicU64>,
+    sensor_latency: Arc<Mutex<LatencyLog>>,
+}
+
+/// The live sessions, for the operator API.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sensor sample -> applied-in-the-phone latency of a session, µs:
+    /// `(p50, p99, count)`.
+    pub fn sensor_latency(&self, id: &str) -> Option<(u64, u64, usize)> {
+        let live = self.lock();
+        let log = live
+            .get(id)?
+            .sensor_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some((log.percentile(0.5)?, log.percentile(0.99)?, log.len()))
+    }
+
+    /// Ids of the live sessions.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The session attached to `phone`, if any.
+    pub fn on_phone(&self, phone: &str) -> Option<Arc<ServerSession>> {
+        self.lock()
+            .values()
+            .find(|l| l.phone == phone)
+            .map(|l| l.session.clone())
+    }
+}
+
+impl SessionDirectory for Sessions {
+    fn list(&self) -> Vec<op::Session> {
+        let mut v: Vec<op::Session> = self
+            .lock()
+            .values()
+            .map(|l| {
+                let st = l.session.stats();
+                op::Session {
+                    id: l.session.id().to_owned(),
+                    handset_fingerprint: l.session.handset().to_string(),
+                    handset_name: l.handset_name.clone(),
+                    phone: l.phone.clone(),
+                    remote_addr: l
+                        .session
+                        .remote_address()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    started_at_unix_ms: l.started_ms.max(0) as u64,
+                    resumed_count: st.connections.saturating_sub(1) as u32,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    frames_sent: l.frames.load(Ordering::Relaxed),
+                    radio_lent: false,
+                    state: if l.session.is_connected() {
+                        op::SessionState::Connected
+                    } else {
+                        op::SessionState::Detached
+                    } as i32,
+                    rtt_us: st.rtt_us.min(u64::from(u32::MAX)) as u32,
+                }
+            })
+            .collect();
+        v.sort_by_key(|a| a.started_at_unix_ms);
+        v
+    }
+
+    fn kick(&self, id: &str, reason: &str) -> Result<(), HostError> {
+        let s = self
+            .lock()
+            .get(id)
+            .map(|l| l.session.clone())
+            .ok_or_else(|| HostError::NotFound {
+                kind: "session",
+                name: id.to_owned(),
+            })?;
+        let reason = reason.to_owned();
+        tokio::spawn(async move { s.close(CloseReason::Kicked, &reason).await });
+        Ok(())
+    }
+}
+
+/// Routes sessions to phones.
+#[derive(Debug)]
+pub struct Router {
+    phones: PhoneManager,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    cfg: RouterConfig,
+}
+
+/// Per-session counters of refused input.
+#[derive(Debug, Default)]
+struct Refused {
+    clamped_touches: AtomicU64,
+    unknown_keys: AtomicU64,
+}
+
+impl Router {
+    /// A router over these parts.
+    pub fn new(
+        phones: PhoneManager,
+        registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        cfg: RouterConfig,
+    ) -> Self {
+        Self {
+            phones,
+            registry,
+            sessions,
+            metrics,
+            cfg,
+        }
+    }
+
+    /// Accepts sessions from `server` until `shutdown` resolves, then
+    /// closes the server.
+    pub async fn run(self: Arc<Self>, server: BridgeServer, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                s = server.accept() => match s {
+                    Some(s) => { tokio::spawn(self.clone().attach(Arc::new(s))); }
+                    None => break,
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        server.close("host shutting down");
+    }
+
+    async fn attach(self: Arc<Self>, s: Arc<ServerSession>) {
+        let phone = s.welcome().phone_name;
+        let handset_name = s.hello().handset_name.clone();
+        let id = s.id().to_owned();
+        let span =
+            tracing::info_span!("session", session = %id, phone = %phone, handset = %handset_name);
+        let _enter = span.enter();
+        let frames = Arc::new(AtomicU64::new(0));
+        let sensor_latency = Arc::new(Mutex::new(LatencyLog::default()));
+        {
+            let mut live = self.sessions.lock();
+            if let Some(other) = live.values().find(|l| l.phone == phone) {
+                let msg = format!(
+                    "phone '{phone}' is in use by handset '{}' (session {})",
+                    other.handset_name,
+                    other.session.id()
+                );
+                drop(live);
+                tracing::info!("{msg}: refusing a second handset");
+                let s2 = s.clone();
+                tokio::spawn(async move { s2.close(CloseReason::PhoneBusy, &msg).await });
+                return;
+            }
+            live.insert(
+                id.clone(),
+                Live {
+                    session: s.clone(),
+                    phone: phone.clone(),
+                    handset_name: handset_name.clone(),
+                    started_ms: unix_ms(),
+                    frames: frames.clone(),
+                    sensor_latency: sensor_latency.clone(),
+                },
+            );
+        }
+        self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+        let _ = self.registry.session_started(&SessionRecord {
+            id: id.clone(),
+            fingerprint: s.handset().to_string(),
+            phone: phone.clone(),
+            remote: s.remote_address().map(|a| a.to_string()),
+            started_at_ms: unix_ms(),
+            ended_at_ms: None,
+            end_reason: None,
+        });
+        let end = match self.phones.connect(&phone).await {
+            Ok((client, sim)) => {
+                if let Some(sim) = &sim {
+                    sim.set_session(Some(handset_name.clone()));
+                }
+                tracing::info!("attached");
+                let reason = self.serve(s.clone(), client, frames, sensor_latency).await;
+                if let Some(sim) = &sim {
+                    sim.set_session(None);
+                }
+                reason
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                s.close(CloseReason::PhoneStopped, &msg).await;
+                msg
+            }
+        };
+        tracing::info!(%end, "session ended");
+        self.sessions.lock().remove(&id);
+        let _ = self.registry.session_ended(&id, &end, unix_ms());
+    }
+
+    /// Runs the session's pipelines until it ends; returns why it ended.
+    async fn serve(
+        &self,
+        s: Arc<ServerSession>,
+        client: EmulatorClient,
+        frames: Arc<AtomicU64>,
+        sensor_latency: Arc<Mutex<LatencyLog>>,
+    ) -> String {
+        let status = client.status().await.ok();
+        let listened = status.as_ref().map(listened_sensors).unwrap_or_default();
+        let advertised: Vec<SensorKind> = s
+            .hello()
+            .capabilities
+            .iter()
+            .filter_map(|c| SensorKind::try_from(c.kind).ok())
+            .collect();
+        let active = active_sensors(&listened, &advertised);
+        let rates: HashMap<i32, f32> = active.sensors.iter().map(|a| (a.kind, a.rate_hz)).collect();
+        let _ = s
+            .send_control(control_message::Msg::ActiveSensors(active))
+            .await;
+        let display = s.welcome().display.unwrap_or_default();
+        let _ = s
+            .send_control(control_message::Msg::VideoConfig(VideoConfig {
+                codec: VideoCodec::H264 as i32,
+                width: display.width_px,
+                height: display.height_px,
+                max_fps: self.cfg.max_fps,
+                max_bitrate_bps: self.cfg.bitrate_bps,
+            }))
+            .await;
+        let keyframe = Arc::new(Notify::new());
+        let refused = Arc::new(Refused::default());
+        let clock_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let tasks = [
+            tokio::spawn(sensor_loop(
+                s.clone(),
+                client.clone(),
+                rates,
+                self.metrics.clone(),
+                (clock_offset_ns.clone(), sensor_latency),
+            )),
+            tokio::spawn(input_loop(
+                s.clone(),
+                client.clone(),
+                (display.width_px, display.height_px),
+                refused.clone(),
+            )),
+            tokio::spawn(video_loop(
+                s.clone(),
+                client.clone(),
+                self.cfg.clone(),
+                keyframe.clone(),
+                frames,
+                self.metrics.clone(),
+            )),
+            tokio::spawn(control_loop(s.clone(), keyframe, clock_offset_ns)),
+        ];
+        let end = s.ended().await;
+        for t in tasks {
+            t.abort();
+        }
+        let (c, k) = (
+            refused.clamped_touches.load(Ordering::Relaxed),
+            refused.unknown_keys.load(Ordering::Relaxed),
+        );
+        if c + k > 0 {
+            tracing::info!(
+                clamped_touches = c,
+                unknown_keys = k,
+                "input refused during the session"
+            );
+        }
+        end.to_string()
+    }
+}
+
+/// What the handset should sample: the phone's listened sensors that the
+/// handset has, or a default set for phones that do not say.
+pub fn active_sensors(listened: &[(String, u32)], advertised: &[SensorKind]) -> ActiveSensors {
+    let mut wanted: Vec<(SensorKind, f32)> = Vec::new();
+    let mut location_hz = 0u32;
+    if listened.is_empty() {
+        for k in [
+            SensorKind::Accelerometer,
+            SensorKind::Gyroscope,
+            SensorKind::Magnetometer,
+        ] {
+            wanted.push((k, 50.0));
+        }
+        location_hz = 1;
+    }
+    for (name, hz) in listened {
+        let kind = match name.as_str() {
+            "acceleration" => SensorKind::Accelerometer,
+            "gyroscope" => SensorKind::Gyroscope,
+            "magnetic_field" => SensorKind::Magnetometer,
+            "orientation" => SensorKind::Orientation,
+            "light" => SensorKind::Light,
+            "proximity" => SensorKind::Proximity,
+            "pressure" => SensorKind::Pressure,
+            "gps" => {
+                location_hz = *hz;
+                continue;
+            }
+            _ => continue,
+        };
+        wanted.push((kind, *hz as f32));
+    }
+    ActiveSensors {
+        sensors: wanted
+            .into_iter()
+            .filter(|(k, _)| advertised.contains(k))
+            .map(|(k, hz)| ActiveSensor {
+                kind: k as i32,
+                rate_hz: hz,
+                max_latency_ms: 0,
+            })
+            .collect(),
+        location_wanted: location_hz > 0,
+        location_interval_ms: 1000u32.checked_div(location_hz).unwrap_or(0),
+    }
+}
+
+/// Token bucket per sensor: allows bursts, caps the sustained rate.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate_hz: f64) -> Self {
+        Self {
+            rate: rate_hz,
+            tokens: rate_hz.max(4.0),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate.max(4.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn sensor_loop(
+    s: Arc<ServerSession>,
+    client: EmulatorClient,
+    rates: HashMap<i32, f32>,
+    metrics: Arc<Metrics>,
+    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<LatencyLog>>),
+) {
+    // Newest sample per sensor; a worker applies them (coalescing when the
+    // phone is slower than the handset).
+    let latest: Arc<Mutex<HashMap<i32, SensorSample>>> = Arc::default();
+    let ready = Arc::new(Notify::new());
+    let worker = {
+        let latest = latest.clone();
+        let ready = ready.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                ready.notified().await;
+                loop {
+                    let batch: Vec<SensorSample> = {
+                        let mut l = latest.lock().unwrap_or_else(|p| p.into_inner());
+                        l.drain().map(|(_, v)| v).collect()
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for sample in batch {
+                        let Some(t) = SensorKind::try_from(sample.kind)
+                            .ok()
+                            .and_then(SensorKind::emulator_sensor_type)
+                        else {
+                            continue;
+                        };
+                        if client.set_sensor(t, &sample.values).await.is_ok() {
+                            metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
+                            // Sample time on the host's clock -> now: the
+                            // handset reports its clock offset in Stats.
+                            let taken = sample.timestamp_ns as i64
+                                + clock_offset_ns.load(Ordering::Relaxed);
+                            let now = SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos() as i64);
+                            if sample.timestamp_ns > 0 && now >= taken {
+                                latency
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(((now - taken) / 1000) as u64);
+                            }
+                        } else {
+                            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut limits: HashMap<i32, RateLimit> = rates
+        .iter()
+        .map(|(k, hz)| (*k, RateLimit::new(f64::from(*hz) * 2.0)))
+        .collect();
+    while let Ok(sample) = s.recv_sensor().await {
+        let ok = sample.values.iter().all(|v| v.is_finite())
+            && limits
+                .get_mut(&sample.kind)
+                .is_some_and(|l| l.allow(Instant::now()));
+        if !ok {
+            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let replaced = latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sample.kind, sample)
+            .is_some();
+        if replaced {
+            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ready.notify_one();
+    }
+    worker.abort();
+}
+
+fn touch_event(
+    t: &sensor_proto::bridge::Touch,
+    (w, h): (u32, u32),
+    clamped: &AtomicU64,
+) -> TouchEvent {
+    use sensor_proto::bridge::TouchAction;
+    let action = TouchAction::try_from(t.action).unwrap_or(TouchAction::Unspecified);
+    let (maxx, maxy) = (w.saturating_sub(1) as f32, h.saturating_sub(1) as f32);
+    let touches = t
+        .pointers
+        .iter()
+        .take(10)
+        .map(|p| {
+            let (x, y) = (
+                if p.x.is_finite() { p.x } else { 0.0 },
+                if p.y.is_finite() { p.y } else { 0.0 },
+            );
+            if x < 0.0 || y < 0.0 || x > maxx || y > maxy || !p.x.is_finite() || !p.y.is_finite() {
+                clamped.fetch_add(1, Ordering::Relaxed);
+            }
+            let released = action == TouchAction::Cancel
+                || (action == TouchAction::Up && p.id == t.action_pointer_id);
+            Touch {
+                x: x.clamp(0.0, maxx).round() as i32,
+                y: y.clamp(0.0, maxy).round() as i32,
+                identifier: p.id.min(i32::MAX as u32) as i32,
+                pressure: if released {
+                    0
+                } else {
+                    ((p.pressure.clamp(0.0, 1.0) * 1024.0) as i32).max(1)
+                },
+                touch_major: p.major_px.clamp(0.0, 1000.0) as i32,
+                touch_minor: p.minor_px.clamp(0.0, 1000.0) as i32,
+                ..Touch::default()
+            }
+        })
+        .collect();
+    TouchEvent {
+        touches,
+        display: 0,
+    }
+}
+
+async fn input_loop(
+    s: Arc<ServerSession>,
+    client: EmulatorClient,
+    screen: (u32, u32),
+    refused: Arc<Refused>,
+) {
+    let (tx, done) = client.input_stream();
+    while let Ok(msg) = s.recv_input().await {
+        let ev = match msg.event {
+            Some(input_message::Event::Touch(t)) => Some(input_event::Type::TouchEvent(
+                touch_event(&t, screen, &refused.clamped_touches),
+            )),
+            Some(input_message::Event::Key(k)) => {
+                use sensor_proto::bridge::KeyAction;
+                let event_type = match KeyAction::try_from(k.action).unwrap_or(KeyAction::Press) {
+                    KeyAction::Down => keyboard_event::KeyEventType::Keydown,
+                    KeyAction::Up => keyboard_event::KeyEventType::Keyup,
+                    _ => keyboard_event::KeyEventType::Keypress,
+                };
+                match (
+                    crate::keymap::android_to_w3c(k.keycode),
+                    k.text.as_deref().filter(|t| !t.is_empty()),
+                ) {
+                    (_, Some(text)) if text.len() <= 1024 => {
+                        Some(input_event::Type::KeyEvent(KeyboardEvent {
+                            event_type: keyboard_event::KeyEventType::Keypress as i32,
+                            text: text.to_owned(),
+                            ..KeyboardEvent::default()
+                        }))
+                    }
+                    (Some(key), _) => Some(input_event::Type::KeyEvent(KeyboardEvent {
+                        event_type: event_type as i32,
+                        key: key.to_owned(),
+                        ..KeyboardEvent::default()
+                    })),
+                    _ => {
+                        refused.unknown_keys.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+            Some(input_message::Event::Location(l)) => {
+                let gps = GpsState {
+                    passive_update: false,
+                    latitude: l.latitude_deg,
+                    longitude: l.longitude_deg,
+                    speed: l.speed_mps.unwrap_or(0.0),
+                    bearing: l.bearing_deg.unwrap_or(0.0),
+                    altitude: l.altitude_m.unwrap_or(0.0),
+                    satellites: l.satellites as i32,
+                };
+                if let Err(e) = client.set_gps(gps).await {
+                    tracing::debug!(error = %e, "location refused by the phone");
+                }
+                None
+            }
+            None => None,
+        };
+        if let Some(t) = ev
+            && tx.send(InputEvent { r#type: Some(t) }).await.is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = done.await;
+}
+
+async fn control_loop(
+    s: Arc<ServerSession>,
+    keyframe: Arc<Notify>,
+    clock_offset_ns: Arc<std::sync::atomic::AtomicI64>,
+) {
+    while let Ok(m) = s.recv_control().await {
+        match m.msg {
+            Some(control_message::Msg::KeyframeRequest(_)) => keyframe.notify_one(),
+            // The handset's offset is host minus handset; a sample taken at
+            // handset time t happened at host time t + offset.
+            Some(control_message::Msg::Stats(st)) => {
+                clock_offset_ns.store(st.clock_offset_ns, Ordering::Relaxed)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The latest screen image, fed by a task that reads the phone's stream.
+type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
+
+async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
+    let mut stream = client.screenshots(ImgFormat::Rgba8888).await?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        while let Some(Ok(img)) = stream.next().await {
+            if tx.send(Some(Arc::new(img))).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn video_loop(
+    s: Arc<ServerSession>,
+    client: EmulatorClient,
+    cfg: RouterConfig,
+    keyframe_wanted: Arc<Notify>,
+    frames: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+) {
+    let mut latest = match screen_feed(client).await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the phone's screen");
+            return;
+        }
+    };
+    let force = Arc::new(AtomicBool::new(true));
+    {
+        let force = force.clone();
+        tokio::spawn(async move {
+            loop {
+                keyframe_wanted.notified().await;
+                force.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut encoder: Option<VideoEncoder> = None;
+    let mut gop = None;
+    let mut last_key = Instant::now();
+    let mut gop_id = 0u64;
+    // A frame the fps cap skipped: offered again at the next slot, so the
+    // last change of a screen that then stays still is never lost.
+    let mut pending: Option<(Arc<sensor_proto::emulator::Image>, tokio::time::Instant)> = None;
+    loop {
+        let img = match pending.take() {
+            None => {
+                if latest.changed().await.is_err() {
+                    return;
+                }
+                latest.borrow_and_update().clone()
+            }
+            Some((img, at)) => tokio::select! {
+                r = latest.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    latest.borrow_and_update().clone()
+                }
+                () = tokio::time::sleep_until(at) => Some(img),
+            },
+        };
+        let Some(img) = img else { continue };
+        let f = img.format.clone().unwrap_or_default();
+        let (w, h) = (f.width, f.height);
+        if encoder
+            .as_ref()
+            .is_none_or(|e| (e.config().width, e.config().height) != (w, h))
+        {
+            match VideoEncoder::new(EncoderConfig {
+                width: w,
+                height: h,
+                max_fps: cfg.max_fps,
+                bitrate_bps: cfg.bitrate_bps,
+                keyframe_interval_s: cfg.keyframe_interval.as_secs().max(1) as u32,
+            }) {
+                Ok(e) => encoder = Some(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the video encoder");
+                    return;
+                }
+            }
+            force.store(true, Ordering::Relaxed);
+        }
+        let Some(enc) = encoder.as_mut() else { return };
+        let want_key = force.swap(false, Ordering::Relaxed)
+            || gop.is_none()
+            || last_key.elapsed() >= cfg.keyframe_interval;
+        let now_us = (unix_ms() as u64).saturating_mul(1000);
+        let encoded = match enc.encode_at(&img.image, img.timestamp_us, now_us, want_key) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                if want_key {
+                    force.store(true, Ordering::Relaxed);
+                }
+                let wait = enc.next_slot_us().map_or(0, |t| t.saturating_sub(now_us));
+                pending = Some((
+                    img,
+                    tokio::time::Instant::now() + Duration::from_micros(wait.max(1000)),
+                ));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "encoding failed");
+                return;
+            }
+        };
+        if encoded.keyframe {
+            last_key = Instant::now();
+            gop_id += 1;
+            match s
+                .start_gop(VideoStreamHeader {
+                    gop_id,
+                    codec: VideoCodec::H264 as i32,
+                    width: w,
+                    height: h,
+                    rotation_deg: 0,
+                })
+                .await
+            {
+                Ok(g) => gop = Some(g),
+                Err(_) => {
+                    gop = None;
+                    force.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        }
+        let Some(writer) = gop.as_mut() else {
+            force.store(true, Ordering::Relaxed);
+            continue;
+        };
+        let len = encoded.data.len() as u64;
+        let header = VideoFrameHeader {
+            pts_us: encoded.pts_us,
+            seq: 0,
+            keyframe: encoded.keyframe,
+            capture_time_us: encoded.capture_time_us,
+            payload_len: 0,
+        };
+        match writer.write_frame(header, Bytes::from(encoded.data)).await {
+            Ok(_) => {
+                frames.fetch_add(1, Ordering::Relaxed);
+                metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                metrics.bytes_down.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(BridgeError::GopSuperseded { .. }) => {}
+            Err(_) => {
+                // Disconnected (a resume may follow) or closed: start over
+                // with a keyframe on a new GOP.
+                gop = None;
+                force.store(true, Ordering::Relaxed);
+                if !s.is_connected() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_sensors_follow_the_phone_and_the_handset() {
+        let listened = vec![
+            ("acceleration".to_owned(), 60),
+            ("gyroscope".to_owned(), 60),
+            ("orientation".to_owned(), 60),
+            ("gps".to_owned(), 1),
+        ];
+        let a = active_sensors(
+            &listened,
+            &[
+                SensorKind::Accelerometer,
+                SensorKind::Orientation,
+                SensorKind::Light,
+            ],
+        );
+        let kinds: Vec<i32> = a.sensors.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                SensorKind::Accelerometer as i32,
+                SensorKind::Orientation as i32
+            ]
+        );
+        assert!(a.location_wanted);
+        assert_eq!(a.location_interval_ms, 1000);
+        // A phone that does not say gets the default set.
+        let d = active_sensors(&[], &[SensorKind::Accelerometer, SensorKind::Gyroscope]);
+        assert_eq!(d.sensors.len(), 2);
+    }
+
+    #[test]
+    fn touches_are_clamped_and_counted_and_up_releases_one_pointer() {
+        use sensor_proto::bridge::{Pointer, TouchAction};
+        let clamped = AtomicU64::new(0);
+        let t = sensor_proto::bridge::Touch {
+            action: TouchAction::Up as i32,
+            action_pointer_id: 2,
+            pointers: vec![
+                Pointer {
+                    id: 1,
+                    x: -50.0,
+                    y: 5000.0,
+                    pressure: 0.5,
+                    ..Pointer::default()
+                },
+                Pointer {
+                    id: 2,
+                    x: 100.0,
+                    y: 200.0,
+                    pressure: 0.5,
+                    ..Pointer::default()
+                },
+            ],
+            timestamp_ns: 0,
+        };
+        let ev = touch_event(&t, (720, 1280), &clamped);
+        assert_eq!(clamped.load(Ordering::Relaxed), 1);
+        assert_eq!((ev.touches[0].x, ev.touches[0].y), (0, 1279));
+        assert!(ev.touches[0].pressure > 0);
+        assert_eq!(ev.touches[1].pressure, 0);
+    }
+
+    #[test]
+    fn rate_limit_caps_sustained_rate() {
+        let mut r = RateLimit::new(100.0);
+        let t0 = Instant::now();
+        let mut allowed = 0;
+        // 10 000 samples over one second = 100x a 100 Hz rate.
+        for i in 0..10_000u32 {
+            if r.allow(t0 + Duration::from_micros(u64::from(i) * 100)) {
+                allowed += 1;
+            }
+        }
+        assert!((100..=210).contains(&allowed), "{allowed}");
+    }
+}
