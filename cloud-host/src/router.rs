@@ -779,18 +779,46 @@ async fn video_loop(
             }
             force.store(true, Ordering::Relaxed);
         }
-        let Some(enc) = encoder.as_mut() else { return };
+        let Some(mut enc) = encoder.take() else {
+            return;
+        };
         let want_key = force.swap(false, Ordering::Relaxed)
             || gop.is_none()
             || last_key.elapsed() >= cfg.keyframe_interval;
         let now_us = (unix_ms() as u64).saturating_mul(1000);
-        let encoded = match enc.encode_at(&img.image, img.timestamp_us, now_us, want_key) {
+        // Too soon for the fps cap: offer this frame again at the next slot
+        // (without waking the encoder thread).
+        if let Some(slot) = enc.next_slot_us()
+            && now_us < slot
+        {
+            encoder = Some(enc);
+            if want_key {
+                force.store(true, Ordering::Relaxed);
+            }
+            pending = Some((
+                img,
+                tokio::time::Instant::now() + Duration::from_micros((slot - now_us).max(1000)),
+            ));
+            continue;
+        }
+        // Encoding is CPU work: keep it off the async workers.
+        let frame = img.clone();
+        let Ok((enc, result)) = tokio::task::spawn_blocking(move || {
+            let r = enc.encode_at(&frame.image, frame.timestamp_us, now_us, want_key);
+            (enc, r)
+        })
+        .await
+        else {
+            return;
+        };
+        let encoded = match result {
             Ok(Some(e)) => e,
             Ok(None) => {
                 if want_key {
                     force.store(true, Ordering::Relaxed);
                 }
                 let wait = enc.next_slot_us().map_or(0, |t| t.saturating_sub(now_us));
+                encoder = Some(enc);
                 pending = Some((
                     img,
                     tokio::time::Instant::now() + Duration::from_micros(wait.max(1000)),
@@ -802,6 +830,7 @@ async fn video_loop(
                 return;
             }
         };
+        encoder = Some(enc);
         if encoded.keyframe {
             last_key = Instant::now();
             gop_id += 1;

@@ -739,7 +739,7 @@ pub struct PulledFrame {
 /// waits until `1 / max_fps` after the previous take, *then* takes the
 /// newest frame. Frames published in between are replaced in the channel
 /// and never seen: a slow consumer (encoder or network) costs frame rate,
-/// never latency or memory. Because it waits before taking, the final frame
+/// never queueing delay or memory. Because it waits before taking, the final frame
 /// of a burst is always returned, and an encoder paced with the returned
 /// `now_us` at the same `max_fps` never skips it.
 #[derive(Debug)]
@@ -766,10 +766,14 @@ impl LatestFrame {
     }
 
     /// Waits for the next frame to encode (see the type docs). `None` once
-    /// the sender is gone.
+    /// the sender is gone and its last frame was returned. Cancel-safe: a
+    /// dropped call loses nothing.
     pub async fn next(&mut self) -> Option<PulledFrame> {
         loop {
             self.rx.changed().await.ok()?;
+            // Until the frame is taken, keep it "unseen": if this future is
+            // dropped while pacing, the next call still returns it.
+            self.rx.mark_changed();
             if let Some(last) = self.last_take {
                 tokio::time::sleep_until((last + self.min_interval).into()).await;
             }
@@ -1156,6 +1160,30 @@ mod tests {
         let f = enc.encode(&rgba, 5_000_000, false).unwrap().unwrap();
         assert!(f.pts_us > 0, "pts stays increasing: {f:?}");
         assert!(enc.encode(&rgba, 5_001_000, false).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn video_latest_frame_is_cancel_safe() {
+        let frame = |seq| {
+            Some(Arc::new(Frame {
+                seq,
+                timestamp_us: 0,
+                width: 2,
+                height: 2,
+                rgba: vec![0; 16],
+            }))
+        };
+        let (tx, rx) = watch::channel(frame(1));
+        let mut latest = LatestFrame::new(rx, 10);
+        assert_eq!(latest.next().await.unwrap().frame.seq, 1);
+        tx.send_replace(frame(2));
+        // Cancelled while pacing (100 ms between takes at 10 fps)...
+        let early = tokio::time::timeout(Duration::from_millis(10), latest.next()).await;
+        assert!(early.is_err());
+        drop(tx);
+        // ...the frame is still delivered, even after the sender is gone.
+        assert_eq!(latest.next().await.unwrap().frame.seq, 2);
+        assert!(latest.next().await.is_none());
     }
 
     #[tokio::test]

@@ -236,6 +236,7 @@ impl Companion {
             let s = session.clone();
             let offset = offset_ns.clone();
             tasks.push(tokio::spawn(async move {
+                let mut recent: VecDeque<(i64, i64)> = VecDeque::new();
                 while let Ok(m) = s.recv_control().await {
                     match m.msg {
                         Some(control_message::Msg::ActiveSensors(a)) => {
@@ -247,12 +248,23 @@ impl Companion {
                             let _ = active_tx.send(a);
                         }
                         Some(control_message::Msg::Pong(p)) => {
+                            // NTP-style: the exchange with the smallest round
+                            // trip bounds the error best, so keep the offset of
+                            // the fastest of the recent exchanges.
                             let now = unix_ns();
                             let t0 = p.client_send_ns as i64;
+                            let rtt =
+                                (now - t0) - (p.server_send_ns as i64 - p.server_recv_ns as i64);
                             let off = ((p.server_recv_ns as i64 - t0)
                                 + (p.server_send_ns as i64 - now))
                                 / 2;
-                            offset.store(off, Ordering::Relaxed);
+                            if recent.len() == 8 {
+                                recent.pop_front();
+                            }
+                            recent.push_back((rtt, off));
+                            if let Some(&(_, best)) = recent.iter().min_by_key(|(r, _)| *r) {
+                                offset.store(best, Ordering::Relaxed);
+                            }
                         }
                         _ => {}
                     }

@@ -48,19 +48,19 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Data dir: registry, host identity, admin token, logs
-    /// [default: $XDG_DATA_HOME/vphone or ~/.local/share/vphone].
+    /// (default: $XDG_DATA_HOME/vphone or ~/.local/share/vphone).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// UDP address for handset QUIC connections [default: 0.0.0.0:4433].
+    /// UDP address for handset QUIC connections (default: 0.0.0.0:4433).
     #[arg(long)]
     quic_listen: Option<SocketAddr>,
-    /// Operator API and /metrics address [default: 127.0.0.1:4434].
+    /// Operator API and /metrics address (default: 127.0.0.1:4434).
     #[arg(long)]
     operator_listen: Option<SocketAddr>,
-    /// netsim PacketStreamer address for phone Bluetooth stacks [default: 127.0.0.1:4435].
+    /// netsim PacketStreamer address for phone Bluetooth stacks (default: 127.0.0.1:4435).
     #[arg(long)]
     netsim_listen: Option<SocketAddr>,
-    /// host:port that handsets dial, put in enrollment strings [default: 127.0.0.1:<quic port>].
+    /// host:port that handsets dial, put in enrollment strings (default: 127.0.0.1 and the bound QUIC port).
     #[arg(long)]
     public_addr: Option<String>,
     /// TOML config file (keys: data_dir, quic_listen, operator_listen, netsim_listen,

@@ -39,7 +39,7 @@ struct Cli {
     /// Operator API address, host:port (default: from the data dir, else 127.0.0.1:4434).
     #[arg(long, global = true, env = "VPHONE_OPERATOR")]
     operator: Option<String>,
-    /// File holding the admin token (default: <data dir>/admin.token).
+    /// File holding the admin token (default: `<data dir>/admin.token`).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// Print listings as JSON.

@@ -139,6 +139,9 @@ pub(crate) struct Motion {
 /// The synthetic handset (see the module docs).
 #[derive(Clone, Debug)]
 pub struct SyntheticSource {
+    /// The clock time of the first sample: the trajectory starts there, so
+    /// it is the same whatever the clock's epoch.
+    origin_ns: Option<u64>,
     config: SyntheticConfig,
     radius_m: f64,
     /// +1 walks clockwise (turning right), -1 counter-clockwise.
@@ -161,6 +164,7 @@ impl SyntheticSource {
     pub fn new(config: SyntheticConfig) -> Self {
         let mut rng = SplitMix(config.seed);
         Self {
+            origin_ns: None,
             radius_m: rng.range(120.0, 200.0),
             turn: if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 },
             bearing0: rng.range(0.0, TAU),
@@ -362,16 +366,20 @@ impl SensorSource for SyntheticSource {
     }
 
     fn sample(&mut self, kind: SensorKind, now_ns: u64) -> Result<Option<Reading>, ClientError> {
-        Ok(self.values(kind, seconds(now_ns)).map(|values| Reading {
-            timestamp_ns: now_ns,
-            values,
-        }))
+        let origin = *self.origin_ns.get_or_insert(now_ns);
+        Ok(self
+            .values(kind, seconds(now_ns.saturating_sub(origin)))
+            .map(|values| Reading {
+                timestamp_ns: now_ns,
+                values,
+            }))
     }
 
     fn location(&mut self, now_ns: u64) -> Result<Option<Location>, ClientError> {
+        let origin = *self.origin_ns.get_or_insert(now_ns);
         Ok(Some(Location {
             timestamp_ns: now_ns,
-            ..self.fix(seconds(now_ns))
+            ..self.fix(seconds(now_ns.saturating_sub(origin)))
         }))
     }
 }
