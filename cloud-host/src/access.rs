@@ -19,12 +19,22 @@ use crate::registry::{HandsetRecord, HandsetState, Registry};
 pub struct RegistryAuthorizer {
     registry: Arc<Registry>,
     key: TokenKey,
+    sessions: Arc<crate::router::Sessions>,
 }
 
 impl RegistryAuthorizer {
-    /// An authorizer over `registry`, verifying tokens with `key`.
-    pub fn new(registry: Arc<Registry>, key: TokenKey) -> Self {
-        Self { registry, key }
+    /// An authorizer over `registry`, verifying tokens with `key`; a phone
+    /// with a live session in `sessions` is busy.
+    pub fn new(
+        registry: Arc<Registry>,
+        key: TokenKey,
+        sessions: Arc<crate::router::Sessions>,
+    ) -> Self {
+        Self {
+            registry,
+            key,
+            sessions,
+        }
     }
 
     fn handset(&self, req: &AuthRequest<'_>, fp: &str) -> Result<HandsetRecord, Refusal> {
@@ -125,6 +135,20 @@ impl Authorizer for RegistryAuthorizer {
             }
             p
         };
+        // One handset per phone: refuse here, during the handshake, so the
+        // handset gets PHONE_BUSY with the reason (a resume is the same
+        // session and passes).
+        if req.resuming.is_none()
+            && let Some(holder) = self.sessions.holder(&phone.name)
+        {
+            return Err(Refusal::new(
+                AppErrorCode::PhoneBusy,
+                format!(
+                    "phone '{}' is in use by handset '{holder}'; try again when it is free",
+                    phone.name
+                ),
+            ));
+        }
         Ok(Authorized::new(
             phone.name.clone(),
             PhoneDisplay {

@@ -166,6 +166,7 @@ impl Host {
             Arc::new(RegistryAuthorizer::new(
                 registry.clone(),
                 enroller.key().clone(),
+                sessions.clone(),
             )),
         );
         bridge_cfg.resume_window = cfg.resume_window;
