@@ -12,9 +12,13 @@
 //!   numbered `SensorBatch`es (sans-IO, plus the tokio driver
 //!   [`sensors::run_sampler`]).
 //! - [`keys`]: desktop key names to Android keycodes.
+//! - [`session`]: the live session (`Companion`): connect, clock sync,
+//!   sensors and input up, H.264 video down with glass-to-glass numbers.
+//! - [`video`]: H.264 decoding, `.h264` recording, PNG frames.
+//! - `viewer` (feature `viewer`, on by default): the desktop window. Without
+//!   the feature the crate builds and runs headless, with no GUI libraries.
 //!
-//! All errors are [`ClientError`]. Logging uses `tracing`. The crate is
-//! headless: no GUI or audio dependencies.
+//! All errors are [`ClientError`]. Logging uses `tracing`.
 
 pub mod config;
 mod error;
@@ -22,6 +26,8 @@ pub mod keys;
 pub mod sensors;
 pub mod session;
 pub mod video;
+#[cfg(feature = "viewer")]
+pub mod viewer;
 
 pub use error::ClientError;
 

@@ -14,6 +14,7 @@ const EXAMPLES: &str = "\
 Examples:
   vphone-companion enroll 'vphone://203.0.113.5:4433?pin=…&token=…'
   vphone-companion connect --stats
+  vphone-companion connect --view       (the default when a display is there)
   vphone-companion connect --phone lab --sensors replay:walk.sensors --duration 30
   vphone-companion connect --record session.h264 --save-frame last.png --duration 10
   vphone-companion connect --sensors iio --record-sensors desk.sensors
@@ -62,10 +63,11 @@ struct ConnectArgs {
     /// Also record the sampled sensors to FILE (replay it with --sensors replay:FILE).
     #[arg(long, value_name = "FILE")]
     record_sensors: Option<PathBuf>,
-    /// Show the phone's screen in a window (not available in this build).
+    /// Show the phone's screen in a window: touches and keys go to the phone
+    /// [default when built with the viewer and DISPLAY or WAYLAND_DISPLAY is set].
     #[arg(long, conflicts_with = "headless")]
     view: bool,
-    /// No window (the default in this build).
+    /// No window, even when a display is there.
     #[arg(long)]
     headless: bool,
     /// Record the received video as raw H.264 to FILE.
@@ -92,19 +94,62 @@ fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
-async fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
-    if a.view {
-        return Err(ClientError::Session(
-            "the window viewer is not part of this build yet; run with --headless (and --save-frame or --record to see the screen)"
-                .to_owned(),
-        ));
+/// How `connect` shows the screen.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Mode {
+    Headless,
+    View,
+}
+
+/// True when an X11 or Wayland display is there to open a window on.
+fn display_available() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// `--headless` wins; `--view` needs the viewer feature and a display; by
+/// default a window opens when both are there.
+fn choose_mode(
+    view: bool,
+    headless: bool,
+    viewer_built: bool,
+    display: bool,
+) -> Result<Mode, ClientError> {
+    if headless {
+        return Ok(Mode::Headless);
     }
+    if view {
+        if !viewer_built {
+            return Err(ClientError::Session(
+                "this vphone-companion was built without the viewer (cargo feature `viewer`); \
+                 run with --headless (and --save-frame or --record to see the screen)"
+                    .to_owned(),
+            ));
+        }
+        if !display {
+            return Err(ClientError::Session(
+                "--view needs a display, but neither DISPLAY nor WAYLAND_DISPLAY is set; \
+                 run it in an X11 or Wayland session, or use --headless"
+                    .to_owned(),
+            ));
+        }
+        return Ok(Mode::View);
+    }
+    Ok(if viewer_built && display {
+        Mode::View
+    } else {
+        Mode::Headless
+    })
+}
+
+async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> {
     let mut opts = ConnectOptions::new(dir);
-    opts.phone = a.phone;
+    opts.phone = a.phone.clone();
     opts.sensors = a.sensors.parse()?;
-    opts.record_sensors = a.record_sensors;
-    opts.record_h264 = a.record;
-    opts.save_frame = a.save_frame;
+    opts.record_sensors = a.record_sensors.clone();
+    opts.record_h264 = a.record.clone();
+    opts.save_frame = a.save_frame.clone();
     eprintln!("connecting…");
     let companion = Companion::connect(opts).await?;
     let r = companion.report();
@@ -112,10 +157,64 @@ async fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
         "connected to phone '{}' (session {})",
         r.phone, r.session_id
     );
+    Ok(companion)
+}
+
+/// The window's side of a session run with the viewer.
+#[cfg(feature = "viewer")]
+struct Window {
+    handle: mobile_client::viewer::ViewerHandle,
+    stats: tokio::sync::watch::Sender<Option<mobile_client::session::Report>>,
+    closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+#[cfg(feature = "viewer")]
+impl Window {
+    async fn closed(&mut self) {
+        let _ = (&mut self.closed).await;
+    }
+
+    fn publish(&self, r: &mobile_client::session::Report) {
+        let _ = self.stats.send(Some(r.clone()));
+        self.handle.repaint();
+    }
+
+    fn close(&self) {
+        self.handle.close();
+    }
+}
+
+/// Without the viewer there is never a window.
+#[cfg(not(feature = "viewer"))]
+enum Window {}
+
+#[cfg(not(feature = "viewer"))]
+impl Window {
+    async fn closed(&mut self) {
+        match *self {}
+    }
+
+    fn publish(&self, _: &mobile_client::session::Report) {
+        match *self {}
+    }
+
+    fn close(&self) {
+        match *self {}
+    }
+}
+
+/// Streams until ctrl-c, --duration, the host ending the session or the
+/// window closing; then closes the window and finishes the session.
+async fn drive(
+    companion: Companion,
+    a: &ConnectArgs,
+    mut window: Option<Window>,
+) -> Result<(), ClientError> {
     let deadline = a
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks = 0u64;
     let end = loop {
         let until_deadline = async {
             match deadline {
@@ -123,13 +222,24 @@ async fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
                 None => std::future::pending().await,
             }
         };
+        let window_closed = async {
+            match window.as_mut() {
+                Some(w) => w.closed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
             () = until_deadline => break None,
+            () = window_closed => break None,
             e = companion.ended() => break Some(e),
             _ = tick.tick() => {
-                if a.stats {
-                    let r = companion.report();
+                ticks += 1;
+                let r = companion.report();
+                if let Some(w) = window.as_ref() {
+                    w.publish(&r);
+                }
+                if a.stats && ticks % 2 == 1 {
                     eprintln!(
                         "fps {:5.1} | {:7.1} kbit/s | glass-to-glass p50 {:6.1} ms p99 {:6.1} ms | sensors {} | rtt {} us",
                         r.fps, r.bitrate_bps / 1000.0, r.g2g_p50_ms, r.g2g_p99_ms, r.sensor_samples, r.rtt_us
@@ -138,6 +248,9 @@ async fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
             }
         }
     };
+    if let Some(w) = window.as_ref() {
+        w.close();
+    }
     if let Some(e) = end {
         eprintln!("session ended by the host: {}", e.reason);
     }
@@ -147,6 +260,74 @@ async fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
         r.frames, r.keyframes, r.decoded, r.sensor_samples, r.g2g_p50_ms, r.g2g_p99_ms
     );
     Ok(())
+}
+
+fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
+    let mode = choose_mode(
+        a.view,
+        a.headless,
+        cfg!(feature = "viewer"),
+        display_available(),
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Session(format!("cannot start the runtime: {e}")))?;
+    match mode {
+        Mode::Headless => rt.block_on(async {
+            let companion = start(dir, &a).await?;
+            drive(companion, &a, None).await
+        }),
+        #[cfg(feature = "viewer")]
+        Mode::View => view(&rt, dir, a),
+        #[cfg(not(feature = "viewer"))]
+        Mode::View => unreachable!("choose_mode never picks the viewer without the feature"),
+    }
+}
+
+/// The window on this (main) thread, the session on the runtime's threads.
+#[cfg(feature = "viewer")]
+fn view(rt: &tokio::runtime::Runtime, dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
+    use mobile_client::viewer::{self, Viewer, ViewerHandle};
+
+    let companion = rt.block_on(start(dir, &a))?;
+    let handle = ViewerHandle::new();
+    let (stats_tx, stats_rx) = tokio::sync::watch::channel(Some(companion.report()));
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let welcome = companion.session().welcome();
+    let phone_size = welcome
+        .display
+        .map(|d| (d.width_px, d.height_px))
+        .filter(|&(w, h)| w > 0 && h > 0);
+    let v = Viewer {
+        title: format!("vphone — {}", welcome.phone_name),
+        phone_size,
+        input: companion.input(),
+        pictures: companion.pictures(),
+        stats: stats_rx,
+        handle: handle.clone(),
+    };
+    // Redraw as soon as a picture is decoded.
+    let mut pictures = companion.pictures();
+    let repaint = handle.clone();
+    rt.spawn(async move {
+        while pictures.changed().await.is_ok() {
+            repaint.repaint();
+        }
+    });
+    let window = Window {
+        handle,
+        stats: stats_tx,
+        closed: closed_rx,
+    };
+    let session = rt.spawn(async move { drive(companion, &a, Some(window)).await });
+    let shown = viewer::run(v);
+    let _ = closed_tx.send(());
+    let finished = rt
+        .block_on(session)
+        .map_err(|e| ClientError::Session(format!("the session task failed: {e}")))
+        .and_then(|r| r);
+    shown.and(finished)
 }
 
 fn main() -> ExitCode {
@@ -179,12 +360,7 @@ fn main() -> ExitCode {
                 println!("next: vphone-companion connect");
             })
         }
-        Cmd::Connect(a) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(connect(dir, a)),
-            Err(e) => Err(ClientError::Session(format!(
-                "cannot start the runtime: {e}"
-            ))),
-        },
+        Cmd::Connect(a) => connect(dir, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,5 +368,37 @@ fn main() -> ExitCode {
             eprintln!("vphone-companion: {e}");
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_the_default_only_with_a_display_and_the_viewer() {
+        // (view, headless, viewer built, display)
+        assert_eq!(choose_mode(false, false, true, true).unwrap(), Mode::View);
+        assert_eq!(
+            choose_mode(false, false, true, false).unwrap(),
+            Mode::Headless
+        );
+        assert_eq!(
+            choose_mode(false, false, false, true).unwrap(),
+            Mode::Headless
+        );
+        assert_eq!(
+            choose_mode(false, true, true, true).unwrap(),
+            Mode::Headless
+        );
+        assert_eq!(choose_mode(true, false, true, true).unwrap(), Mode::View);
+        let e = choose_mode(true, false, true, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DISPLAY") && e.contains("--headless"), "{e}");
+        let e = choose_mode(true, false, false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("viewer"), "{e}");
     }
 }
