@@ -1,1 +1,480 @@
-//! Shared fixtures for vphone's end-to-end tests.
+//! Shared fixtures for vphone's end-to-end tests: a testkit.
+//!
+//! Everything runs in-process on 127.0.0.1 only, the way `vphone-host demo`
+//! does it (see `cloud-host/src/demo.rs`):
+//!
+//! * [`TestHost`] starts a whole host (registry, phone actor with the sim
+//!   phone `phone-1`, operator API with `/metrics`, QUIC listener) in a
+//!   temporary data dir, creates more sim phones, enrolls handsets with
+//!   single-use tokens ([`TestHost::enroll`]) and gives direct access to a
+//!   phone ([`TestHost::phone`]: its EmulatorController client and the
+//!   [`SimPhone`] behind it).
+//! * [`Handset`] is an enrolled handset (its companion config dir). It
+//!   connects either as the real companion ([`Handset::connect`]) or as a
+//!   raw, possibly hostile, `device_bridge::ClientSession`
+//!   ([`Handset::connect_raw`]).
+//! * Picture helpers: [`find_colour`] (count, centroid and bounding box of
+//!   the pixels near a colour, with a per-channel tolerance because H.264
+//!   only keeps colours approximately), [`wait_picture`] and
+//!   [`wait_sim_frame`] (wait, with a timeout, for a decoded picture / an
+//!   exact phone frame satisfying a check, reporting the last mismatch on
+//!   timeout).
+//! * Small builders: [`write_recording`] (a replay file for
+//!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloud_host::config::ConfigLayer;
+use cloud_host::daemon::{Host, Listeners};
+use cloud_host::emu_client::EmulatorClient;
+use cloud_host::operator::{Enroller, enrollment_string};
+use cloud_host::phones::PhoneSpec;
+use cloud_host::registry::{Backend, TokenRecord};
+use cloud_host::sim::{Frame, SimPhone};
+use device_bridge::{BridgeClientConfig, ClientSession};
+use mobile_client::ClientError;
+use mobile_client::session::{Companion, ConnectOptions};
+use mobile_client::video::Picture;
+use sensor_proto::bridge::{
+    Hello, Key, KeyAction, Pointer, Screen, SensorCapability, Touch, TouchAction, VideoCodec,
+    input_message,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Width of the sim phones' screen, pixels.
+pub const SCREEN_W: u32 = cloud_host::sim::DEFAULT_WIDTH;
+/// Height of the sim phones' screen, pixels.
+pub const SCREEN_H: u32 = cloud_host::sim::DEFAULT_HEIGHT;
+
+/// Per-channel tolerance for colours that went through H.264.
+pub const VIDEO_TOLERANCE: u8 = 40;
+
+/// Unix time, ns.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A whole host running in-process on loopback, in a temporary data dir.
+#[derive(Debug)]
+pub struct TestHost {
+    /// The running host (its phone actor, registry, sessions, metrics...).
+    pub host: Host,
+    dir: tempfile::TempDir,
+    handsets: u32,
+}
+
+impl TestHost {
+    /// Starts a host on 127.0.0.1 (all ports chosen by the OS) and waits
+    /// until its sim phone `phone-1` runs.
+    ///
+    /// # Panics
+    /// When the host or the phone does not start.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let loopback = |p| Some(SocketAddr::from(([127, 0, 0, 1], p)));
+        let cfg = ConfigLayer {
+            data_dir: Some(dir.path().join("host")),
+            quic_listen: loopback(0),
+            operator_listen: loopback(0),
+            netsim_listen: loopback(0),
+            ..ConfigLayer::default()
+        }
+        .resolve(&|_| None);
+        let listeners = Listeners::bind(&cfg).await.expect("binding the host");
+        let host = Host::start(&cfg, listeners)
+            .await
+            .expect("starting the host");
+        host.phones
+            .wait_running("phone-1", Duration::from_secs(30))
+            .await
+            .expect("phone-1 running");
+        Self {
+            host,
+            dir,
+            handsets: 0,
+        }
+    }
+
+    /// Creates another 720x1280 sim phone and waits until it runs.
+    ///
+    /// # Panics
+    /// When it cannot be created or started.
+    pub async fn add_sim_phone(&self, name: &str) {
+        self.host
+            .phones
+            .create(PhoneSpec {
+                name: name.to_owned(),
+                backend: Backend::Sim,
+                display: (SCREEN_W, SCREEN_H, 320),
+                avd: None,
+                start: true,
+            })
+            .await
+            .expect("creating a sim phone");
+        self.host
+            .phones
+            .wait_running(name, Duration::from_secs(30))
+            .await
+            .expect("new sim phone running");
+    }
+
+    /// Mints a single-use token for `phones`, and enrolls a new handset
+    /// named `name` with its enrollment string (as `vphone-companion
+    /// enroll` does). The token is used on the handset's first connection.
+    ///
+    /// # Panics
+    /// On any failure.
+    pub fn enroll(&mut self, name: &str, phones: &[&str]) -> Handset {
+        let host = &self.host;
+        let minted = host
+            .enroller
+            .mint(Duration::from_secs(120))
+            .expect("minting a token");
+        host.registry
+            .insert_token(
+                &TokenRecord {
+                    id: minted.id.clone(),
+                    name: Some(name.to_owned()),
+                    phones: phones.iter().map(|p| (*p).to_owned()).collect(),
+                    expires_at_ms: minted.expires_at_ms,
+                    used_at_ms: None,
+                },
+                (now_ns() / 1_000_000) as i64,
+            )
+            .expect("recording the token");
+        let enrollment = enrollment_string(
+            &host.enroller.public_addr(),
+            &host.enroller.pin(),
+            &minted.text,
+        );
+        self.handsets += 1;
+        let dir = self.dir.path().join(format!("handset-{}", self.handsets));
+        mobile_client::config::enroll(&dir, &enrollment, name).expect("enrolling");
+        Handset {
+            dir,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The phone's EmulatorController client and its [`SimPhone`].
+    ///
+    /// # Panics
+    /// When the phone is not running or not a sim phone.
+    pub async fn phone(&self, name: &str) -> (EmulatorClient, SimPhone) {
+        let (client, sim) = self.host.phones.connect(name).await.expect("phone client");
+        (client, sim.expect("a sim phone"))
+    }
+
+    /// A scratch directory inside the test's temporary dir.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        p
+    }
+
+    /// `GET /metrics` on the operator port, as a scraper would.
+    ///
+    /// # Panics
+    /// When the request fails or the answer is not `200`.
+    pub async fn metrics_text(&self) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(self.host.operator_addr)
+            .await
+            .expect("connecting to the operator port");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sending GET /metrics");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw))
+            .await
+            .expect("GET /metrics timed out")
+            .expect("reading /metrics");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "GET /metrics answered: {head}"
+        );
+        body.to_owned()
+    }
+
+    /// One counter or gauge from `/metrics` (without labels).
+    ///
+    /// # Panics
+    /// When the metric is missing.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        parse_metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
+    /// Stops the host.
+    pub async fn shutdown(self) {
+        self.host.shutdown().await;
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// An enrolled handset: its companion config dir.
+#[derive(Clone, Debug)]
+pub struct Handset {
+    /// The companion config dir (enrollment, identity).
+    pub dir: PathBuf,
+    /// The handset's name.
+    pub name: String,
+}
+
+impl Handset {
+    /// Companion options for this handset, with `sensors` as the source.
+    pub fn options(&self, sensors: mobile_client::sensors::SourceSpec) -> ConnectOptions {
+        let mut o = ConnectOptions::new(self.dir.clone());
+        o.sensors = sensors;
+        o
+    }
+
+    /// Connects the real companion (replaying `recording` as its sensors).
+    ///
+    /// # Errors
+    /// Whatever [`Companion::connect`] returns.
+    pub async fn connect(&self, recording: &Path) -> Result<Companion, ClientError> {
+        Companion::connect(self.options(mobile_client::sensors::SourceSpec::Replay {
+            path: recording.to_path_buf(),
+        }))
+        .await
+    }
+
+    /// Connects as a raw bridge client (a hand-made, possibly hostile
+    /// handset) that advertises `capabilities`, using the pending
+    /// enrollment token like the companion does.
+    ///
+    /// # Panics
+    /// When the config cannot be read or the host refuses.
+    pub async fn connect_raw(&self, capabilities: Vec<SensorCapability>) -> ClientSession {
+        let cfg = mobile_client::config::load(&self.dir).expect("companion config");
+        let identity = mobile_client::config::load_identity(&self.dir).expect("identity");
+        let addr: SocketAddr = cfg.host.parse().expect("host address");
+        let mut bridge = BridgeClientConfig::new(addr, cfg.pin, identity);
+        bridge.enrollment_token = cfg.pending_token.clone();
+        bridge.hello = Hello {
+            handset_name: cfg.handset_name.clone(),
+            capabilities,
+            screen: Some(Screen {
+                width_px: 1080,
+                height_px: 2400,
+                density_dpi: 420,
+                refresh_rate_hz: 60.0,
+            }),
+            video_codecs: vec![VideoCodec::H264 as i32],
+            client_version: "hostile-test-handset".to_owned(),
+            ..Hello::default()
+        };
+        let session = ClientSession::connect(bridge)
+            .await
+            .expect("raw handset admitted");
+        mobile_client::config::mark_token_used(&self.dir).expect("token marked used");
+        session
+    }
+}
+
+/// Writes a sensor recording (replay format) to `dir/name` and returns its
+/// path. `body` holds the record lines.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn write_recording(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!("{}\n{body}", mobile_client::sensors::replay::HEADER);
+    std::fs::write(&path, text).expect("writing the recording");
+    path
+}
+
+/// A recording of a phone lying still and flat (few sensor updates, so the
+/// screen changes only when something else happens).
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn flat_recording(dir: &Path) -> PathBuf {
+    write_recording(
+        dir,
+        "flat.rec",
+        "1000000000 ACCELEROMETER 0 0 9.81\n1000000000 GYROSCOPE 0 0 0\n",
+    )
+}
+
+/// A one-finger touch event (pointer 0).
+pub fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
+    input_message::Event::Touch(Touch {
+        action: action as i32,
+        action_pointer_id: 0,
+        pointers: vec![Pointer {
+            id: 0,
+            x,
+            y,
+            pressure: 0.8,
+            major_px: 8.0,
+            minor_px: 8.0,
+        }],
+        timestamp_ns: now_ns(),
+    })
+}
+
+/// A key press with an Android keycode.
+pub fn key(keycode: i32) -> input_message::Event {
+    input_message::Event::Key(Key {
+        keycode,
+        action: KeyAction::Press as i32,
+        text: None,
+        meta_state: 0,
+        timestamp_ns: now_ns(),
+    })
+}
+
+/// Where pixels of a colour are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColourBlob {
+    /// Number of matching pixels.
+    pub count: usize,
+    /// Centroid x (pixel centres at +0.5).
+    pub x: f32,
+    /// Centroid y.
+    pub y: f32,
+    /// Bounding box: min x, min y, max x, max y (inclusive).
+    pub bbox: (u32, u32, u32, u32),
+}
+
+/// Finds the pixels of packed RGBA `rgba` (`width` wide) whose R, G and B
+/// are each within `tolerance` of `rgb`; `None` when there are none.
+pub fn find_colour(rgba: &[u8], width: u32, rgb: [u8; 3], tolerance: u8) -> Option<ColourBlob> {
+    let near = |a: u8, b: u8| a.abs_diff(b) <= tolerance;
+    let (mut n, mut sx, mut sy) = (0usize, 0u64, 0u64);
+    let mut bbox = (u32::MAX, u32::MAX, 0, 0);
+    let w = width as usize;
+    for (row, line) in rgba.chunks_exact(w * 4).enumerate() {
+        for (col, p) in line.chunks_exact(4).enumerate() {
+            if near(p[0], rgb[0]) && near(p[1], rgb[1]) && near(p[2], rgb[2]) {
+                n += 1;
+                sx += col as u64;
+                sy += row as u64;
+                bbox.0 = bbox.0.min(col as u32);
+                bbox.1 = bbox.1.min(row as u32);
+                bbox.2 = bbox.2.max(col as u32);
+                bbox.3 = bbox.3.max(row as u32);
+            }
+        }
+    }
+    (n > 0).then(|| ColourBlob {
+        count: n,
+        x: sx as f32 / n as f32 + 0.5,
+        y: sy as f32 / n as f32 + 0.5,
+        bbox,
+    })
+}
+
+/// Waits up to `timeout` for a picture on `pictures` (the current one
+/// included) for which `check` returns `Ok`. On timeout returns the last
+/// `Err` text (or a note that no picture arrived).
+pub async fn wait_picture<T>(
+    pictures: &mut watch::Receiver<Option<Arc<Picture>>>,
+    timeout: Duration,
+    check: impl FnMut(&Picture) -> Result<T, String>,
+) -> Result<T, String> {
+    wait_watch(pictures, timeout, check).await
+}
+
+/// Like [`wait_picture`] for the exact frames a sim phone publishes.
+pub async fn wait_sim_frame<T>(
+    frames: &mut watch::Receiver<Option<Arc<Frame>>>,
+    timeout: Duration,
+    check: impl FnMut(&Frame) -> Result<T, String>,
+) -> Result<T, String> {
+    wait_watch(frames, timeout, check).await
+}
+
+async fn wait_watch<P, T>(
+    rx: &mut watch::Receiver<Option<Arc<P>>>,
+    timeout: Duration,
+    mut check: impl FnMut(&P) -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = "no picture arrived".to_owned();
+    let mut seen = 0u64;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        if let Some(p) = current {
+            seen += 1;
+            match check(&p) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(format!("the picture source ended; last: {last}")),
+            Err(_) => {
+                return Err(format!(
+                    "timed out after {timeout:?} ({seen} pictures checked); last: {last}"
+                ));
+            }
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Ok` or `timeout` passes; then
+/// returns the last error text.
+pub async fn eventually<T, F: Future<Output = Result<T, String>>>(
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(format!("still failing after {timeout:?}: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_colour_centroid_with_tolerance() {
+        let (w, h) = (10u32, 8u32);
+        let mut rgba = vec![0u8; (w * h * 4) as usize];
+        for (x, y, c) in [
+            (2, 3, [250, 10, 240]),
+            (4, 3, [255, 0, 255]),
+            (9, 7, [0, 0, 0]),
+        ] {
+            let i = ((y * w + x) * 4) as usize;
+            rgba[i..i + 3].copy_from_slice(&c);
+        }
+        let b = find_colour(&rgba, w, [255, 0, 255], 20).unwrap();
+        assert_eq!(b.count, 2);
+        assert_eq!((b.x, b.y), (3.5, 3.5));
+        assert_eq!(b.bbox, (2, 3, 4, 3));
+        assert!(find_colour(&rgba, w, [0, 200, 100], 20).is_none());
+    }
+
+    #[test]
+    fn parses_metrics() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 42\nb{x=\"1\"} 3\n";
+        assert_eq!(parse_metric(text, "a_total"), Some(42.0));
+        assert_eq!(parse_metric(text, "b"), None);
+    }
+}
