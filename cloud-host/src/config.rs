@@ -225,6 +225,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../../infra/host.toml.example");
+        let c = ConfigLayer::from_toml(Path::new("host.toml.example"), text).unwrap();
+        assert_eq!(c.quic_listen.map(|a| a.port()), Some(4433));
+        assert_eq!(c.restart_max, Some(0));
+    }
+
+    #[test]
     fn bad_values_name_their_source() {
         let e = ConfigLayer::from_toml(Path::new("h.toml"), "colour = 1")
             .unwrap_err()
