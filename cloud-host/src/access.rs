@@ -6,7 +6,7 @@
 //! it asked for, if it may use it, or the first phone it may use.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use device_bridge::{AuthRequest, Authorized, Authorizer, Refusal, TokenKey};
 use sensor_proto::bridge::{AppErrorCode, PhoneDisplay};
@@ -69,9 +69,7 @@ impl RegistryAuthorizer {
                 let verified = self.key.verify(token, SystemTime::now()).map_err(|e| {
                     Refusal::new(e.app_error_code(), format!("enrollment refused: {e}"))
                 })?;
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = crate::unix_ms();
                 let name = if req.hello.handset_name.is_empty() {
                     "handset"
                 } else {
@@ -99,9 +97,7 @@ impl Authorizer for RegistryAuthorizer {
     fn authorize(&self, req: &AuthRequest<'_>) -> Result<Authorized, Refusal> {
         let fp = req.handset.to_string();
         let handset = self.handset(req, &fp)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = crate::unix_ms();
         let _ = self.registry.touch_handset(&fp, now);
         let phones = self.registry.phones().map_err(|e| {
             Refusal::new(

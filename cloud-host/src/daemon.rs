@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -74,12 +73,6 @@ pub struct Host {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Creates the data dir with mode 0700 (it holds keys and tokens).
 ///
 /// # Errors
@@ -112,7 +105,7 @@ impl Host {
             cfg.public_addr_for(quic_bound),
         )?);
         let registry = Arc::new(Registry::open(&cfg.data_dir.join("registry.sqlite3"))?);
-        let dangling = registry.close_dangling_sessions("host restarted", now_ms())?;
+        let dangling = registry.close_dangling_sessions("host restarted", crate::unix_ms())?;
         if dangling > 0 {
             tracing::info!(dangling, "closed sessions left open by a previous run");
         }

@@ -25,3 +25,16 @@ pub mod sim;
 pub mod video;
 
 pub use error::HostError;
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it):
+/// the time base of the registry, the audit and the operator API.
+pub(crate) fn unix_ms() -> i64 {
+    unix_ns() / 1_000_000
+}
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

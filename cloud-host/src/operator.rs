@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sensor_proto::emulator::image_format::ImgFormat;
 use sensor_proto::operator as op;
@@ -139,12 +139,6 @@ pub struct OperatorService {
     sessions: Arc<dyn SessionDirectory>,
     metrics: Arc<Metrics>,
     started: Instant,
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
@@ -514,7 +508,7 @@ impl Operator for OperatorService {
                 expires_at_ms: minted.expires_at_ms,
                 used_at_ms: None,
             },
-            unix_ms(),
+            crate::unix_ms(),
         )?;
         let pin = self.enroller.pin();
         Ok(Response::new(op::EnrollHandsetResponse {
@@ -545,7 +539,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<op::Handset>, Status> {
         let h = self
             .registry
-            .revoke_handset(&req.into_inner().handset, unix_ms())?;
+            .revoke_handset(&req.into_inner().handset, crate::unix_ms())?;
         // A revoked handset loses its live sessions at once.
         for s in self.sessions.list() {
             if s.handset_fingerprint == h.fingerprint {

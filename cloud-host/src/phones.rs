@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -134,12 +134,6 @@ impl std::fmt::Debug for Cmd {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl PhoneManager {
     /// Starts the actor: loads every recorded phone and starts those whose
     /// desired state is running. When the registry has no phone at all, it
@@ -164,7 +158,7 @@ impl PhoneManager {
                 height: crate::sim::DEFAULT_HEIGHT,
                 dpi: 320,
                 avd: None,
-                created_at_ms: now_ms(),
+                created_at_ms: crate::unix_ms(),
             })?;
             tracing::info!("no phone recorded: created sim phone phone-1");
         }
@@ -486,7 +480,7 @@ impl Actor {
             height: h,
             dpi,
             avd: spec.avd,
-            created_at_ms: now_ms(),
+            created_at_ms: crate::unix_ms(),
         };
         self.registry.insert_phone(&record)?;
         let mut entry = Entry::new(record, &self.cfg);

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use device_bridge::{BridgeError, BridgeServer, ServerSession};
 use sensor_proto::bridge::{
@@ -67,12 +67,6 @@ impl Default for RouterConfig {
             keyframe_interval: None,
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A bounded log of latencies (µs) with percentiles.
@@ -300,7 +294,7 @@ impl Router {
                     session: s.clone(),
                     phone: phone.clone(),
                     handset_name: handset_name.clone(),
-                    started_ms: unix_ms(),
+                    started_ms: crate::unix_ms(),
                     frames: frames.clone(),
                     sensor_latency: sensor_latency.clone(),
                 },
@@ -312,7 +306,7 @@ impl Router {
             fingerprint: s.handset().to_string(),
             phone: phone.clone(),
             remote: s.remote_address().map(|a| a.to_string()),
-            started_at_ms: unix_ms(),
+            started_at_ms: crate::unix_ms(),
             ended_at_ms: None,
             end_reason: None,
         });
@@ -336,7 +330,7 @@ impl Router {
         };
         tracing::info!(%end, "session ended");
         self.sessions.lock().remove(&id);
-        let _ = self.registry.session_ended(&id, &end, unix_ms());
+        let _ = self.registry.session_ended(&id, &end, crate::unix_ms());
     }
 
     /// Runs the session's pipelines until it ends; returns why it ended.
@@ -532,9 +526,7 @@ async fn sensor_loop(
                             // handset reports its clock offset in Stats.
                             let taken = sample.timestamp_ns as i64
                                 + clock_offset_ns.load(Ordering::Relaxed);
-                            let now = SystemTime::now()
-                                .duration_since(UNIX_EPOCH)
-                                .map_or(0, |d| d.as_nanos() as i64);
+                            let now = crate::unix_ns();
                             if sample.timestamp_ns > 0 && now >= taken {
                                 latency
                                     .lock()
@@ -802,7 +794,7 @@ async fn video_loop(
             || cfg
                 .keyframe_interval
                 .is_some_and(|i| last_key.elapsed() >= i);
-        let now_us = (unix_ms() as u64).saturating_mul(1000);
+        let now_us = (crate::unix_ms() as u64).saturating_mul(1000);
         // Too soon for the fps cap: offer this frame again at the next slot
         // (without waking the encoder thread).
         if let Some(slot) = enc.next_slot_us()
