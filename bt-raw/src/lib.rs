@@ -13,6 +13,8 @@
 //! * [`flow`]: flow-control accounting (command credits, ACL/LE/ISO buffers,
 //!   Number_Of_Completed_Packets, Disconnection Complete).
 //! * [`redact`]: the one place that knows which bytes of which packet are keys.
+//! * [`link`]: what a relay remembers to fail cleanly when the radio is gone
+//!   (outstanding commands, open connections, advertised names).
 //! * [`btsnoop`]: a btsnoop (datalink 1002) writer that Wireshark opens, with
 //!   key redaction on by default.
 //! * `transport` (feature `transport`, on by default): radio transports behind
@@ -25,6 +27,7 @@ pub mod btsnoop;
 mod error;
 pub mod flow;
 pub mod h4;
+pub mod link;
 pub mod packet;
 pub mod policy;
 pub mod redact;
