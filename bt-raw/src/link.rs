@@ -279,7 +279,14 @@ pub fn disconnection_complete(handle: u16, reason: u8) -> H4Packet {
     let [lo, hi] = (handle & 0x0FFF).to_le_bytes();
     H4Packet::from_parts(
         PacketType::Event,
-        &[events::DISCONNECTION_COMPLETE, 4, status::SUCCESS, lo, hi, reason],
+        &[
+            events::DISCONNECTION_COMPLETE,
+            4,
+            status::SUCCESS,
+            lo,
+            hi,
+            reason,
+        ],
     )
     .unwrap_or_else(|_| unreachable!("disconnection complete is well formed"))
 }
@@ -374,7 +381,10 @@ mod tests {
         let Some(LinkChange::Connected(c)) = ch else {
             panic!("{ch:?}")
         };
-        assert_eq!((c.handle, c.address_string().as_str()), (0x40, "F6:F5:F4:F3:F2:F1"));
+        assert_eq!(
+            (c.handle, c.address_string().as_str()),
+            (0x40, "F6:F5:F4:F3:F2:F1")
+        );
         let enc = pkt(&[0x04, 0x08, 0x04, 0x00, 0x40, 0x00, 0x01]);
         assert_eq!(
             t.on_controller_packet(&enc),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::HostError;
 use crate::access::RegistryAuthorizer;
+use crate::bluetooth::{Bluetooth, BtConfig};
 use crate::config::HostConfig;
 use crate::enroll::BridgeEnroller;
 use crate::operator::{
@@ -26,6 +27,8 @@ pub struct Listeners {
     pub operator: TcpListener,
     /// Handset QUIC connections.
     pub quic: std::net::UdpSocket,
+    /// The netsim `PacketStreamer` server for phone Bluetooth stacks.
+    pub netsim: TcpListener,
 }
 
 impl Listeners {
@@ -46,9 +49,22 @@ impl Listeners {
         Ok(Self {
             operator: crate::operator::bind(cfg.operator_listen).await?,
             quic,
+            netsim: TcpListener::bind(cfg.netsim_listen).await.map_err(|e| {
+                HostError::io(
+                    format!(
+                        "binding the Bluetooth (netsim) port {} (tcp; is another vphone-host \
+                         running? set --netsim-listen)",
+                        cfg.netsim_listen
+                    ),
+                    e,
+                )
+            })?,
         })
     }
 }
+
+/// How long each server may take to finish its open streams at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A running host, for callers that want its parts (tests, `demo`).
 #[derive(Debug)]
@@ -69,6 +85,10 @@ pub struct Host {
     pub admin_token: String,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Where phone Bluetooth stacks attach (netsim `PacketStreamer`).
+    pub netsim_addr: SocketAddr,
+    /// Bluetooth links of the phones.
+    pub bluetooth: Arc<Bluetooth>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -110,17 +130,22 @@ impl Host {
             tracing::info!(dangling, "closed sessions left open by a previous run");
         }
         let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
+        let netsim_addr = listeners
+            .netsim
+            .local_addr()
+            .map_err(|e| HostError::io("reading the netsim address", e))?;
         let phones = PhoneManager::spawn(
             registry.clone(),
             ManagerConfig {
                 data_dir: cfg.data_dir.clone(),
-                packet_streamer: cfg.netsim_listen.to_string(),
+                packet_streamer: netsim_addr.to_string(),
                 boot_timeout: cfg.boot_timeout,
                 restart: cfg.restart,
                 emulator_args: cfg.emulator_args.clone(),
             },
         )?;
         let metrics = Arc::new(Metrics::default());
+        let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), BtConfig::default());
         let sessions = Arc::new(Sessions::default());
         let directory: Arc<dyn SessionDirectory> = sessions.clone();
         let operator_addr = listeners
@@ -140,6 +165,7 @@ impl Host {
             enroller.clone() as Arc<dyn Enroller>,
             directory,
             metrics.clone(),
+            bluetooth.clone(),
         );
         let token = admin_token.clone();
         let mut rx = stopped.clone();
@@ -180,11 +206,26 @@ impl Host {
             sessions.clone(),
             metrics.clone(),
             RouterConfig::default(),
+            bluetooth.clone(),
         ));
         let mut rx = stopped.clone();
         let router_task = tokio::spawn(router.run(server, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
+        let mut rx = stopped.clone();
+        let netsim_task = tokio::spawn({
+            let bt = bluetooth.clone();
+            async move {
+                let res = bt
+                    .serve(listeners.netsim, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "netsim server stopped");
+                }
+            }
+        });
         Ok(Self {
             phones,
             registry,
@@ -194,16 +235,22 @@ impl Host {
             sessions,
             admin_token,
             metrics,
+            netsim_addr,
+            bluetooth,
             stop,
-            tasks: vec![operator_task, router_task],
+            tasks: vec![operator_task, router_task, netsim_task],
         })
     }
 
     /// Stops serving and waits for the servers to finish.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        for mut t in self.tasks {
+            // Servers drain gracefully; a client that keeps a stream open
+            // (a Bluetooth stack, a capture) does not hold the host forever.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                t.abort();
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod backend;
+pub mod bluetooth;
 pub mod config;
 pub mod daemon;
 pub mod demo;

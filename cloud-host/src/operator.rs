@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::HostError;
+use crate::bluetooth::Bluetooth;
 use crate::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
 use crate::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord};
 
@@ -138,6 +139,7 @@ pub struct OperatorService {
     enroller: Arc<dyn Enroller>,
     sessions: Arc<dyn SessionDirectory>,
     metrics: Arc<Metrics>,
+    bluetooth: Arc<Bluetooth>,
     started: Instant,
 }
 
@@ -212,6 +214,7 @@ impl OperatorService {
         enroller: Arc<dyn Enroller>,
         sessions: Arc<dyn SessionDirectory>,
         metrics: Arc<Metrics>,
+        bluetooth: Arc<Bluetooth>,
     ) -> Self {
         Self {
             phones,
@@ -219,6 +222,7 @@ impl OperatorService {
             enroller,
             sessions,
             metrics,
+            bluetooth,
             started: Instant::now(),
         }
     }
@@ -608,10 +612,55 @@ impl Operator for OperatorService {
         &self,
         req: Request<op::StreamBtSnoopRequest>,
     ) -> Result<Response<Self::StreamBtSnoopStream>, Status> {
-        let phone = req.into_inner().phone;
+        let req = req.into_inner();
+        let phone = req.phone;
         self.phones.get(&phone).await?;
-        Err(Status::unimplemented(format!(
-            "Bluetooth capture of '{phone}' is not available yet: the HCI passthrough is not built"
+        let unredacted = req.unredacted;
+        if unredacted {
+            tracing::warn!(%phone, "serving an UNREDACTED Bluetooth capture: keys travel in clear");
+        } else {
+            tracing::info!(%phone, "serving a Bluetooth capture (keys redacted)");
+        }
+        let mut rx = self.bluetooth.subscribe(&phone);
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut dropped = 0u64;
+            loop {
+                let item = match rx.recv().await {
+                    Ok(item) => item,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        dropped += n;
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let carries_keys = bt_raw::redact::carries_keys(&item.packet);
+                let h4 = if unredacted {
+                    item.packet.as_bytes().to_vec()
+                } else {
+                    bt_raw::redact::redacted(&item.packet)
+                };
+                let record = op::BtSnoopRecord {
+                    direction: match item.direction {
+                        bt_raw::btsnoop::Direction::HostToController => {
+                            op::SnoopDirection::HostToController
+                        }
+                        bt_raw::btsnoop::Direction::ControllerToHost => {
+                            op::SnoopDirection::ControllerToHost
+                        }
+                    } as i32,
+                    h4: h4.into(),
+                    timestamp_us: item.unix_us.max(0) as u64,
+                    redacted: carries_keys && !unredacted,
+                    dropped_before: std::mem::take(&mut dropped),
+                };
+                if tx.send(Ok(record)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
         )))
     }
 }

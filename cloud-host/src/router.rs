@@ -37,6 +37,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
 use crate::HostError;
+use crate::bluetooth::Bluetooth;
 use crate::emu_client::{EmulatorClient, listened_sensors};
 use crate::operator::{Metrics, SessionDirectory};
 use crate::phones::PhoneManager;
@@ -116,6 +117,7 @@ struct Live {
     started_ms: i64,
     frames: Arc<AtomicU64>,
     sensor_latency: Arc<Mutex<LatencyLog>>,
+    radio_lent: Arc<AtomicBool>,
 }
 
 /// The live sessions, for the operator API.
@@ -185,7 +187,7 @@ impl SessionDirectory for Sessions {
                     bytes_up: 0,
                     bytes_down: 0,
                     frames_sent: l.frames.load(Ordering::Relaxed),
-                    radio_lent: false,
+                    radio_lent: l.radio_lent.load(Ordering::Relaxed),
                     state: if l.session.is_connected() {
                         op::SessionState::Connected
                     } else {
@@ -222,6 +224,7 @@ pub struct Router {
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     cfg: RouterConfig,
+    bluetooth: Arc<Bluetooth>,
 }
 
 /// Per-session counters of refused input.
@@ -239,6 +242,7 @@ impl Router {
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
         cfg: RouterConfig,
+        bluetooth: Arc<Bluetooth>,
     ) -> Self {
         Self {
             phones,
@@ -246,6 +250,7 @@ impl Router {
             sessions,
             metrics,
             cfg,
+            bluetooth,
         }
     }
 
@@ -274,6 +279,7 @@ impl Router {
         let _enter = span.enter();
         let frames = Arc::new(AtomicU64::new(0));
         let sensor_latency = Arc::new(Mutex::new(LatencyLog::default()));
+        let radio_lent = Arc::new(AtomicBool::new(false));
         {
             let mut live = self.sessions.lock();
             if let Some(other) = live.values().find(|l| l.phone == phone) {
@@ -297,6 +303,7 @@ impl Router {
                     started_ms: crate::unix_ms(),
                     frames: frames.clone(),
                     sensor_latency: sensor_latency.clone(),
+                    radio_lent: radio_lent.clone(),
                 },
             );
         }
@@ -316,7 +323,9 @@ impl Router {
                     sim.set_session(Some(handset_name.clone()));
                 }
                 tracing::info!("attached");
-                let reason = self.serve(s.clone(), client, frames, sensor_latency).await;
+                let reason = self
+                    .serve(s.clone(), client, frames, sensor_latency, radio_lent)
+                    .await;
                 if let Some(sim) = &sim {
                     sim.set_session(None);
                 }
@@ -329,6 +338,9 @@ impl Router {
             }
         };
         tracing::info!(%end, "session ended");
+        self.bluetooth
+            .radio_released(&phone, &id, &format!("the handset's session ended: {end}"))
+            .await;
         self.sessions.lock().remove(&id);
         let _ = self.registry.session_ended(&id, &end, crate::unix_ms());
     }
@@ -340,6 +352,7 @@ impl Router {
         client: EmulatorClient,
         frames: Arc<AtomicU64>,
         sensor_latency: Arc<Mutex<LatencyLog>>,
+        radio_lent: Arc<AtomicBool>,
     ) -> String {
         let status = client.status().await.ok();
         let listened = status.as_ref().map(listened_sensors).unwrap_or_default();
@@ -389,7 +402,12 @@ impl Router {
                 frames,
                 self.metrics.clone(),
             )),
-            tokio::spawn(control_loop(s.clone(), keyframe, clock_offset_ns)),
+            tokio::spawn(control_loop(
+                s.clone(),
+                keyframe,
+                clock_offset_ns,
+                (self.bluetooth.clone(), radio_lent),
+            )),
         ];
         let end = s.ended().await;
         for t in tasks {
@@ -682,9 +700,27 @@ async fn control_loop(
     s: Arc<ServerSession>,
     keyframe: Arc<Notify>,
     clock_offset_ns: Arc<std::sync::atomic::AtomicI64>,
+    (bluetooth, radio_lent): (Arc<Bluetooth>, Arc<AtomicBool>),
 ) {
+    let phone = s.welcome().phone_name;
     while let Ok(m) = s.recv_control().await {
         match m.msg {
+            // The handset lends its radio (repeated as a heartbeat) or takes
+            // it back.
+            Some(control_message::Msg::RadioState(r)) if r.lent => {
+                if !radio_lent.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the handset lends its Bluetooth radio");
+                }
+                bluetooth.radio_heartbeat(&phone, &s);
+            }
+            Some(control_message::Msg::RadioState(_)) => {
+                if radio_lent.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the handset took its Bluetooth radio back");
+                }
+                bluetooth
+                    .radio_released(&phone, s.id(), "the handset took its radio back")
+                    .await;
+            }
             Some(control_message::Msg::KeyframeRequest(_)) => keyframe.notify_one(),
             // The handset's offset is host minus handset; a sample taken at
             // handset time t happened at host time t + offset.

@@ -19,6 +19,7 @@ fn config(dir: &Path) -> HostConfig {
         data_dir: Some(dir.to_path_buf()),
         operator_listen: Some("127.0.0.1:0".parse().unwrap()),
         quic_listen: Some("127.0.0.1:0".parse().unwrap()),
+        netsim_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..ConfigLayer::default()
     }
     .resolve(&|_| None)

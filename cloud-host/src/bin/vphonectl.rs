@@ -23,6 +23,7 @@ Examples:
   vphonectl handset enroll --name alice-pixel --phone phone-1
   vphonectl handset revoke alice-pixel
   vphonectl session list --json
+  vphonectl bt snoop phone-1 --out phone-1.btsnoop     (Ctrl-C stops; open in Wireshark)
   vphonectl completions bash > /etc/bash_completion.d/vphonectl
 
 The host is found through its data dir (--data-dir, VPHONE_DATA_DIR, or the
@@ -60,6 +61,9 @@ enum Cmd {
     /// List and end live handset sessions.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Bluetooth: capture a phone's HCI traffic.
+    #[command(subcommand)]
+    Bt(BtCmd),
     /// Host statistics.
     Stats,
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
@@ -156,6 +160,30 @@ enum HandsetCmd {
     Revoke {
         /// Handset name or fingerprint (prefix of at least 6 characters).
         handset: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BtCmd {
+    /// Capture the HCI traffic between a phone's Bluetooth stack and the
+    /// handset radio lent to it, as a btsnoop file (Wireshark, tshark,
+    /// btmon -r). Keys (LTKs, link keys, PINs, IRKs) are zeroed unless
+    /// --unredacted is given. Runs until Ctrl-C, --duration or --count.
+    Snoop {
+        /// The phone.
+        phone: String,
+        /// The btsnoop file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep keys in the capture (the host logs that you asked).
+        #[arg(long)]
+        unredacted: bool,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -612,6 +640,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 println!("ended session {id}");
             }
         }
+        Cmd::Bt(BtCmd::Snoop {
+            phone,
+            out,
+            unredacted,
+            duration,
+            count,
+        }) => {
+            let n = snoop(&mut c, phone, &out, unredacted, duration, count).await?;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"path": out, "packets": n, "redacted": !unredacted})
+                );
+            } else {
+                eprintln!();
+                println!("wrote {} ({n} packets)", out.display());
+            }
+        }
         Cmd::Stats => {
             let s = c
                 .get_host_stats(op::GetHostStatsRequest {})
@@ -638,4 +684,89 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Streams `phone`'s HCI capture into a btsnoop file; returns the packets
+/// written.
+async fn snoop(
+    c: &mut Client,
+    phone: String,
+    out: &std::path::Path,
+    unredacted: bool,
+    duration: Option<f64>,
+    count: Option<u64>,
+) -> Result<u64, CliError> {
+    use bt_raw::btsnoop::{Direction, SnoopWriter};
+    use std::io::Write as _;
+    let mut stream = c
+        .stream_bt_snoop(op::StreamBtSnoopRequest {
+            phone: phone.clone(),
+            unredacted,
+        })
+        .await?
+        .into_inner();
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let file = std::io::BufWriter::new(file);
+    // The host already redacted; the writer redacts again unless asked not to.
+    let mut w = if unredacted {
+        SnoopWriter::unredacted(file)
+    } else {
+        SnoopWriter::new(file)
+    }
+    .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "capturing {phone}'s Bluetooth HCI into {} ({}); Ctrl-C stops",
+        out.display(),
+        if unredacted {
+            "UNREDACTED: keys in clear"
+        } else {
+            "keys redacted"
+        }
+    );
+    let deadline = duration
+        .map(|s| tokio::time::Instant::now() + std::time::Duration::from_secs_f64(s.max(0.0)));
+    let (mut n, mut dropped) = (0u64, 0u64);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        if count.is_some_and(|max| n >= max) {
+            break;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let msg = tokio::select! {
+            m = stream.message() => m?,
+            () = sleep => break,
+            _ = &mut ctrl_c => break,
+        };
+        let Some(r) = msg else { break };
+        dropped += r.dropped_before;
+        let Ok(pkt) = bt_raw::H4Packet::parse(r.h4.to_vec()) else {
+            continue;
+        };
+        let dir = if r.direction == op::SnoopDirection::HostToController as i32 {
+            Direction::HostToController
+        } else {
+            Direction::ControllerToHost
+        };
+        w.write(dir, &pkt, i64::try_from(r.timestamp_us).unwrap_or(i64::MAX))
+            .with_context(|| format!("writing {}", out.display()))?;
+        n += 1;
+        if n % 100 == 0 {
+            w.flush()
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprint!("\r{n} packets");
+            let _ = std::io::stderr().flush();
+        }
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    if dropped > 0 {
+        eprintln!("warning: the host dropped {dropped} packets (this capture was too slow)");
+    }
+    Ok(n)
 }
