@@ -15,11 +15,14 @@
 //! - [`session`]: the live session (`Companion`): connect, clock sync,
 //!   sensors and input up, H.264 video down with glass-to-glass numbers.
 //! - [`video`]: H.264 decoding, `.h264` recording, PNG frames.
+//! - [`adapters`]: local Bluetooth adapters (sysfs, BlueZ with the `bluez`
+//!   feature) and a BLE scan, for `vphone-companion radios`.
 //! - `viewer` (feature `viewer`, on by default): the desktop window. Without
 //!   the feature the crate builds and runs headless, with no GUI libraries.
 //!
 //! All errors are [`ClientError`]. Logging uses `tracing`.
 
+pub mod adapters;
 pub mod config;
 mod error;
 pub mod keys;
