@@ -173,9 +173,15 @@ pub fn merge_bluez(adapters: &mut Vec<AdapterInfo>, bluez: Vec<BluezAdapter>) {
 /// zero, nearby BLE peripherals. Never fails: what cannot be known is
 /// explained in the notes.
 pub async fn list(root: &Path, scan: Duration) -> RadiosReport {
+    let mut report = list_adapters(root).await;
+    scan_into(&mut report, scan).await;
+    report
+}
+
+/// The adapters only (sysfs under `root`, then BlueZ), no scan.
+pub async fn list_adapters(root: &Path) -> RadiosReport {
     let mut report = RadiosReport {
         adapters: sysfs_adapters(root),
-        scan,
         ..RadiosReport::default()
     };
     match bluez::adapters().await {
@@ -183,8 +189,26 @@ pub async fn list(root: &Path, scan: Duration) -> RadiosReport {
         Err(note) => {
             report.bluez_note = Some(note);
             report.scan_note = Some("no BLE scan without BlueZ".to_owned());
-            return report;
         }
+    }
+    report
+}
+
+/// True when [`scan_into`] would scan for `scan` (BlueZ is there, `scan` is
+/// not zero and some adapter may be powered).
+#[must_use]
+pub fn can_scan(report: &RadiosReport, scan: Duration) -> bool {
+    report.bluez_note.is_none()
+        && !scan.is_zero()
+        && !report.adapters.iter().all(|a| a.powered == Some(false))
+}
+
+/// Scans for BLE peripherals for `scan` and adds them (or why not) to
+/// `report`.
+pub async fn scan_into(report: &mut RadiosReport, scan: Duration) {
+    report.scan = scan;
+    if report.bluez_note.is_some() {
+        return;
     }
     if scan.is_zero() {
         report.scan_note = Some("BLE scan skipped (--scan-seconds 0)".to_owned());
@@ -196,7 +220,6 @@ pub async fn list(root: &Path, scan: Duration) -> RadiosReport {
             Err(e) => report.scan_note = Some(format!("BLE scan failed: {e}")),
         }
     }
-    report
 }
 
 impl fmt::Display for RadiosReport {
@@ -338,9 +361,13 @@ mod bluez {
     async fn session() -> Result<bluer::Session, String> {
         match tokio::time::timeout(CONNECT_TIMEOUT, bluer::Session::new()).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(format!(
-                "no D-Bus system bus ({e}): adapters from sysfs only; no BLE scan"
-            )),
+            Ok(Err(e)) => {
+                tracing::debug!("D-Bus system bus: {e}");
+                Err(
+                    "BlueZ is not running (no D-Bus system bus): adapters from sysfs only; no BLE scan"
+                        .to_owned(),
+                )
+            }
             Err(_) => Err(
                 "the D-Bus system bus did not answer: adapters from sysfs only; no BLE scan"
                     .to_owned(),
@@ -351,9 +378,13 @@ mod bluez {
     async fn names(session: &bluer::Session) -> Result<Vec<String>, String> {
         match tokio::time::timeout(CONNECT_TIMEOUT, session.adapter_names()).await {
             Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(format!(
-                "BlueZ is not running (no org.bluez on the system bus: {e}): adapters from sysfs only; no BLE scan"
-            )),
+            Ok(Err(e)) => {
+                tracing::debug!("org.bluez: {e}");
+                Err(
+                    "BlueZ is not running (no org.bluez on the system bus): adapters from sysfs only; no BLE scan"
+                        .to_owned(),
+                )
+            }
             Err(_) => Err("BlueZ did not answer: adapters from sysfs only; no BLE scan".to_owned()),
         }
     }
