@@ -65,6 +65,10 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 512;
 /// longer lent (the session may be reconnecting).
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long [`RadioRelay::stop`] waits for the relay to finish the packet
+/// it is moving.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Counters of a radio relay. All zero (and `spec` empty) before lending.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub struct RadioStats {
@@ -682,8 +686,18 @@ impl RadioRelay {
         goodbye(&self.session, &self.lending, &self.stats, true).await;
         self.heartbeat.abort();
         let _ = self.stop.send(true);
-        if let Some(task) = self.relay.take() {
-            match task.await {
+        if let Some(mut task) = self.relay.take() {
+            // The relay sees the stop between packets; a radio or session
+            // that no longer takes packets must not hold the shutdown.
+            let joined = match tokio::time::timeout(STOP_TIMEOUT, &mut task).await {
+                Ok(j) => j,
+                Err(_) => {
+                    tracing::warn!("the radio relay did not stop in time; abandoning it");
+                    task.abort();
+                    task.await
+                }
+            };
+            match joined {
                 Ok(Some(mut snoop)) => {
                     if let Err(e) = snoop.writer.flush() {
                         tracing::warn!(path = %snoop.path.display(), "{e}");
@@ -692,6 +706,7 @@ impl RadioRelay {
                     tracing::info!(path = %snoop.path.display(), records = snoop.writer.records(), "btsnoop capture written");
                 }
                 Ok(None) => {}
+                Err(e) if e.is_cancelled() => {}
                 Err(e) => tracing::warn!("the radio relay task failed: {e}"),
             }
         }

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bt_raw::H4Packet;
@@ -94,13 +95,80 @@ async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
     }
 }
 
+/// A UDP relay between the handset and the host that can black-hole all
+/// traffic (neither side is told), to force a resume.
+struct Proxy {
+    addr: SocketAddr,
+    blackhole: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(server: SocketAddr) -> Self {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let hole = blackhole.clone();
+        let task = tokio::spawn(async move {
+            let mut client: Option<SocketAddr> = None;
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => {
+                        let Ok((n, from)) = r else { return };
+                        client = Some(from);
+                        if !hole.load(Ordering::SeqCst) {
+                            let _ = back.send_to(&a[..n], server).await;
+                        }
+                    }
+                    r = back.recv_from(&mut b) => {
+                        let Ok((n, _)) = r else { return };
+                        if let (Some(c), false) = (client, hole.load(Ordering::SeqCst)) {
+                            let _ = front.send_to(&b[..n], c).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            blackhole,
+            task,
+        }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.blackhole.store(cut, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn bridge_pair() -> (BridgeServer, ClientSession, ServerSession) {
+    bridge_pair_via(None).await
+}
+
+/// A host and a connected handset session; with `proxy`, the handset talks
+/// to the host through a [`Proxy`] (returned too).
+async fn bridge_pair_via(
+    proxy: Option<&mut Option<Proxy>>,
+) -> (BridgeServer, ClientSession, ServerSession) {
     let identity = HostIdentity::generate().unwrap();
     let auth = Arc::new(MemoryAuthorizer::generate().unwrap());
     let mut config = BridgeServerConfig::new(identity.clone(), auth.clone());
     config.transport = TransportSettings::for_tests();
     let server = BridgeServer::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
-    let addr: SocketAddr = server.local_addr().unwrap();
+    let mut addr: SocketAddr = server.local_addr().unwrap();
+    if let Some(slot) = proxy {
+        let p = Proxy::start(addr).await;
+        addr = p.addr;
+        *slot = Some(p);
+    }
     let handset = HandsetIdentity::generate().unwrap();
     auth.enroll(handset.fingerprint(), "radio handset");
     let mut cc = BridgeClientConfig::new(addr, identity.pin(), handset);
@@ -265,4 +333,58 @@ async fn a_bad_policy_file_is_refused_before_anything_opens() {
         msg.contains("p.toml") && msg.contains("unknown variant"),
         "{msg}"
     );
+}
+
+/// Commands the host sends while the network is cut arrive after the resume,
+/// exactly once; the handset holds those beyond the controller's command
+/// credits and releases them as replies come back, so every reply arrives,
+/// in order, and no credit leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_and_its_credit_queue_survive_a_resume() {
+    let (mut controllers, port) = bumble_controllers();
+    let opts = RadioOptions::new(format!("tcp:127.0.0.1:{port}").parse().unwrap());
+    let radio = open_radio(&opts, &mut controllers).await;
+    let mut proxy = None;
+    let (_server, client, host) = bridge_pair_via(Some(&mut proxy)).await;
+    let proxy = proxy.expect("proxy");
+    let relay = RadioRelay::start(client.clone(), radio);
+    assert!(next_radio_state(&host).await.lent);
+    host.send_hci(cmd(0x0C03)).await.unwrap();
+    let ev = next_event(&host).await;
+    assert_eq!(
+        Event::new(&ev)
+            .unwrap()
+            .command_complete()
+            .unwrap()
+            .opcode
+            .0,
+        0x0C03
+    );
+
+    // Cut the network for longer than the idle timeout; meanwhile the stack
+    // sends three commands back to back (beyond the one command credit).
+    proxy.cut(true);
+    let ops = [0x1001u16, 0x1009, 0x1005];
+    for op in ops {
+        host.send_hci(cmd(op)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    proxy.cut(false);
+
+    let mut replies = Vec::new();
+    while replies.len() < ops.len() {
+        let ev = next_event(&host).await;
+        if let Some(cc) = Event::new(&ev).unwrap().command_complete() {
+            replies.push(cc.opcode.0);
+        }
+    }
+    assert_eq!(replies, ops);
+    assert_eq!(client.stats().connections, 2, "the session resumed");
+    // The heartbeat goes on after the resume.
+    assert!(next_radio_state(&host).await.lent);
+    let stats = relay.stop().await;
+    assert_eq!(stats.packets_to_radio, 4);
+    assert!(stats.queued_for_credits >= 2, "{stats:?}");
+    assert_eq!(stats.queue_len, 0);
+    assert_eq!(stats.error, None);
 }
