@@ -27,6 +27,9 @@ Get an enrollment string from the host's operator: `vphonectl handset enroll`.
 The config dir (--config-dir, VPHONE_COMPANION_DIR, or $XDG_CONFIG_HOME/vphone-companion)
 holds the host address and pin, and this handset's key pair.
 
+Exit codes: 3 not enrolled, 4 refused by the host, 5 host unreachable, 6 host key
+mismatch, 7 the radio to lend (--radio) could not be opened.
+
 Sensor recordings (--record-sensors, --sensors replay:FILE) are text, one sample per line:
   <t_ns> <KIND> v1 v2 v3       e.g. 1000000 ACCELEROMETER 0.1 0.2 9.8
   LOC <t_ns> lat lon alt speed bearing accuracy";
@@ -145,6 +148,7 @@ fn exit_code(e: &ClientError) -> u8 {
         ClientError::Refused { .. } => 4,
         ClientError::Unreachable { .. } => 5,
         ClientError::PinMismatch { .. } => 6,
+        ClientError::Radio { .. } => 7,
         _ => 1,
     }
 }
