@@ -173,6 +173,16 @@ pub enum ClientError {
         spec: String,
     },
 
+    /// The radio to lend could not be opened, or its policy file or capture
+    /// is unusable.
+    #[error("radio {spec}: {why}")]
+    Radio {
+        /// The radio spec as given (`tcp:HOST:PORT`, `hci:N`, ...).
+        spec: String,
+        /// What went wrong and what to do about it.
+        why: String,
+    },
+
     /// An argument is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

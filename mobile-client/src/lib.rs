@@ -15,14 +15,21 @@
 //! - [`session`]: the live session (`Companion`): connect, clock sync,
 //!   sensors and input up, H.264 video down with glass-to-glass numbers.
 //! - [`video`]: H.264 decoding, `.h264` recording, PNG frames.
+//! - [`radio`]: lending the handset's Bluetooth radio to the phone: the
+//!   sans-IO relay core (policy, flow control, credit queue) and its async
+//!   driver between the session's hci channel and the radio transport.
+//! - [`adapters`]: local Bluetooth adapters (sysfs, BlueZ with the `bluez`
+//!   feature) and a BLE scan, for `vphone-companion radios`.
 //! - `viewer` (feature `viewer`, on by default): the desktop window. Without
 //!   the feature the crate builds and runs headless, with no GUI libraries.
 //!
 //! All errors are [`ClientError`]. Logging uses `tracing`.
 
+pub mod adapters;
 pub mod config;
 mod error;
 pub mod keys;
+pub mod radio;
 pub mod sensors;
 pub mod session;
 pub mod video;

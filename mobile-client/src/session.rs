@@ -1,7 +1,9 @@
 //! A live companion session: connect with the enrolled identity, stream the
 //! sensors the phone asks for, send touches and keys, receive and decode the
 //! phone's screen, measure glass-to-glass latency with the bridge's clock
-//! sync, and optionally record the video and the sensors.
+//! sync, and optionally record the video and the sensors. With
+//! [`ConnectOptions::radio`] the session also lends the handset's Bluetooth
+//! radio to the phone (see [`crate::radio`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::ClientError;
 use crate::config;
+use crate::radio::{LentRadio, RadioOptions, RadioRelay, RadioStats};
 use crate::sensors::replay::{Recorder as SensorRecorder, RecordingSource};
 use crate::sensors::sampler::{Sampler, SamplerEvent, run_sampler};
 use crate::sensors::{MonotonicClock, SensorSource, SourceSpec};
@@ -46,6 +49,9 @@ pub struct ConnectOptions {
     pub transport: TransportSettings,
     /// This handset's screen: width, height (pixels), density (dpi).
     pub screen: (u32, u32, u32),
+    /// Lend this radio to the phone's Bluetooth stack; `None` (the default):
+    /// nothing touches Bluetooth.
+    pub radio: Option<RadioOptions>,
 }
 
 impl ConnectOptions {
@@ -60,6 +66,7 @@ impl ConnectOptions {
             save_frame: None,
             transport: TransportSettings::default(),
             screen: (1080, 2400, 420),
+            radio: None,
         }
     }
 }
@@ -99,6 +106,9 @@ pub struct Report {
     pub rtt_us: u64,
     /// Frames written to the `.h264` recording.
     pub recorded_frames: u64,
+    /// The radio relay's counters while lending a radio (`None` without
+    /// [`ConnectOptions::radio`]).
+    pub radio: Option<RadioStats>,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +157,7 @@ pub struct Companion {
     decoder: Option<std::thread::JoinHandle<Option<Recorder>>>,
     frames_tx: Option<std::sync::mpsc::Sender<device_bridge::VideoFrame>>,
     save_frame: Option<PathBuf>,
+    radio: Option<RadioRelay>,
 }
 
 fn map_connect_error(host: &str, e: BridgeError) -> ClientError {
@@ -176,7 +187,9 @@ impl Companion {
     /// # Errors
     /// [`ClientError::NotEnrolled`], [`ClientError::Unreachable`],
     /// [`ClientError::PinMismatch`], [`ClientError::Refused`] (revoked, phone
-    /// not assigned, phone busy...) with the host's reason.
+    /// not assigned, phone busy...) with the host's reason;
+    /// [`ClientError::Radio`] when a radio to lend cannot be opened (checked
+    /// before connecting).
     pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
         let cfg = config::load(&opts.config_dir)?;
         let identity = config::load_identity(&opts.config_dir)?;
@@ -197,6 +210,12 @@ impl Companion {
             source = Box::new(RecordingSource::new(source, SensorRecorder::create(path)?));
         }
         let sampler = Sampler::new(source);
+        // The radio first: a radio that cannot be lent fails before the host
+        // sees a session.
+        let radio = match &opts.radio {
+            Some(r) => Some(LentRadio::open(r).await?),
+            None => None,
+        };
         let (w, h, dpi) = opts.screen;
         let mut bridge = BridgeClientConfig::new(addr, cfg.pin, identity);
         bridge.enrollment_token = cfg.pending_token.clone();
@@ -210,20 +229,27 @@ impl Companion {
                 density_dpi: dpi,
                 refresh_rate_hz: 60.0,
             }),
-            radio_available: false,
+            radio_available: radio.is_some(),
             phone_name: opts.phone.clone().unwrap_or_default(),
             video_codecs: vec![VideoCodec::H264 as i32],
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Hello::default()
         };
-        let session = ClientSession::connect(bridge)
-            .await
-            .map_err(|e| map_connect_error(&cfg.host, e))?;
+        let session = match ClientSession::connect(bridge).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(r) = radio {
+                    r.close().await;
+                }
+                return Err(map_connect_error(&cfg.host, e));
+            }
+        };
         if cfg.pending_token.is_some() {
             config::mark_token_used(&opts.config_dir)?;
         }
         let phone = session.welcome().phone_name;
         tracing::info!(session = %session.id(), %phone, "connected");
+        let radio = radio.map(|r| RadioRelay::start(session.clone(), r));
 
         let live = Arc::new(Mutex::new(Live::default()));
         let offset_ns = Arc::new(AtomicI64::new(0));
@@ -246,6 +272,9 @@ impl Companion {
                                 "phone asks for sensors"
                             );
                             let _ = active_tx.send(a);
+                        }
+                        Some(control_message::Msg::RadioState(r)) => {
+                            tracing::info!(wanted_lent = r.lent, "the host's radio state");
                         }
                         Some(control_message::Msg::Pong(p)) => {
                             // NTP-style: the exchange with the smallest round
@@ -480,6 +509,7 @@ impl Companion {
             decoder: Some(decoder),
             frames_tx: Some(frames_tx),
             save_frame: opts.save_frame,
+            radio,
         })
     }
 
@@ -548,15 +578,24 @@ impl Companion {
             clock_offset_ns: self.offset_ns.load(Ordering::Relaxed),
             rtt_us: self.session.stats().rtt_us,
             recorded_frames: 0,
+            radio: self.radio.as_ref().map(RadioRelay::stats),
         }
     }
 
     /// Closes the session cleanly, flushes recordings and saves the last
-    /// frame; returns the final numbers.
+    /// frame; returns the final numbers. A lent radio is given back first:
+    /// `RadioState{lent: false}` to the host, capture flushed, adapter
+    /// restored.
     ///
     /// # Errors
     /// [`ClientError::Io`]/[`ClientError::Video`] writing the outputs.
     pub async fn finish(mut self) -> Result<Report, ClientError> {
+        // Tell the host the radio is no longer lent, flush the capture and
+        // give the adapter back before the session closes.
+        let radio = match self.radio.take() {
+            Some(r) => Some(r.stop().await),
+            None => None,
+        };
         self.session
             .close(CloseReason::Normal, "companion finished")
             .await;
@@ -564,6 +603,7 @@ impl Companion {
             t.abort();
         }
         let mut report = self.report();
+        report.radio = radio;
         drop(self.frames_tx.take());
         if let Some(d) = self.decoder.take() {
             let rec = tokio::task::spawn_blocking(move || d.join()).await;

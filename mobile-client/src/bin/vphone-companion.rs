@@ -1,5 +1,5 @@
-//! `vphone-companion`: lend this device's sensors, touches and keys to a
-//! virtual phone and see its screen.
+//! `vphone-companion`: lend this device's sensors, touches and keys (and,
+//! with `--radio`, its Bluetooth radio) to a virtual phone and see its screen.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use mobile_client::ClientError;
 use mobile_client::config;
+use mobile_client::radio::RadioOptions;
 use mobile_client::session::{Companion, ConnectOptions};
 
 const EXAMPLES: &str = "\
@@ -18,10 +19,16 @@ Examples:
   vphone-companion connect --phone lab --sensors replay:walk.sensors --duration 30
   vphone-companion connect --record session.h264 --save-frame last.png --duration 10
   vphone-companion connect --sensors iio --record-sensors desk.sensors
+  vphone-companion radios                          (what this device could lend)
+  vphone-companion connect --radio hci:0 --snoop handset.btsnoop
+  vphone-companion connect --radio tcp:127.0.0.1:9002 --radio-policy strict.toml
 
 Get an enrollment string from the host's operator: `vphonectl handset enroll`.
 The config dir (--config-dir, VPHONE_COMPANION_DIR, or $XDG_CONFIG_HOME/vphone-companion)
 holds the host address and pin, and this handset's key pair.
+
+Exit codes: 3 not enrolled, 4 refused by the host, 5 host unreachable, 6 host key
+mismatch, 7 the radio to lend (--radio) could not be opened.
 
 Sensor recordings (--record-sensors, --sensors replay:FILE) are text, one sample per line:
   <t_ns> <KIND> v1 v2 v3       e.g. 1000000 ACCELEROMETER 0.1 0.2 9.8
@@ -50,7 +57,39 @@ enum Cmd {
     },
     /// Connect to the phone and stream until interrupted (or --duration).
     Connect(ConnectArgs),
+    /// List the Bluetooth radios this device could lend (--radio) and the
+    /// BLE peripherals nearby.
+    #[command(after_help = RADIOS_HELP)]
+    Radios {
+        /// How long to scan for BLE peripherals (0: no scan).
+        #[arg(long, value_name = "N", default_value_t = 5.0)]
+        scan_seconds: f64,
+    },
 }
+
+const RADIOS_HELP: &str = "\
+Local adapters come from /sys/class/bluetooth and, where bluetoothd runs, from BlueZ
+(name, address, powered). Each is lent with `connect --radio hci:N`. The BLE scan
+(through BlueZ) shows which peripherals the phone will be able to reach through it.
+`--radio tcp:HOST:PORT` lends an H4-over-TCP controller instead (bumble, RootCanal,
+a rooted Android's HCI proxy).";
+
+const RADIO_HELP: &str = "\
+Lend a Bluetooth radio to the phone. The phone's own Bluetooth stack (in the cloud)
+drives this controller over raw HCI: scanning, connecting, pairing and bonding happen
+in the phone's stack and its keys stay there; this device relays HCI unchanged and
+never decrypts anything. While lent, this device's own Bluetooth cannot use it.
+
+SPEC: hci:N (Linux adapter N through the HCI user channel; where BlueZ runs it is
+powered off first and on again afterwards; needs CAP_NET_ADMIN: run as root or
+`sudo setcap cap_net_admin+ep $(which vphone-companion)`), tcp:HOST:PORT (an
+H4-over-TCP controller: bumble, RootCanal, a rooted Android's HCI proxy),
+tcp-listen:ADDR:PORT (wait for such a controller to connect) or unix:PATH.
+`vphone-companion radios` lists the adapters.
+
+Commands that could harm the controller or read other users' keys (vendor commands,
+stored link keys, test modes, ...) are refused here and answered at once; see
+--radio-policy.";
 
 #[derive(Debug, clap::Args)]
 struct ConnectArgs {
@@ -82,6 +121,25 @@ struct ConnectArgs {
     /// Print live statistics every second.
     #[arg(long)]
     stats: bool,
+    /// Lend this Bluetooth radio to the phone: hci:N, tcp:HOST:PORT,
+    /// tcp-listen:ADDR:PORT or unix:PATH.
+    #[arg(long, value_name = "SPEC", long_help = RADIO_HELP)]
+    radio: Option<String>,
+    /// HCI command policy file (TOML) for the lent radio instead of the safe
+    /// default, which refuses vendor commands, stored-link-key access, test
+    /// and debug modes and rate-limits advertising and scan enables (README:
+    /// "HCI policy files").
+    #[arg(long, value_name = "FILE", requires = "radio")]
+    radio_policy: Option<PathBuf>,
+    /// Write a btsnoop capture (Wireshark opens it) of the HCI traffic with the
+    /// lent radio. Keys (link keys, LTKs, IRKs, PINs) are zeroed unless
+    /// --unredacted.
+    #[arg(long, value_name = "FILE", requires = "radio")]
+    snoop: Option<PathBuf>,
+    /// Keep keys in clear in the --snoop capture (anyone with the file can
+    /// then decrypt the recorded links).
+    #[arg(long, requires = "snoop")]
+    unredacted: bool,
 }
 
 fn exit_code(e: &ClientError) -> u8 {
@@ -90,6 +148,7 @@ fn exit_code(e: &ClientError) -> u8 {
         ClientError::Refused { .. } => 4,
         ClientError::Unreachable { .. } => 5,
         ClientError::PinMismatch { .. } => 6,
+        ClientError::Radio { .. } => 7,
         _ => 1,
     }
 }
@@ -150,6 +209,20 @@ async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> 
     opts.record_sensors = a.record_sensors.clone();
     opts.record_h264 = a.record.clone();
     opts.save_frame = a.save_frame.clone();
+    if let Some(spec) = &a.radio {
+        let spec = spec
+            .parse()
+            .map_err(|e: bt_raw::Error| ClientError::Radio {
+                spec: spec.clone(),
+                why: e.to_string(),
+            })?;
+        let mut r = RadioOptions::new(spec);
+        r.policy_file = a.radio_policy.clone();
+        r.snoop = a.snoop.clone();
+        r.unredacted = a.unredacted;
+        eprintln!("opening radio {}…", r.spec);
+        opts.radio = Some(r);
+    }
     eprintln!("connecting…");
     let companion = Companion::connect(opts).await?;
     let r = companion.report();
@@ -157,6 +230,9 @@ async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> 
         "connected to phone '{}' (session {})",
         r.phone, r.session_id
     );
+    if let Some(radio) = &r.radio {
+        eprintln!("lending radio {} to the phone", radio.spec);
+    }
     Ok(companion)
 }
 
@@ -203,8 +279,47 @@ impl Window {
     }
 }
 
-/// Streams until ctrl-c, --duration, the host ending the session or the
-/// window closing; then closes the window and finishes the session.
+/// Resolves on SIGTERM (on Unix), never elsewhere.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                return;
+            }
+            Err(e) => tracing::warn!("cannot watch SIGTERM: {e}"),
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// The radio lines of `--stats` and the final summary.
+fn radio_line(r: &mobile_client::radio::RadioStats) -> String {
+    let mut line = format!(
+        "radio {} | to radio {} pkts ({} B) | from radio {} pkts ({} B) | denied {} | queued for credits {} (now {}, peak {})",
+        r.spec,
+        r.packets_to_radio,
+        r.bytes_to_radio,
+        r.packets_from_radio,
+        r.bytes_from_radio,
+        r.denied_commands,
+        r.queued_for_credits,
+        r.queue_len,
+        r.queue_peak,
+    );
+    if r.snoop_records > 0 {
+        line.push_str(&format!(" | snoop {} records", r.snoop_records));
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!(" | FAILED: {e}"));
+    }
+    line
+}
+
+/// Streams until ctrl-c or SIGTERM, --duration, the host ending the session
+/// or the window closing; then closes the window and finishes the session.
 async fn drive(
     companion: Companion,
     a: &ConnectArgs,
@@ -215,6 +330,7 @@ async fn drive(
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
+    let mut radio_failed = false;
     let end = loop {
         let until_deadline = async {
             match deadline {
@@ -230,6 +346,7 @@ async fn drive(
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
+            () = terminated() => break None,
             () = until_deadline => break None,
             () = window_closed => break None,
             e = companion.ended() => break Some(e),
@@ -244,6 +361,15 @@ async fn drive(
                         "fps {:5.1} | {:7.1} kbit/s | glass-to-glass p50 {:6.1} ms p99 {:6.1} ms | sensors {} | rtt {} us",
                         r.fps, r.bitrate_bps / 1000.0, r.g2g_p50_ms, r.g2g_p99_ms, r.sensor_samples, r.rtt_us
                     );
+                    if let Some(radio) = &r.radio {
+                        eprintln!("{}", radio_line(radio));
+                    }
+                }
+                if let Some(e) = r.radio.as_ref().and_then(|x| x.error.as_ref())
+                    && !radio_failed
+                {
+                    radio_failed = true;
+                    eprintln!("vphone-companion: the lent radio failed: {e}; the phone no longer has Bluetooth");
                 }
             }
         }
@@ -259,6 +385,9 @@ async fn drive(
         "done: {} frames ({} keyframes, {} decoded), {} sensor samples, glass-to-glass p50 {:.1} ms p99 {:.1} ms",
         r.frames, r.keyframes, r.decoded, r.sensor_samples, r.g2g_p50_ms, r.g2g_p99_ms
     );
+    if let Some(radio) = &r.radio {
+        eprintln!("{}", radio_line(radio));
+    }
     Ok(())
 }
 
@@ -330,6 +459,32 @@ fn view(rt: &tokio::runtime::Runtime, dir: PathBuf, a: ConnectArgs) -> Result<()
     shown.and(finished)
 }
 
+/// `vphone-companion radios`.
+fn radios(scan_seconds: f64) -> Result<(), ClientError> {
+    if !(0.0..=600.0).contains(&scan_seconds) {
+        return Err(ClientError::InvalidArgument(
+            "--scan-seconds must be between 0 and 600".to_owned(),
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Session(format!("cannot start the runtime: {e}")))?;
+    use mobile_client::adapters;
+    let scan = Duration::from_secs_f64(scan_seconds);
+    let report = rt.block_on(async {
+        let mut report =
+            adapters::list_adapters(std::path::Path::new(adapters::SYSFS_BLUETOOTH)).await;
+        if adapters::can_scan(&report, scan) {
+            eprintln!("scanning for BLE peripherals for {scan_seconds} s…");
+        }
+        adapters::scan_into(&mut report, scan).await;
+        report
+    });
+    print!("{report}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -361,6 +516,7 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Connect(a) => connect(dir, a),
+        Cmd::Radios { scan_seconds } => radios(scan_seconds),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -374,6 +530,37 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radio_flags_parse_and_depend_on_each_other() {
+        let cli = Cli::try_parse_from([
+            "vphone-companion",
+            "connect",
+            "--radio",
+            "hci:0",
+            "--radio-policy",
+            "p.toml",
+            "--snoop",
+            "h.btsnoop",
+            "--unredacted",
+        ])
+        .unwrap();
+        let Cmd::Connect(a) = cli.cmd else {
+            panic!("connect expected")
+        };
+        assert_eq!(a.radio.as_deref(), Some("hci:0"));
+        assert!(a.unredacted);
+        for bad in [
+            &["connect", "--snoop", "h.btsnoop"][..],
+            &["connect", "--radio-policy", "p.toml"],
+            &["connect", "--radio", "tcp:h:1", "--unredacted"],
+        ] {
+            let args = std::iter::once("vphone-companion").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["vphone-companion", "radios"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Radios { scan_seconds } if scan_seconds == 5.0));
+    }
 
     #[test]
     fn the_window_is_the_default_only_with_a_display_and_the_viewer() {
