@@ -291,6 +291,31 @@ pub fn disconnection_complete(handle: u16, reason: u8) -> H4Packet {
     .unwrap_or_else(|_| unreachable!("disconnection complete is well formed"))
 }
 
+/// An HCI_Disconnect command for `handle` with `reason` (e.g. 0x13, remote
+/// user terminated): what a relay sends to clean up connections a lost host
+/// stack left open in a controller.
+pub fn disconnect_command(handle: u16, reason: u8) -> H4Packet {
+    let [lo, hi] = (handle & 0x0FFF).to_le_bytes();
+    H4Packet::from_parts(PacketType::Command, &[0x06, 0x04, 3, lo, hi, reason])
+        .unwrap_or_else(|_| unreachable!("disconnect is well formed"))
+}
+
+/// The command a Command Complete or Command Status event answers.
+pub fn answers(packet: &H4Packet) -> Option<Opcode> {
+    let ev = Event::new(packet).ok()?;
+    ev.command_complete()
+        .map(|c| c.opcode)
+        .or_else(|| ev.command_status().map(|s| s.opcode))
+}
+
+/// The handle a Disconnection Complete event reports (any status).
+pub fn disconnected_handle(packet: &H4Packet) -> Option<u16> {
+    let ev = Event::new(packet).ok()?;
+    (ev.code() == events::DISCONNECTION_COMPLETE)
+        .then(|| handle_at(ev.params(), 1))
+        .flatten()
+}
+
 /// `AA:BB:CC:DD:EE:FF` for an address in transmission (little-endian) order.
 pub fn format_address(addr: &[u8; 6]) -> String {
     addr.iter()
@@ -454,6 +479,20 @@ mod tests {
         assert_eq!(t.outstanding().count(), 0);
         assert_eq!(t.connections().count(), 0);
         assert_eq!(t.radio_lost().len(), 1, "only the hardware error again");
+    }
+
+    #[test]
+    fn cleanup_helpers_build_and_recognise_packets() {
+        let d = disconnect_command(0x0041, 0x13);
+        assert_eq!(d.as_bytes(), &[0x01, 0x06, 0x04, 0x03, 0x41, 0x00, 0x13]);
+        let st = pkt(&[0x04, 0x0F, 0x04, 0x00, 0x01, 0x06, 0x04]);
+        assert_eq!(answers(&st), Some(crate::packet::opcodes::DISCONNECT));
+        assert_eq!(answers(&d), None);
+        assert_eq!(
+            disconnected_handle(&disconnection_complete(0x41, 0x16)),
+            Some(0x41)
+        );
+        assert_eq!(disconnected_handle(&st), None);
     }
 
     #[test]

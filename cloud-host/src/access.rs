@@ -133,9 +133,11 @@ impl Authorizer for RegistryAuthorizer {
         };
         // One handset per phone: refuse here, during the handshake, so the
         // handset gets PHONE_BUSY with the reason (a resume is the same
-        // session and passes).
+        // session and passes; a new connection of the same handset replaces
+        // its old session).
         if req.resuming.is_none()
-            && let Some(holder) = self.sessions.holder(&phone.name)
+            && let Some((holder, holder_fp)) = self.sessions.holder(&phone.name)
+            && holder_fp != fp
         {
             return Err(Refusal::new(
                 AppErrorCode::PhoneBusy,

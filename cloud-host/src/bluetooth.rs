@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bt_raw::btsnoop::Direction;
-use bt_raw::link::{LinkChange, LinkTracker};
+use bt_raw::link::{LinkChange, LinkTracker, answers, disconnect_command, disconnected_handle};
 use bt_raw::packet::{Command, opcodes, status};
 use bt_raw::policy::refusal;
 use bt_raw::{H4Packet, PacketType};
@@ -174,6 +174,8 @@ impl Bluetooth {
             resync: false,
             sim: None,
             view: BluetoothView::NoRadio,
+            orphans: None,
+            cleanup: Cleanup::default(),
         };
         tokio::spawn(actor.run(rx));
         let link = Arc::new(Link { tx, snoop, info });
@@ -429,6 +431,41 @@ struct Actor {
     resync: bool,
     sim: Option<SimPhone>,
     view: BluetoothView,
+    /// Connections open when the radio was lost, and whose radio it was:
+    /// if that handset lends its radio again, they are disconnected there
+    /// (the stack that owned them has been told they are gone).
+    orphans: Option<(String, Vec<u16>)>,
+    /// Replies to that cleanup, kept from the stack.
+    cleanup: Cleanup,
+}
+
+/// Replies the host expects from its own cleanup commands.
+#[derive(Debug, Default)]
+struct Cleanup {
+    statuses: usize,
+    handles: Vec<u16>,
+    until: Option<Instant>,
+}
+
+impl Cleanup {
+    /// True if `pkt` answers the cleanup (and is consumed by it).
+    fn takes(&mut self, pkt: &H4Packet) -> bool {
+        if self.until.is_none_or(|t| Instant::now() > t) {
+            *self = Self::default();
+            return false;
+        }
+        if self.statuses > 0 && answers(pkt) == Some(opcodes::DISCONNECT) {
+            self.statuses -= 1;
+            return true;
+        }
+        if let Some(h) = disconnected_handle(pkt)
+            && let Some(i) = self.handles.iter().position(|x| *x == h)
+        {
+            self.handles.remove(i);
+            return true;
+        }
+        false
+    }
 }
 
 impl Actor {
@@ -492,6 +529,12 @@ impl Actor {
             }
             Ev::StackGone(id) => {
                 if self.stack.as_ref().is_some_and(|s| s.id == id) {
+                    // Links the stack left open belong to no one now.
+                    let open: Vec<u16> = self.tracker.connections().map(|c| c.handle).collect();
+                    if let Some(r) = &self.radio {
+                        self.orphans = Some((r.session.handset().to_string(), open));
+                        self.clean_up_orphans().await;
+                    }
                     self.stack = None;
                     self.tracker.clear();
                     self.pending.clear();
@@ -575,9 +618,35 @@ impl Actor {
             reader,
         });
         self.update_view();
+        self.clean_up_orphans().await;
         // Commands that waited for a radio go out now, in order.
         while let Some((_, pkt)) = self.pending.pop_front() {
             self.send_to_radio(pkt).await;
+        }
+    }
+
+    /// Disconnects, on a radio lent again by the same handset, the
+    /// connections its previous lending left open.
+    async fn clean_up_orphans(&mut self) {
+        let Some(r) = &self.radio else { return };
+        let Some((handset, handles)) = self.orphans.take() else {
+            return;
+        };
+        if handset != r.session.handset().to_string() || handles.is_empty() {
+            return;
+        }
+        tracing::info!(phone = %self.phone, ?handles, "disconnecting links left open by the lost stack session");
+        self.cleanup = Cleanup {
+            statuses: handles.len(),
+            handles: handles.clone(),
+            until: Some(Instant::now() + Duration::from_secs(5)),
+        };
+        let session = r.session.clone();
+        for h in handles {
+            // Remote User Terminated Connection.
+            if session.send_hci(disconnect_command(h, 0x13)).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -680,6 +749,9 @@ impl Actor {
     }
 
     async fn on_radio_packet(&mut self, pkt: H4Packet) {
+        if self.cleanup.takes(&pkt) {
+            return;
+        }
         if self.stack.is_none() || self.resync {
             self.info().dropped += 1;
             return;
@@ -723,6 +795,8 @@ impl Actor {
             info.radio_losses += 1;
         }
         self.waiting_since = None;
+        let open: Vec<u16> = self.tracker.connections().map(|c| c.handle).collect();
+        self.orphans = Some((r.session.handset().to_string(), open));
         if self.stack.is_some() {
             for ev in self.tracker.radio_lost() {
                 self.send_to_stack(&ev).await;

@@ -148,12 +148,13 @@ impl Sessions {
         self.lock().keys().cloned().collect()
     }
 
-    /// The name of the handset holding `phone`, if one does.
-    pub fn holder(&self, phone: &str) -> Option<String> {
+    /// The name and certificate fingerprint of the handset holding
+    /// `phone`, if one does.
+    pub fn holder(&self, phone: &str) -> Option<(String, String)> {
         self.lock()
             .values()
             .find(|l| l.phone == phone)
-            .map(|l| l.handset_name.clone())
+            .map(|l| (l.handset_name.clone(), l.session.handset().to_string()))
     }
 
     /// The session attached to `phone`, if any.
@@ -282,6 +283,23 @@ impl Router {
         let radio_lent = Arc::new(AtomicBool::new(false));
         {
             let mut live = self.sessions.lock();
+            // The same handset connecting again (its app restarted, its old
+            // connection not timed out yet) replaces its old session.
+            let same = live
+                .values()
+                .find(|l| l.phone == phone && l.session.handset() == s.handset())
+                .map(|l| l.session.clone());
+            if let Some(old) = same {
+                live.remove(old.id());
+                tracing::info!(old = %old.id(), "the same handset connected again: replacing its old session");
+                tokio::spawn(async move {
+                    old.close(
+                        CloseReason::Kicked,
+                        "replaced by a new connection of the same handset",
+                    )
+                    .await;
+                });
+            }
             if let Some(other) = live.values().find(|l| l.phone == phone) {
                 let msg = format!(
                     "phone '{phone}' is in use by handset '{}' (session {})",

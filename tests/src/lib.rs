@@ -22,6 +22,8 @@
 //! * Small builders: [`write_recording`] (a replay file for
 //!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
 
+pub mod bumble;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -169,6 +171,11 @@ impl TestHost {
     pub async fn phone(&self, name: &str) -> (EmulatorClient, SimPhone) {
         let (client, sim) = self.host.phones.connect(name).await.expect("phone client");
         (client, sim.expect("a sim phone"))
+    }
+
+    /// The host's data dir (`vphonectl --data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("host")
     }
 
     /// A scratch directory inside the test's temporary dir.

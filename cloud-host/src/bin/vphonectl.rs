@@ -714,6 +714,9 @@ async fn snoop(
         SnoopWriter::new(file)
     }
     .with_context(|| format!("writing {}", out.display()))?;
+    // The header goes out at once: the file is a valid (empty) capture.
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "capturing {phone}'s Bluetooth HCI into {} ({}); Ctrl-C stops",
         out.display(),

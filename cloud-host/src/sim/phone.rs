@@ -191,6 +191,11 @@ impl SimPhone {
         self.shared.frames.subscribe()
     }
 
+    /// What the phone's Bluetooth status shows now.
+    pub fn bluetooth(&self) -> BluetoothView {
+        self.state().bluetooth.clone()
+    }
+
     /// Sets what the Bluetooth area of the screen shows.
     pub fn set_bluetooth(&self, view: BluetoothView) {
         self.state().bluetooth = view;

@@ -1,0 +1,293 @@
+//! Bluetooth passthrough end to end, with real Bluetooth stacks (bumble):
+//! a bumble central attached to `vphone-host` as phone-1's stack (through
+//! the netsim PacketStreamer), the companion lending bumble controller B
+//! over QUIC, and a bumble peripheral on controller A whose characteristic
+//! needs an encrypted, authenticated link (LE Secure Connections).
+//!
+//! These tests share one machine-wide resource (CPU for the Python stacks)
+//! and run one at a time (`.config/nextest.toml`, test group `bumble`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bt_raw::btsnoop::{Direction, Record, read_all};
+use cloud_host::sim::render::BluetoothView;
+use mobile_client::radio::{RadioOptions, RadioSpec};
+use mobile_client::sensors::SourceSpec;
+use mobile_client::session::{Companion, ConnectOptions};
+use vphone_tests::bumble::{PERIPHERAL, SECRET, Script, Testbed, binary};
+use vphone_tests::{Handset, TestHost, eventually};
+
+const FLOW: Duration = Duration::from_secs(30);
+
+fn companion_options(handset: &Handset, radio: &str, snoop: Option<&Path>) -> ConnectOptions {
+    let mut o = handset.options(SourceSpec::Synthetic { seed: 7 });
+    o.phone = Some("phone-1".into());
+    let mut r = RadioOptions::new(radio.parse::<RadioSpec>().expect("radio spec"));
+    r.snoop = snoop.map(Path::to_path_buf);
+    o.radio = Some(r);
+    o
+}
+
+/// Waits until the host has the handset's radio attached to phone-1.
+async fn radio_attached(t: &TestHost) {
+    eventually(Duration::from_secs(10), || async {
+        match t.host.bluetooth.info("phone-1").radio_session {
+            Some(_) => Ok(()),
+            None => Err("no radio attached to phone-1".to_owned()),
+        }
+    })
+    .await
+    .expect("the radio attaches");
+}
+
+/// The central's full flow: found, connected, unencrypted read refused,
+/// paired, encrypted + authenticated, the secret read.
+async fn expect_encrypted_read(central: &mut Script) {
+    central.expect("connected", FLOW).await;
+    let before = central.expect("read_before_pairing", FLOW).await;
+    assert_eq!(
+        before.json["result"], "INSUFFICIENT_ENCRYPTION",
+        "{}",
+        before.json
+    );
+    central.expect("paired", FLOW).await;
+    let enc = central.expect("encrypted", FLOW).await;
+    assert_eq!(enc.json["authenticated"], true, "{}", enc.json);
+    let value = central.expect("value", FLOW).await;
+    assert_eq!(value.json["value"], SECRET);
+    central.expect("done", FLOW).await;
+}
+
+/// Records without the denied vendor command 0xFC01 and the host's refusal.
+fn without_denied(records: &[Record]) -> Vec<(bool, Vec<u8>)> {
+    records
+        .iter()
+        .filter(|r| {
+            let d = &r.bytes;
+            let denied_cmd = d.len() >= 3 && d[0] == 0x01 && d[1..3] == [0x01, 0xFC];
+            let refusal = d.len() >= 7 && d[0] == 0x04 && d[1] == 0x0F && d[5..7] == [0x01, 0xFC];
+            !denied_cmd && !refusal
+        })
+        .map(|r| (r.direction == Direction::ControllerToHost, r.bytes.clone()))
+        .collect()
+}
+
+/// The LTK of every LE_Enable_Encryption (0x2019) command in a capture.
+fn ltks(records: &[Record]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .filter(|r| r.bytes.len() == 32 && r.bytes[..4] == [0x01, 0x19, 0x20, 28])
+        .map(|r| r.bytes[16..32].to_vec())
+        .collect()
+}
+
+fn tshark_ltk_lines(path: &Path) -> Vec<String> {
+    let out = std::process::Command::new("tshark")
+        .args(["-r", path.to_str().unwrap(), "-V"])
+        .output()
+        .expect("running tshark (scripts/setup installs it)");
+    assert!(out.status.success(), "tshark failed on {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Long Term Key:"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_and_encrypted_read_through_vphone_with_matching_redacted_captures() {
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let handset_snoop = dir.join("handset.btsnoop");
+    let companion = Companion::connect(companion_options(
+        &handset,
+        &bed.radio_spec(),
+        Some(&handset_snoop),
+    ))
+    .await
+    .expect("companion connects with its radio");
+    radio_attached(&t).await;
+    let (_, sim) = t.phone("phone-1").await;
+    assert_eq!(sim.bluetooth(), BluetoothView::RadioAttached);
+
+    // The operator captures on the host with vphonectl.
+    let host_snoop = dir.join("host.btsnoop");
+    let mut vphonectl = Script::spawn(
+        "vphonectl",
+        &binary("vphonectl"),
+        &[
+            "--data-dir".into(),
+            t.data_dir().display().to_string(),
+            "--json".into(),
+            "bt".into(),
+            "snoop".into(),
+            "phone-1".into(),
+            "--out".into(),
+            host_snoop.display().to_string(),
+        ],
+        &dir,
+        &dir.join("vphonectl.log"),
+    );
+    eventually(Duration::from_secs(10), || async {
+        match std::fs::metadata(&host_snoop) {
+            Ok(m) if m.len() >= 16 => Ok(()),
+            _ => Err(format!(
+                "vphonectl has not opened its capture; its stderr: {}",
+                std::fs::read_to_string(dir.join("vphonectl.log")).unwrap_or_default()
+            )),
+        }
+    })
+    .await
+    .expect("vphonectl captures");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The phone's stack: a vendor command first, then the whole flow.
+    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--vendor-probe"]);
+    let vendor = central.expect("vendor_reply", FLOW).await;
+    assert_eq!(vendor.json["kind"], "command_status", "{}", vendor.json);
+    assert_eq!(
+        vendor.json["status"], 1,
+        "Unknown HCI Command: {}",
+        vendor.json
+    );
+    assert!(
+        vendor.json["ms"].as_f64().unwrap() < 500.0,
+        "the refusal came at once: {}",
+        vendor.json
+    );
+    central.expect("found", FLOW).await;
+    expect_encrypted_read(&mut central).await;
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    vphonectl.signal("INT");
+    assert_eq!(vphonectl.wait(Duration::from_secs(5)).await, Some(0));
+    let report = companion.finish().await.expect("companion finishes");
+    let radio = report.radio.expect("radio stats");
+    assert_eq!(radio.denied_commands, 1, "{radio:?}");
+    assert!(radio.error.is_none(), "{radio:?}");
+
+    let host = read_all(std::fs::File::open(&host_snoop).unwrap()).expect("host capture");
+    let hand = read_all(std::fs::File::open(&handset_snoop).unwrap()).expect("handset capture");
+    assert!(host.len() > 50, "the host captured {} packets", host.len());
+    // Byte for byte equal, apart from the denied command and its refusal.
+    assert_eq!(host.len(), hand.len() + 2);
+    assert_eq!(without_denied(&host), without_denied(&hand));
+    // The central encrypted the link: its LTK is in both files, zeroed.
+    for (name, recs, path) in [
+        ("host", &host, &host_snoop),
+        ("handset", &hand, &handset_snoop),
+    ] {
+        let keys = ltks(recs);
+        assert_eq!(keys.len(), 1, "{name}: one LE_Enable_Encryption");
+        assert_eq!(keys[0], vec![0; 16], "{name}: the LTK is redacted");
+        assert_eq!(
+            tshark_ltk_lines(path),
+            vec!["Long Term Key: 00000000000000000000000000000000".to_owned()],
+            "{name}: tshark decodes the capture"
+        );
+    }
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handset_rebinds_mid_connection_and_the_encrypted_link_survives() {
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
+        .await
+        .expect("companion connects with its radio");
+    radio_attached(&t).await;
+    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--hold"]);
+    expect_encrypted_read(&mut central).await;
+    let (_, sim) = t.phone("phone-1").await;
+    assert_eq!(
+        sim.bluetooth(),
+        BluetoothView::Connected {
+            peer_name: PERIPHERAL.into(),
+            address: "F1:F1:F1:F1:F1:F1".into(),
+            encrypted: true,
+        }
+    );
+
+    // The handset moves to a new UDP port (a network change) mid-connection.
+    let before = companion.session().local_addr().unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    companion.session().rebind(socket).expect("rebind");
+    central.send("read").await;
+    let value = central.expect("value", FLOW).await;
+    assert_eq!(value.json["value"], SECRET);
+    assert_ne!(companion.session().local_addr().unwrap(), before);
+    assert!(
+        !central.seen().iter().any(|l| l.event() == "disconnected"),
+        "the BLE connection stayed up: {:?}",
+        central.seen().iter().map(|l| &l.json).collect::<Vec<_>>()
+    );
+    central.send("quit").await;
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
+    companion.finish().await.expect("companion finishes");
+    t.shutdown().await;
+}
+
+fn spawn_companion(dir: &Path, handset: &Handset, radio: &str, n: u32) -> Script {
+    Script::spawn(
+        "vphone-companion",
+        &binary("vphone-companion"),
+        &[
+            "--config-dir".into(),
+            handset.dir.display().to_string(),
+            "connect".into(),
+            "--headless".into(),
+            "--phone".into(),
+            "phone-1".into(),
+            "--radio".into(),
+            radio.into(),
+        ],
+        dir,
+        &dir.join(format!("companion-{n}.log")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetooth_back() {
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 1);
+    radio_attached(&t).await;
+    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--hold"]);
+    expect_encrypted_read(&mut central).await;
+
+    // SIGKILL: no goodbye from the handset. The phone's stack must learn
+    // within 2 s that its connection and its controller are gone.
+    let killed = Instant::now();
+    companion.signal("KILL");
+    let disc = central.expect("disconnected", Duration::from_secs(5)).await;
+    let told = disc.at.duration_since(killed);
+    assert!(
+        told < Duration::from_secs(2),
+        "the stack was told after {told:?}"
+    );
+    assert_eq!(disc.json["reason"], 8, "connection timeout: {}", disc.json);
+    // The central gives up on a dropped link (exit 1), as a stack that lost
+    // its controller would.
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(1));
+    drop(companion);
+
+    // A new companion lends the same controller; the stack starts again
+    // (Android restarts its Bluetooth process after a hardware error) and
+    // connects, pairs and reads as before.
+    let _companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 2);
+    radio_attached(&t).await;
+    let mut central = bed.central(t.host.netsim_addr, "phone-1", &[]);
+    expect_encrypted_read(&mut central).await;
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(t.host.bluetooth.info("phone-1").radio_losses, 1);
+    t.shutdown().await;
+}
