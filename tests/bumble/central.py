@@ -2,6 +2,7 @@
 
 Usage: python central.py --transport SPEC --target EncPeripheral
                          [--hold] [--vendor-probe] [--timeout S]
+                         [--pairing passkey|numeric]
 
 SPEC is any bumble transport, e.g. android-netsim:127.0.0.1:8877,name=phone-1.
 Prints one JSON line per milestone on stdout (see README.md). Exits 0 after
@@ -24,15 +25,16 @@ from bumble.core import AdvertisingData, BaseError
 from bumble.device import Advertisement, Connection, Device, DeviceConfiguration, Peer
 from bumble.gatt_client import CharacteristicProxy
 from bumble.host import Host
-from bumble.pairing import PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
 from testbed_common import (
     SECRET_CHARACTERISTIC_UUID,
+    PAIRING_METHODS,
     SERVICE_UUID,
     elapsed,
     emit,
+    io_capability,
     pairing_config,
 )
 
@@ -92,7 +94,7 @@ class Central:
         )
         transport.source.set_packet_sink(HciEventTap(self.device.host))
         self.device.pairing_config_factory = lambda _connection: pairing_config(
-            PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY
+            io_capability(args.pairing, central=True)
         )
 
     async def guard(self, awaitable: Awaitable[_T]) -> _T:
@@ -315,6 +317,14 @@ def main() -> None:
         type=float,
         default=30.0,
         help='seconds from process start allowed until "done" (default 30)',
+    )
+    parser.add_argument(
+        '--pairing',
+        choices=PAIRING_METHODS,
+        default='passkey',
+        help='LE SC method: passkey (default; the central types the passkey) or '
+        'numeric (Numeric Comparison, confirmed automatically; the peripheral '
+        'must use the same)',
     )
     args = parser.parse_args()
 

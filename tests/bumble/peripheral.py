@@ -2,6 +2,7 @@
 
 Usage: python peripheral.py --transport tcp-client:127.0.0.1:9001
                             [--name EncPeripheral] [--address F1:F1:F1:F1:F1:F1]
+                            [--pairing passkey|numeric]
 
 Prints JSON lines on stdout: advertising, connected, disconnected, error.
 Runs until killed; exits 1 if the HCI transport is lost.
@@ -18,16 +19,17 @@ from bumble import data_types
 from bumble.core import AdvertisingData
 from bumble.device import Connection, Device, DeviceConfiguration
 from bumble.gatt import Characteristic, Service
-from bumble.pairing import PairingDelegate
 from bumble.transport import open_transport
 
 from testbed_common import (
     DEFAULT_PERIPHERAL_ADDRESS,
     DEFAULT_PERIPHERAL_NAME,
+    PAIRING_METHODS,
     SECRET_CHARACTERISTIC_UUID,
     SECRET_VALUE,
     SERVICE_UUID,
     emit,
+    io_capability,
     pairing_config,
 )
 
@@ -66,14 +68,14 @@ def on_connection(connection: Connection) -> None:
     connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
 
 
-async def run(transport_spec: str, name: str, address: str) -> int:
+async def run(transport_spec: str, name: str, address: str, pairing: str) -> int:
     async with await open_transport(transport_spec) as transport:
         config = DeviceConfiguration()
         config.load_from_dict({'name': name, 'address': address})
         device = Device.from_config_with_hci(config, transport.source, transport.sink)
         device.add_service(secret_service())
         device.pairing_config_factory = lambda _connection: pairing_config(
-            PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY
+            io_capability(pairing, central=False)
         )
         device.on(device.EVENT_CONNECTION, on_connection)
 
@@ -97,11 +99,20 @@ def main() -> None:
     parser.add_argument('--transport', required=True, help='bumble transport spec')
     parser.add_argument('--name', default=DEFAULT_PERIPHERAL_NAME)
     parser.add_argument('--address', default=DEFAULT_PERIPHERAL_ADDRESS)
+    parser.add_argument(
+        '--pairing',
+        choices=PAIRING_METHODS,
+        default='passkey',
+        help='LE SC method: passkey (default; this side displays the passkey) or '
+        'numeric (Numeric Comparison, confirmed automatically)',
+    )
     args = parser.parse_args()
 
     bumble.logging.setup_basic_logging('WARNING')
     try:
-        sys.exit(asyncio.run(run(args.transport, args.name, args.address)))
+        sys.exit(
+            asyncio.run(run(args.transport, args.name, args.address, args.pairing))
+        )
     except KeyboardInterrupt:
         sys.exit(130)
 

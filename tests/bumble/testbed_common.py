@@ -16,6 +16,10 @@ SECRET_VALUE = b'secret-value'
 PASSKEY = 123456
 DEFAULT_PERIPHERAL_NAME = 'EncPeripheral'
 DEFAULT_PERIPHERAL_ADDRESS = 'F1:F1:F1:F1:F1:F1'
+# LE Secure Connections association models the scripts can use (--pairing):
+# "passkey" (the default): the peripheral displays PASSKEY, the central types it;
+# "numeric": Numeric Comparison, both sides display the number and confirm it.
+PAIRING_METHODS = ('passkey', 'numeric')
 
 
 def _process_start() -> float:
@@ -55,6 +59,22 @@ class FixedPasskeyDelegate(PairingDelegate):
 
     async def get_number(self) -> int | None:
         return PASSKEY
+
+    async def compare_numbers(self, number: int, digits: int) -> bool:
+        """Numeric Comparison (--pairing numeric): report the number and confirm."""
+        emit('compare_numbers', number=number, digits=digits)
+        return True
+
+
+def io_capability(pairing: str, central: bool) -> PairingDelegate.IoCapability:
+    """The IO capability that makes LE SC use `pairing` (one of PAIRING_METHODS)."""
+    if pairing == 'numeric':
+        return PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_YES_NO_INPUT
+    if pairing != 'passkey':
+        raise ValueError(f'unknown pairing method {pairing!r}')
+    if central:
+        return PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY
+    return PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY
 
 
 def pairing_config(io_capability: PairingDelegate.IoCapability) -> PairingConfig:
