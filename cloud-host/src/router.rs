@@ -272,12 +272,20 @@ impl Router {
     }
 
     async fn attach(self: Arc<Self>, s: Arc<ServerSession>) {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "session",
+            session = %s.id(),
+            phone = %s.welcome().phone_name,
+            handset = %s.hello().handset_name
+        );
+        self.attach_in_span(s).instrument(span).await;
+    }
+
+    async fn attach_in_span(self: Arc<Self>, s: Arc<ServerSession>) {
         let phone = s.welcome().phone_name;
         let handset_name = s.hello().handset_name.clone();
         let id = s.id().to_owned();
-        let span =
-            tracing::info_span!("session", session = %id, phone = %phone, handset = %handset_name);
-        let _enter = span.enter();
         let frames = Arc::new(AtomicU64::new(0));
         let sensor_latency = Arc::new(Mutex::new(LatencyLog::default()));
         let radio_lent = Arc::new(AtomicBool::new(false));

@@ -108,7 +108,20 @@ impl Script {
     /// # Panics
     /// When it cannot start.
     pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path, log: &Path) -> Self {
-        let log = std::fs::File::create(log).expect("script log file");
+        Self::try_spawn(name, program, args, dir, log).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::spawn`], with an error instead of a panic when the log file
+    /// cannot be created or the program cannot start.
+    pub fn try_spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        dir: &Path,
+        log: &Path,
+    ) -> Result<Self, String> {
+        let log = std::fs::File::create(log)
+            .map_err(|e| format!("creating {name}'s log {}: {e}", log.display()))?;
         let mut child = Command::new(program)
             .args(args)
             .current_dir(dir)
@@ -117,7 +130,7 @@ impl Script {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", program.display()));
+            .map_err(|e| format!("starting {name} ({}): {e}", program.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::unbounded_channel();
@@ -136,40 +149,56 @@ impl Script {
                 }
             }
         });
-        Self {
+        Ok(Self {
             name: name.to_owned(),
             child,
             stdin,
             lines,
             seen: Vec::new(),
-        }
+        })
     }
 
     /// Waits for the event `event`; panics with everything seen when an
     /// `error` event comes first, the script ends, or `timeout` passes.
     pub async fn expect(&mut self, event: &str, timeout: Duration) -> Line {
+        self.until(event, timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::expect`] without the panic: the error says what happened
+    /// instead (an `error` event, the script ended, or the timeout) and
+    /// what the script printed.
+    pub async fn until(&mut self, event: &str, timeout: Duration) -> Result<Line, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(line)) => {
                     self.seen.push(line.clone());
                     if line.event() == event {
-                        return line;
+                        return Ok(line);
                     }
                     if line.event() == "error" {
-                        panic!("{}: {} while waiting for {event}", self.name, line.json);
+                        return Err(format!(
+                            "{}: {} while waiting for {event}",
+                            self.name, line.json
+                        ));
                     }
                 }
-                Ok(None) => panic!(
-                    "{} ended while waiting for {event}; it printed {:?}",
-                    self.name,
-                    self.events()
-                ),
-                Err(_) => panic!(
-                    "{}: no {event} within {timeout:?}; it printed {:?}",
-                    self.name,
-                    self.events()
-                ),
+                Ok(None) => {
+                    return Err(format!(
+                        "{} ended while waiting for {event}; it printed {:?}",
+                        self.name,
+                        self.events()
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{}: no {event} within {timeout:?}; it printed {:?}",
+                        self.name,
+                        self.events()
+                    ));
+                }
             }
         }
     }
@@ -201,11 +230,19 @@ impl Script {
     /// # Panics
     /// When it does not exit within `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let status = tokio::time::timeout(timeout, self.child.wait())
+        self.try_wait(timeout)
             .await
-            .unwrap_or_else(|_| panic!("{} did not exit within {timeout:?}", self.name))
-            .expect("waiting for the script");
-        status.code()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::wait`] without the panic: its exit code (`None` when a
+    /// signal ended it), or why it could not be had.
+    pub async fn try_wait(&mut self, timeout: Duration) -> Result<Option<i32>, String> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(status)) => Ok(status.code()),
+            Ok(Err(e)) => Err(format!("waiting for {}: {e}", self.name)),
+            Err(_) => Err(format!("{} did not exit within {timeout:?}", self.name)),
+        }
     }
 
     /// The process id.
