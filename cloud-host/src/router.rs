@@ -406,14 +406,14 @@ impl Router {
         let keyframe = Arc::new(Notify::new());
         let refused = Arc::new(Refused::default());
         let clock_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let sensors = spawn_sensor_thread(sensor_loop(
+            s.clone(),
+            client.clone(),
+            rates,
+            self.metrics.clone(),
+            (clock_offset_ns.clone(), sensor_latency),
+        ));
         let tasks = [
-            tokio::spawn(sensor_loop(
-                s.clone(),
-                client.clone(),
-                rates,
-                self.metrics.clone(),
-                (clock_offset_ns.clone(), sensor_latency),
-            )),
             tokio::spawn(input_loop(
                 s.clone(),
                 client.clone(),
@@ -439,6 +439,7 @@ impl Router {
         for t in tasks {
             t.abort();
         }
+        drop(sensors);
         let (c, k) = (
             refused.clamped_touches.load(Ordering::Relaxed),
             refused.unknown_keys.load(Ordering::Relaxed),
@@ -478,6 +479,9 @@ pub fn active_sensors(listened: &[(String, u32)], advertised: &[SensorKind]) -> 
             "light" => SensorKind::Light,
             "proximity" => SensorKind::Proximity,
             "pressure" => SensorKind::Pressure,
+            "acceleration_uncalibrated" => SensorKind::AccelerometerUncalibrated,
+            "gyroscope_uncalibrated" => SensorKind::GyroscopeUncalibrated,
+            "magnetic_field_uncalibrated" => SensorKind::MagnetometerUncalibrated,
             "gps" => {
                 location_hz = *hz;
                 continue;
@@ -531,6 +535,41 @@ impl RateLimit {
     }
 }
 
+/// Runs the sensor path on its own thread and runtime, so a sample never
+/// waits behind video work (multi-megabyte screenshot frames, encoder
+/// hand-offs) on the shared async workers. Dropping the returned sender
+/// stops it.
+fn spawn_sensor_thread(
+    work: impl Future<Output = ()> + Send + 'static,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the sensor runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            tokio::select! {
+                () = work => {}
+                _ = stopped => {}
+            }
+        });
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("vphone-sensors".into())
+        .spawn(run)
+    {
+        tracing::error!(error = %e, "cannot start the sensor thread");
+    }
+    stop
+}
+
 async fn sensor_loop(
     s: Arc<ServerSession>,
     client: EmulatorClient,
@@ -542,6 +581,9 @@ async fn sensor_loop(
     // phone is slower than the handset).
     let latest: Arc<Mutex<HashMap<i32, SensorSample>>> = Arc::default();
     let ready = Arc::new(Notify::new());
+    // Sensors get their own connection: on the shared one they would queue
+    // behind multi-megabyte screenshot frames.
+    let client = client.separate_connection().await.unwrap_or(client);
     let worker = {
         let latest = latest.clone();
         let ready = ready.clone();

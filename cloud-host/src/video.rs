@@ -1170,7 +1170,7 @@ mod tests {
                 timestamp_us: 0,
                 width: 2,
                 height: 2,
-                rgba: vec![0; 16],
+                rgba: vec![0; 16].into(),
             }))
         };
         let (tx, rx) = watch::channel(frame(1));
@@ -1195,7 +1195,7 @@ mod tests {
                 timestamp_us: u64::from(seq) * 1_000,
                 width: 32,
                 height: 32,
-                rgba: grey_frame(32, 32, seq as u8),
+                rgba: grey_frame(32, 32, seq as u8).into(),
             }))
         };
         tx.send_replace(mk(1));

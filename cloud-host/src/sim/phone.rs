@@ -74,7 +74,7 @@ pub struct Frame {
     /// Height in pixels.
     pub height: u32,
     /// Packed RGBA8888, top-down.
-    pub rgba: Vec<u8>,
+    pub rgba: sensor_proto::bytes::Bytes,
 }
 
 /// Counters of what the phone received.
@@ -105,6 +105,8 @@ struct PhoneState {
     bluetooth: BluetoothView,
     session: Option<String>,
     rotation: i32,
+    /// Overrides the Sensor Lab's listened sensors (`name@hz` pairs).
+    listening: Option<Vec<(String, u32)>>,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,7 @@ impl SimPhone {
         let shared = Arc::new(Shared {
             cfg,
             state: Mutex::new(PhoneState {
+                listening: None,
                 sensors: HashMap::new(),
                 physical: HashMap::new(),
                 gps: None,
@@ -189,6 +192,14 @@ impl SimPhone {
     /// Subscribes to published frames (the latest is available at once).
     pub fn frames(&self) -> watch::Receiver<Option<Arc<Frame>>> {
         self.shared.frames.subscribe()
+    }
+
+    /// Makes the phone listen to `sensors` (`(name, hz)`, names as in
+    /// `getStatus`' `vphone.sensors.listening`, e.g. `gyroscope_uncalibrated`)
+    /// instead of the Sensor Lab's default set: what an app switching to a
+    /// game mode does. A session started afterwards asks the handset for them.
+    pub fn set_listening(&self, sensors: Vec<(String, u32)>) {
+        self.state().listening = Some(sensors);
     }
 
     /// What the phone's Bluetooth status shows now.
@@ -247,6 +258,9 @@ impl SimPhone {
         };
         let svc = tonic::service::interceptor::InterceptedService::new(self.service(), auth);
         tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20)
             .add_service(svc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -359,7 +373,19 @@ impl SimPhone {
 
     fn status(&self) -> EmulatorStatus {
         let cfg = &self.shared.cfg;
-        let listening = LISTENED_SENSORS
+        let custom = self.state().listening.clone();
+        let listening = custom.map(|l| {
+            l.iter()
+                .map(|(n, hz)| format!("{n}@{hz}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let listening = listening.unwrap_or_else(|| self.default_listening());
+        self.status_with(cfg, listening)
+    }
+
+    fn default_listening(&self) -> String {
+        LISTENED_SENSORS
             .iter()
             .map(|(s, hz)| {
                 let n = match s {
@@ -372,7 +398,10 @@ impl SimPhone {
                 format!("{n}@{hz}")
             })
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+    }
+
+    fn status_with(&self, cfg: &SimPhoneConfig, listening: String) -> EmulatorStatus {
         let entry = |k: &str, v: String| Entry {
             key: k.to_owned(),
             value: v,
@@ -403,10 +432,22 @@ impl SimPhone {
 /// screen listens to, as `name@hz` pairs separated by commas.
 pub const SENSORS_KEY: &str = "vphone.sensors.listening";
 
+/// The sim display's refresh interval (60 Hz).
+const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);
+
 async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
     let mut last_scene: Option<SceneState> = None;
     let mut seq = 0u32;
+    let mut last_frame: Option<Instant> = None;
     loop {
+        // Like a display at 60 Hz: changes arriving faster (sensors at
+        // 200 Hz) are coalesced into the next frame.
+        if let Some(t) = last_frame {
+            let since = t.elapsed();
+            if since < FRAME_INTERVAL {
+                tokio::time::sleep(FRAME_INTERVAL - since).await;
+            }
+        }
         let Some(shared) = weak.upgrade() else { return };
         let phone = SimPhone { shared };
         let (scene, animating) = phone.scene(Instant::now());
@@ -426,9 +467,10 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
                     timestamp_us: unix_us(),
                     width,
                     height,
-                    rgba: rgba.to_vec(),
+                    rgba: sensor_proto::bytes::Bytes::copy_from_slice(rgba),
                 };
                 phone.shared.frames.send_replace(Some(Arc::new(frame)));
+                last_frame = Some(Instant::now());
                 phone.shared.stats.frames.fetch_add(1, Ordering::Relaxed);
             }
             last_scene = Some(scene);
@@ -470,19 +512,24 @@ pub fn encode_image(frame: &Frame, want: &ImageFormat, rotation: i32) -> Result<
     let fmt = image_format::ImgFormat::try_from(want.format)
         .map_err(|_| Status::invalid_argument(format!("unknown image format {}", want.format)))?;
     let (w, h) = fit(frame.width, frame.height, want.width, want.height);
-    let rgba: std::borrow::Cow<'_, [u8]> = if (w, h) == (frame.width, frame.height) {
+    let native = (w, h) == (frame.width, frame.height);
+    let rgba: std::borrow::Cow<'_, [u8]> = if native {
         std::borrow::Cow::Borrowed(&frame.rgba)
     } else {
         std::borrow::Cow::Owned(scale_nearest(&frame.rgba, frame.width, frame.height, w, h))
     };
-    let bytes = match fmt {
-        image_format::ImgFormat::Rgba8888 => rgba.into_owned(),
+    let bytes: sensor_proto::bytes::Bytes = match fmt {
+        // The common case shares the frame's buffer: no 3.7 MB copy per client.
+        image_format::ImgFormat::Rgba8888 if native => frame.rgba.clone(),
+        image_format::ImgFormat::Rgba8888 => rgba.into_owned().into(),
         image_format::ImgFormat::Rgb888 => rgba
             .chunks_exact(4)
             .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
+            .collect::<Vec<u8>>()
+            .into(),
         image_format::ImgFormat::Png => encode_png(w, h, &rgba)
-            .map_err(|e| Status::internal(format!("PNG encoding failed: {e}")))?,
+            .map_err(|e| Status::internal(format!("PNG encoding failed: {e}")))?
+            .into(),
     };
     Ok(Image {
         format: Some(ImageFormat {
@@ -502,7 +549,7 @@ pub fn encode_image(frame: &Frame, want: &ImageFormat, rotation: i32) -> Result<
         }),
         width: w,
         height: h,
-        image: bytes.into(),
+        image: bytes,
         seq: frame.seq,
         timestamp_us: frame.timestamp_us,
     })
