@@ -37,7 +37,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -133,8 +133,7 @@ impl Bins {
             .filter(|d| d.ends_with("release"))
             .unwrap_or_else(|| workspace().join("target/release"));
         let mut notes = Vec::new();
-        let newest_source = newest_source();
-        let mut bin = |name: &str| -> Result<PathBuf, String> {
+        let mut bin = |name: &str, crates: &[&str]| -> Result<PathBuf, String> {
             let path = release.join(name);
             let meta = std::fs::metadata(&path).map_err(|_| {
                 format!(
@@ -142,8 +141,8 @@ impl Bins {
                     path.display()
                 )
             })?;
-            if let (Ok(built), Some((src, path_src))) = (meta.modified(), &newest_source)
-                && built < *src
+            if let (Ok(built), Some((src, path_src))) = (meta.modified(), newest_source(crates))
+                && built < src
             {
                 notes.push(format!(
                     "WARNING: {} is older than {} (rebuild: {BUILD})",
@@ -153,10 +152,20 @@ impl Bins {
             }
             Ok(path)
         };
+        // The crates each binary is built from (cloud-host's demo embeds the
+        // companion, so the host needs them all).
+        let handset = ["bt-raw", "device-bridge", "mobile-client", "sensor-proto"];
+        let all = [
+            "bt-raw",
+            "device-bridge",
+            "mobile-client",
+            "sensor-proto",
+            "cloud-host",
+        ];
         let (host, companion, ctl) = (
-            bin("vphone-host")?,
-            bin("vphone-companion")?,
-            bin("vphonectl")?,
+            bin("vphone-host", &all)?,
+            bin("vphone-companion", &handset)?,
+            bin("vphonectl", &all)?,
         );
         let python = std::env::var_os("VPHONE_PYTHON")
             .map_or_else(|| workspace().join(".venv/bin/python"), PathBuf::from);
@@ -188,8 +197,8 @@ impl Bins {
     }
 }
 
-/// The newest Rust or proto source of the crates the binaries are built from.
-fn newest_source() -> Option<(SystemTime, PathBuf)> {
+/// The newest Rust, proto or manifest file of `crates`.
+fn newest_source(crates: &[&str]) -> Option<(SystemTime, PathBuf)> {
     fn walk(dir: &Path, best: &mut Option<(SystemTime, PathBuf)>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -209,13 +218,7 @@ fn newest_source() -> Option<(SystemTime, PathBuf)> {
         }
     }
     let mut best = None;
-    for c in [
-        "bt-raw",
-        "device-bridge",
-        "cloud-host",
-        "mobile-client",
-        "sensor-proto",
-    ] {
+    for c in crates {
         walk(&workspace().join(c), &mut best);
     }
     best
@@ -1263,6 +1266,18 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Runs started, and how many of them started while a compiler ran.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+static BUSY_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Called as each run starts: counts it, and whether a compiler runs.
+fn note_run() {
+    RUNS.fetch_add(1, Ordering::Relaxed);
+    if compilers() > 0 {
+        BUSY_RUNS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn compilers() -> usize {
     std::fs::read_dir("/proc")
         .map(|d| {
@@ -1364,8 +1379,10 @@ async fn run() -> i32 {
 
     summary(&cfg, &relays, &flow);
     println!(
-        "\nload average {} at the end, {} rustc process(es) running at the end.",
+        "\nload average {} at the end; a rustc process was running at the start of {} of {} runs, {} at the end.",
         loadavg(),
+        BUSY_RUNS.load(Ordering::Relaxed),
+        RUNS.load(Ordering::Relaxed),
         compilers()
     );
     let failed = relays.iter().any(|r| r.result.is_err())
@@ -1416,6 +1433,7 @@ async fn part_relays(ctx: &Ctx, cfg: &Config, scratch: &Path) -> Vec<RelayRun> {
             for scenario in [Scenario::Ping, Scenario::L2cap] {
                 let n = runs.len() + 1;
                 let name = format!("{n:02}-{}-{scenario:?}", setup.name()).to_lowercase();
+                note_run();
                 let result =
                     relay_run(ctx, &host, &config, setup, scenario, &dir.join(&name)).await;
                 let shown = match &result {
@@ -1726,6 +1744,7 @@ async fn part_flow(ctx: &Ctx, cfg: &Config, scratch: &Path) -> FlowReport {
             for pairing in PAIRINGS {
                 let n = report.runs.len() + 1;
                 let run_dir = dir.join(format!("{n:02}-{rtt}ms-{pairing}"));
+                note_run();
                 let result = flow_run(ctx, &host, &ns, &config, pairing, &run_dir).await;
                 let shown = match &result {
                     Ok(fl) => format!(
