@@ -898,7 +898,7 @@ async fn video_loop(
             || cfg
                 .keyframe_interval
                 .is_some_and(|i| last_key.elapsed() >= i);
-        let now_us = (crate::unix_ms() as u64).saturating_mul(1000);
+        let now_us = (crate::unix_ns() / 1000).max(0) as u64;
         // Too soon for the fps cap: offer this frame again at the next slot
         // (without waking the encoder thread).
         if let Some(slot) = enc.next_slot_us()
