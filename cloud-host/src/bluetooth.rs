@@ -271,7 +271,7 @@ impl Bluetooth {
         tonic::transport::Server::builder()
             .add_service(self.service())
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await

@@ -352,7 +352,7 @@ impl OperatorService {
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await

@@ -258,12 +258,11 @@ impl SimPhone {
         };
         let svc = tonic::service::interceptor::InterceptedService::new(self.service(), auth);
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(16 << 20)
             .add_service(svc)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await
