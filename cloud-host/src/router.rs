@@ -803,16 +803,65 @@ async fn control_loop(
 /// The latest screen image, fed by a task that reads the phone's stream.
 type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 
+/// Reads the phone's screenshot stream on its own thread, runtime and
+/// connection: each frame is megabytes of RGBA, and parsing them on the
+/// shared async workers would delay the session's QUIC and sensor traffic.
+/// The thread ends when the returned receiver is dropped.
 async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
-    let mut stream = client.screenshots(ImgFormat::Rgba8888).await?;
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        while let Some(Ok(img)) = stream.next().await {
-            if tx.send(Some(Arc::new(img))).is_err() {
-                break;
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let run = move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = opened_tx.send(Err(HostError::io("starting the screen runtime", e)));
+                return;
             }
-        }
-    });
+        };
+        rt.block_on(async move {
+            let client = match client.separate_connection().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut stream = match client.screenshots(ImgFormat::Rgba8888).await {
+                Ok(s) => {
+                    let _ = opened_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(img)) => {
+                            if tx.send(Some(Arc::new(img))).is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    },
+                    () = tx.closed() => break,
+                }
+            }
+        });
+    };
+    std::thread::Builder::new()
+        .name("vphone-screen".into())
+        .spawn(run)
+        .map_err(|e| HostError::io("starting the screen thread", e))?;
+    opened_rx.await.map_err(|_| HostError::Invalid {
+        what: "screen feed",
+        why: "its thread ended before the stream opened".to_owned(),
+    })??;
     Ok(rx)
 }
 
