@@ -338,7 +338,7 @@ async fn a_bad_policy_file_is_refused_before_anything_opens() {
 /// Commands the host sends while the network is cut arrive after the resume,
 /// exactly once; the handset holds those beyond the controller's command
 /// credits and releases them as replies come back, so every reply arrives,
-/// in order, and no credit leaks.
+/// in order, and no credit leaks (the queue is empty at the end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_and_its_credit_queue_survive_a_resume() {
     let (mut controllers, port) = bumble_controllers();
@@ -384,7 +384,9 @@ async fn the_relay_and_its_credit_queue_survive_a_resume() {
     assert!(next_radio_state(&host).await.lent);
     let stats = relay.stop().await;
     assert_eq!(stats.packets_to_radio, 4);
-    assert!(stats.queued_for_credits >= 2, "{stats:?}");
+    // The replayed burst meets one command credit: at least the second
+    // command waits (how many depends on how fast the controller answers).
+    assert!(stats.queued_for_credits >= 1, "{stats:?}");
     assert_eq!(stats.queue_len, 0);
     assert_eq!(stats.error, None);
 }
