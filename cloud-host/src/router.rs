@@ -406,13 +406,25 @@ impl Router {
         let keyframe = Arc::new(Notify::new());
         let refused = Arc::new(Refused::default());
         let clock_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let sensors = spawn_sensor_thread(sensor_loop(
+        // The sensor path gets its own thread, so a sample never waits behind
+        // video work. Dropping `sensors` stops it.
+        let (sensors, sensors_stopped) = tokio::sync::oneshot::channel::<()>();
+        let work = sensor_loop(
             s.clone(),
             client.clone(),
             rates,
             self.metrics.clone(),
             (clock_offset_ns.clone(), sensor_latency),
-        ));
+        );
+        let sensor_thread = spawn_on_own_runtime("sensors", async move {
+            tokio::select! {
+                () = work => {}
+                _ = sensors_stopped => {}
+            }
+        });
+        if let Err(e) = sensor_thread {
+            tracing::error!(error = %e, "sensors will not reach the phone");
+        }
         let tasks = [
             tokio::spawn(input_loop(
                 s.clone(),
@@ -535,39 +547,26 @@ impl RateLimit {
     }
 }
 
-/// Runs the sensor path on its own thread and runtime, so a sample never
-/// waits behind video work (multi-megabyte screenshot frames, encoder
-/// hand-offs) on the shared async workers. Dropping the returned sender
-/// stops it.
-fn spawn_sensor_thread(
+/// Runs `work` on a new thread with its own single-threaded runtime, away
+/// from the shared async workers (so latency-sensitive or bulky work never
+/// waits behind, or delays, the rest of the session). It runs until `work`
+/// ends.
+///
+/// # Errors
+/// [`HostError::Io`] when the runtime or the thread cannot start.
+fn spawn_on_own_runtime(
+    name: &str,
     work: impl Future<Output = ()> + Send + 'static,
-) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the sensor runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            tokio::select! {
-                () = work => {}
-                _ = stopped => {}
-            }
-        });
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("vphone-sensors".into())
-        .spawn(run)
-    {
-        tracing::error!(error = %e, "cannot start the sensor thread");
-    }
-    stop
+) -> Result<(), HostError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HostError::io(format!("starting the {name} runtime"), e))?;
+    std::thread::Builder::new()
+        .name(format!("vphone-{name}"))
+        .spawn(move || rt.block_on(work))
+        .map_err(|e| HostError::io(format!("starting the {name} thread"), e))?;
+    Ok(())
 }
 
 async fn sensor_loop(
@@ -810,54 +809,38 @@ type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
     let (tx, rx) = watch::channel(None);
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
-    let run = move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
+    spawn_on_own_runtime("screen", async move {
+        let client = match client.separate_connection().await {
+            Ok(c) => c,
             Err(e) => {
-                let _ = opened_tx.send(Err(HostError::io("starting the screen runtime", e)));
+                let _ = opened_tx.send(Err(e));
                 return;
             }
         };
-        rt.block_on(async move {
-            let client = match client.separate_connection().await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            let mut stream = match client.screenshots(ImgFormat::Rgba8888).await {
-                Ok(s) => {
-                    let _ = opened_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    item = stream.next() => match item {
-                        Some(Ok(img)) => {
-                            if tx.send(Some(Arc::new(img))).is_err() {
-                                break;
-                            }
-                        }
-                        _ => break,
-                    },
-                    () = tx.closed() => break,
-                }
+        let mut stream = match client.screenshots(ImgFormat::Rgba8888).await {
+            Ok(s) => {
+                let _ = opened_tx.send(Ok(()));
+                s
             }
-        });
-    };
-    std::thread::Builder::new()
-        .name("vphone-screen".into())
-        .spawn(run)
-        .map_err(|e| HostError::io("starting the screen thread", e))?;
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(img)) => {
+                        if tx.send(Some(Arc::new(img))).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                },
+                () = tx.closed() => break,
+            }
+        }
+    })?;
     opened_rx.await.map_err(|_| HostError::Invalid {
         what: "screen feed",
         why: "its thread ended before the stream opened".to_owned(),
