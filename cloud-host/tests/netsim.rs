@@ -3,11 +3,12 @@
 //! answered (within Android's 2 s command budget). The radio path itself is
 //! covered end to end with bumble in `tests/tests/bluetooth.rs`.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cloud_host::config::{ConfigLayer, HostConfig};
-use cloud_host::daemon::{Host, Listeners};
+use cloud_host::daemon::Host;
 use sensor_proto::netsim::common::ChipKind;
 use sensor_proto::netsim::packet::packet_request::RequestType;
 use sensor_proto::netsim::packet::packet_response::ResponseType;
@@ -18,21 +19,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-fn config(dir: &Path) -> HostConfig {
-    ConfigLayer {
-        data_dir: Some(dir.to_path_buf()),
-        operator_listen: Some("127.0.0.1:0".parse().unwrap()),
-        quic_listen: Some("127.0.0.1:0".parse().unwrap()),
-        netsim_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..ConfigLayer::default()
-    }
-    .resolve(&|_| None)
-}
-
 async fn start(dir: &Path) -> Host {
-    let cfg = config(dir);
-    let listeners = Listeners::bind(&cfg).await.unwrap();
-    let host = Host::start(&cfg, listeners).await.unwrap();
+    let host = common::start_host(dir).await;
     host.phones
         .wait_running("phone-1", Duration::from_secs(20))
         .await

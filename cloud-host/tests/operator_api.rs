@@ -2,33 +2,21 @@
 //! bad requests with their status codes and messages, authentication,
 //! metrics, and the registry surviving a restart.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cloud_host::config::{ConfigLayer, HostConfig};
-use cloud_host::daemon::{Host, Listeners};
+use cloud_host::daemon::Host;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::transport::Channel;
 
-fn config(dir: &Path) -> HostConfig {
-    ConfigLayer {
-        data_dir: Some(dir.to_path_buf()),
-        operator_listen: Some("127.0.0.1:0".parse().unwrap()),
-        quic_listen: Some("127.0.0.1:0".parse().unwrap()),
-        netsim_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..ConfigLayer::default()
-    }
-    .resolve(&|_| None)
-}
-
 async fn start(dir: &Path) -> Host {
-    let cfg = config(dir);
-    let listeners = Listeners::bind(&cfg).await.unwrap();
-    Host::start(&cfg, listeners).await.unwrap()
+    common::start_host(dir).await
 }
 
 type Client = OperatorClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
