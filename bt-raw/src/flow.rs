@@ -132,7 +132,7 @@ impl FlowControl {
     /// known is not limited.
     pub fn can_send(&self, packet: &H4Packet) -> bool {
         match packet.kind() {
-            PacketType::Command => self.command_credits > 0,
+            PacketType::Command => self.command_credits > 0 || needs_no_credit(packet),
             PacketType::Acl | PacketType::Iso => {
                 let handle = data_handle(packet);
                 let pool = self.pool_of(handle, packet.kind());
@@ -149,6 +149,7 @@ impl FlowControl {
     /// still accounted, so the caller decides what to do.
     pub fn on_host_packet(&mut self, packet: &H4Packet) -> Result<(), Error> {
         match packet.kind() {
+            PacketType::Command if needs_no_credit(packet) => Ok(()),
             PacketType::Command => {
                 if self.command_credits == 0 {
                     return Err(Error::FlowControl(format!(
@@ -321,6 +322,13 @@ fn data_handle(packet: &H4Packet) -> ConnectionHandle {
     ConnectionHandle(u16::from_le_bytes([b[0], b[1]]) & 0x0FFF)
 }
 
+/// Host_Number_Of_Completed_Packets may be sent without command credits and
+/// gets no Command Complete (Core v5.4, Vol 4, Part E, §7.3.40): charging it
+/// a credit would leak that credit for good.
+fn needs_no_credit(packet: &H4Packet) -> bool {
+    Command::new(packet).is_ok_and(|c| c.opcode() == opcodes::HOST_NUMBER_OF_COMPLETED_PACKETS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +361,21 @@ mod tests {
     /// LE_Read_Buffer_Size: LE ACL 27 bytes x 2 packets.
     fn le_buffers(total: u8) -> H4Packet {
         p(&[0x04, 0x0E, 0x07, 0x01, 0x02, 0x20, 0x00, 27, 0x00, total])
+    }
+
+    #[test]
+    fn host_number_of_completed_packets_takes_no_command_credit() {
+        let mut f = FlowControl::new();
+        // One credit, then HNOCP (handle 0x0040, 1 packet): no reply will come.
+        f.on_controller_packet(&p(&[0x04, 0x0E, 0x04, 0x01, 0x00, 0x00, 0x00]));
+        let hnocp = p(&[0x01, 0x35, 0x0C, 0x05, 0x01, 0x40, 0x00, 0x01, 0x00]);
+        assert!(f.can_send(&hnocp));
+        f.on_host_packet(&hnocp).unwrap();
+        assert_eq!(f.command_credits(), 1, "the credit is still there");
+        f.on_host_packet(&p(&[0x01, 0x03, 0x0C, 0x00])).unwrap();
+        assert_eq!(f.command_credits(), 0);
+        assert!(f.can_send(&hnocp), "allowed even with no credits");
+        f.on_host_packet(&hnocp).unwrap();
     }
 
     #[test]

@@ -268,11 +268,10 @@ impl RelayCore {
                     return;
                 }
                 if op == Some(opcodes::HOST_NUMBER_OF_COMPLETED_PACKETS) {
-                    // May be sent without command credits and gets no
-                    // Command Complete (Core v5.4, Vol 4, Part E, §7.3.40):
-                    // accounting it would leak a command credit.
-                    self.stats.packets_to_radio += 1;
-                    self.out.push_back(RelayOutput::ToRadio(packet));
+                    // Needs no command credit (the accountant knows): it
+                    // returns the controller's buffers, so it does not wait
+                    // behind held commands either.
+                    self.send(packet);
                     return;
                 }
                 if self.commands.is_empty() && self.flow.can_send(&packet) {
