@@ -416,7 +416,7 @@ impl Router {
             self.metrics.clone(),
             (clock_offset_ns.clone(), sensor_latency),
         );
-        let sensor_thread = spawn_on_own_runtime("sensors", async move {
+        let sensor_thread = spawn_on_own_runtime("sensors", Priority::Normal, async move {
             tokio::select! {
                 () = work => {}
                 _ = sensors_stopped => {}
@@ -425,20 +425,34 @@ impl Router {
         if let Err(e) = sensor_thread {
             tracing::error!(error = %e, "sensors will not reach the phone");
         }
+        // Video (screen feed, encoder) runs on its own lower-priority thread:
+        // the sensor, input and HCI paths preempt it on a busy machine, and a
+        // frame that ends up late is dropped, never queued. Dropping `video`
+        // stops it.
+        let (video, video_stopped) = tokio::sync::oneshot::channel::<()>();
+        let work = video_loop(
+            s.clone(),
+            client.clone(),
+            self.cfg.clone(),
+            keyframe.clone(),
+            frames,
+            self.metrics.clone(),
+        );
+        let video_thread = spawn_on_own_runtime("video", Priority::Bulk, async move {
+            tokio::select! {
+                () = work => {}
+                _ = video_stopped => {}
+            }
+        });
+        if let Err(e) = video_thread {
+            tracing::error!(error = %e, "the phone's screen will not reach the handset");
+        }
         let tasks = [
             tokio::spawn(input_loop(
                 s.clone(),
                 client.clone(),
                 (display.width_px, display.height_px),
                 refused.clone(),
-            )),
-            tokio::spawn(video_loop(
-                s.clone(),
-                client.clone(),
-                self.cfg.clone(),
-                keyframe.clone(),
-                frames,
-                self.metrics.clone(),
             )),
             tokio::spawn(control_loop(
                 s.clone(),
@@ -452,6 +466,7 @@ impl Router {
             t.abort();
         }
         drop(sensors);
+        drop(video);
         let (c, k) = (
             refused.clamped_touches.load(Ordering::Relaxed),
             refused.unknown_keys.load(Ordering::Relaxed),
@@ -547,6 +562,15 @@ impl RateLimit {
     }
 }
 
+/// Scheduling priority of a thread started by [`spawn_on_own_runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    /// Latency-sensitive work (sensors).
+    Normal,
+    /// Bulk video work: see [`device_bridge::bulk_thread_priority`].
+    Bulk,
+}
+
 /// Runs `work` on a new thread with its own single-threaded runtime, away
 /// from the shared async workers (so latency-sensitive or bulky work never
 /// waits behind, or delays, the rest of the session). It runs until `work`
@@ -556,6 +580,7 @@ impl RateLimit {
 /// [`HostError::Io`] when the runtime or the thread cannot start.
 fn spawn_on_own_runtime(
     name: &str,
+    priority: Priority,
     work: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HostError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -564,7 +589,12 @@ fn spawn_on_own_runtime(
         .map_err(|e| HostError::io(format!("starting the {name} runtime"), e))?;
     std::thread::Builder::new()
         .name(format!("vphone-{name}"))
-        .spawn(move || rt.block_on(work))
+        .spawn(move || {
+            if priority == Priority::Bulk {
+                device_bridge::bulk_thread_priority();
+            }
+            rt.block_on(work)
+        })
         .map_err(|e| HostError::io(format!("starting the {name} thread"), e))?;
     Ok(())
 }
@@ -809,7 +839,7 @@ type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
     let (tx, rx) = watch::channel(None);
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
-    spawn_on_own_runtime("screen", async move {
+    spawn_on_own_runtime("screen", Priority::Bulk, async move {
         let client = match client.separate_connection().await {
             Ok(c) => c,
             Err(e) => {
@@ -946,16 +976,9 @@ async fn video_loop(
             ));
             continue;
         }
-        // Encoding is CPU work: keep it off the async workers.
-        let frame = img.clone();
-        let Ok((enc, result)) = tokio::task::spawn_blocking(move || {
-            let r = enc.encode_at(&frame.image, frame.timestamp_us, now_us, want_key);
-            (enc, r)
-        })
-        .await
-        else {
-            return;
-        };
+        // Encoding is CPU work; this thread is the video's own (see
+        // `Priority::Bulk`), so it encodes in place.
+        let result = enc.encode_at(&img.image, img.timestamp_us, now_us, want_key);
         let encoded = match result {
             Ok(Some(e)) => e,
             Ok(None) => {

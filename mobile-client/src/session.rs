@@ -384,6 +384,8 @@ impl Companion {
             std::thread::Builder::new()
                 .name("h264-decode".into())
                 .spawn(move || {
+                    // Video yields to the sensor, input and radio paths.
+                    device_bridge::bulk_thread_priority();
                     let mut broken = false;
                     let mut backlog: VecDeque<device_bridge::VideoFrame> = VecDeque::new();
                     loop {

@@ -18,7 +18,10 @@
 //!    companion) runs in a network namespace behind a veth pair, delayed with
 //!    `tc netem` on both ends, or, where the kernel has no netem, by a
 //!    userspace UDP delay line on the same veth path (the bench says which).
-//!    Passkey Entry (the default) and Numeric Comparison.
+//!    Passkey Entry (the default) and Numeric Comparison. The goal is timed
+//!    from the initialised stack starting its scan to the encrypted value;
+//!    the time from the central's process start (Python start-up and the
+//!    stack's power-on added) is printed beside it.
 //! 3. A PASS/MISS line per goal.
 //!
 //! Environment: `VPHONE_BENCH_QUICK=1` (one run per setup, RTTs 0 and
@@ -1351,7 +1354,7 @@ async fn run() -> i32 {
          `bumble-hci-bridge` (the Python reference relay); fresh controllers per run, {} run(s) per setup, setups interleaved. \
          (2) `central.py` scan -> connect -> pair (LE SC) -> encrypted read against `peripheral.py`, the central as {PHONE}'s \
          stack through vphone, with {:?} ms of added round trip between host and handset, Passkey Entry and Numeric \
-         Comparison, median of {} run(s); times from central process start.",
+         Comparison, median of {} run(s); the goal timed from scan start (`powered`) to the value, the time from central process start shown too.",
         cfg.runs, cfg.rtts, cfg.runs
     );
     println!(
@@ -1784,6 +1787,12 @@ fn flow_values<'a>(report: &'a FlowReport, rtt: u32, pairing: &str) -> (Vec<&'a 
     (ok, runs.len())
 }
 
+/// The flow the goal names: from the initialised stack starting its scan
+/// (`powered`) to the encrypted value.
+fn scan_to_read(fl: &&Flow) -> f64 {
+    fl.t[4] - fl.t[0]
+}
+
 fn print_flow(cfg: &Config, report: &FlowReport) {
     let mut out = String::new();
     let _ = writeln!(
@@ -1826,18 +1835,19 @@ fn print_flow(cfg: &Config, report: &FlowReport) {
         .iter()
         .map(|p| {
             let (ok, _) = flow_values(report, 0, p);
-            (*p, median(&ok.iter().map(|fl| fl.t[4]).collect::<Vec<_>>()))
+            (*p, median(&ok.iter().map(scan_to_read).collect::<Vec<_>>()))
         })
         .collect();
     let _ = writeln!(
         out,
-        "\nMedian seconds from central start (process start, so Python's start-up is in `powered`), of the runs that succeeded:\n"
+        "\nMedian seconds from central start (process start, so Python's start-up and the stack's power-on, one command round trip each, are in `powered`), of the runs that succeeded. \
+         **scan -> read** = `value` - `powered`: the flow the goal names, from the initialised stack starting its scan to the encrypted value:\n"
     );
     let _ = writeln!(
         out,
-        "| added RTT (ms) | pairing | runs ok | QUIC RTT (ms) | powered | found | connected | paired | value (whole flow) | value per run | extra vs 0 ms (RTTs) |"
+        "| added RTT (ms) | pairing | runs ok | QUIC RTT (ms) | powered | found | connected | paired | value | scan -> read | scan -> read per run | extra vs 0 ms (RTTs) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &rtt in &cfg.rtts {
         for pairing in PAIRINGS {
             let (ok, n) = flow_values(report, rtt, pairing);
@@ -1852,12 +1862,13 @@ fn print_flow(cfg: &Config, report: &FlowReport) {
                 .iter()
                 .filter(|r| r.rtt == rtt && r.pairing == pairing)
                 .map(|r| match &r.result {
-                    Ok(fl) => format!("{:.2}", fl.t[4]),
+                    Ok(fl) => format!("{:.2}", scan_to_read(&fl)),
                     Err(_) => "FAILED".into(),
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let extra = match (col(4), base.get(pairing).copied().flatten()) {
+            let flow = median(&ok.iter().map(scan_to_read).collect::<Vec<_>>());
+            let extra = match (flow, base.get(pairing).copied().flatten()) {
                 (Some(v), Some(b)) if rtt > 0 => {
                     format!("{:.2} s ({:.0})", v - b, (v - b) * 1000.0 / f64::from(rtt))
                 }
@@ -1865,7 +1876,7 @@ fn print_flow(cfg: &Config, report: &FlowReport) {
             };
             let _ = writeln!(
                 out,
-                "| {rtt} | {pairing} | {}/{n} | {} | {} | {} | {} | {} | **{}** | {per_run} | {extra} |",
+                "| {rtt} | {pairing} | {}/{n} | {} | {} | {} | {} | {} | {} | **{}** | {per_run} | {extra} |",
                 ok.len(),
                 f(quic, 1),
                 f(col(0), 2),
@@ -1873,6 +1884,7 @@ fn print_flow(cfg: &Config, report: &FlowReport) {
                 f(col(2), 2),
                 f(col(3), 2),
                 f(col(4), 2),
+                f(flow, 2),
             );
         }
     }
@@ -1926,16 +1938,21 @@ fn summary(cfg: &Config, relays: &[RelayRun], flow: &FlowReport) {
         }
         for pairing in PAIRINGS.iter().filter(|_| cfg.rtts.contains(&100)) {
             let (ok, n) = flow_values(flow, 100, pairing);
-            let values: Vec<f64> = ok.iter().map(|fl| fl.t[4]).collect();
+            let values: Vec<f64> = ok.iter().map(scan_to_read).collect();
             let med = median(&values);
             let worst = values.iter().copied().reduce(f64::max);
-            let pass = n > 0 && ok.len() == n && med.is_some_and(|m| m < 8.0);
+            let from_start = median(&ok.iter().map(|fl| fl.t[4]).collect::<Vec<_>>());
+            // Every run, not just the median, must make it.
+            let pass = n > 0 && ok.len() == n && worst.is_some_and(|m| m < 8.0);
             println!(
-                "- **{}** at 100 ms RTT the whole flow under 8 s, {pairing}: median {} s, worst {} s, {}/{n} runs ok",
+                "- **{}** at 100 ms RTT the whole flow (scan -> connect -> pair -> read) under 8 s, {pairing}: \
+                 median {} s, worst {} s, {}/{n} runs ok (from central process start, with Python start-up and \
+                 stack power-on: median {} s)",
                 if pass { "PASS" } else { "MISS" },
                 f(med, 2),
                 f(worst, 2),
                 ok.len(),
+                f(from_start, 2),
             );
         }
     }

@@ -132,11 +132,12 @@ fn unix_us() -> u64 {
 }
 
 impl SimPhone {
-    /// Builds the phone and starts its render loop on the current tokio runtime.
+    /// Builds the phone and starts its render loop on a thread of its own.
     /// The loop ends when every clone of the phone is dropped.
     ///
     /// # Errors
-    /// [`HostError::InvalidSize`] for an unsupported screen size.
+    /// [`HostError::InvalidSize`] for an unsupported screen size;
+    /// [`HostError::Io`] when the display thread cannot start.
     pub fn start(cfg: SimPhoneConfig) -> Result<Self, HostError> {
         let renderer = Renderer::new(cfg.width, cfg.height)?;
         let (frames, _) = watch::channel(None);
@@ -167,7 +168,21 @@ impl SimPhone {
             started: Instant::now(),
             stats: SimStats::default(),
         });
-        tokio::spawn(render_loop(Arc::downgrade(&shared), renderer));
+        // Rendering is CPU work: it gets its own lower-priority thread (see
+        // `device_bridge::bulk_thread_priority`), never an async worker that
+        // also serves the phone's gRPC API.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| HostError::io("starting the sim display's runtime", e))?;
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("vphone-sim-display".into())
+            .spawn(move || {
+                device_bridge::bulk_thread_priority();
+                rt.block_on(render_loop(weak, renderer));
+            })
+            .map_err(|e| HostError::io("starting the sim display's thread", e))?;
         Ok(Self { shared })
     }
 
