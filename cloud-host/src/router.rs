@@ -606,56 +606,16 @@ async fn sensor_loop(
     metrics: Arc<Metrics>,
     (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<LatencyLog>>),
 ) {
-    // Newest sample per sensor; a worker applies them (coalescing when the
-    // phone is slower than the handset).
-    let latest: Arc<Mutex<HashMap<i32, SensorSample>>> = Arc::default();
-    let ready = Arc::new(Notify::new());
     // Sensors get their own connection: on the shared one they would queue
     // behind multi-megabyte screenshot frames.
     let client = client.separate_connection().await.unwrap_or(client);
-    let worker = {
-        let latest = latest.clone();
-        let ready = ready.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                ready.notified().await;
-                loop {
-                    let batch: Vec<SensorSample> = {
-                        let mut l = latest.lock().unwrap_or_else(|p| p.into_inner());
-                        l.drain().map(|(_, v)| v).collect()
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    for sample in batch {
-                        let Some(t) = SensorKind::try_from(sample.kind)
-                            .ok()
-                            .and_then(SensorKind::emulator_sensor_type)
-                        else {
-                            continue;
-                        };
-                        if client.set_sensor(t, &sample.values).await.is_ok() {
-                            metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
-                            // Sample time on the host's clock -> now: the
-                            // handset reports its clock offset in Stats.
-                            let taken = sample.timestamp_ns as i64
-                                + clock_offset_ns.load(Ordering::Relaxed);
-                            let now = crate::unix_ns();
-                            if sample.timestamp_ns > 0 && now >= taken {
-                                latency
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .push(((now - taken) / 1000) as u64);
-                            }
-                        } else {
-                            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // One slot and one worker per sensor: the newest sample wins (coalescing
+    // when the phone is slower than the handset), a sensor's samples reach
+    // the phone in order, and different sensors go in parallel (HTTP/2
+    // streams on one connection) instead of each sample waiting behind the
+    // round trips of the other sensors' samples of the same instant.
+    let mut slots: HashMap<i32, Arc<SensorSlot>> = HashMap::new();
+    let mut workers = tokio::task::JoinSet::new();
     let mut limits: HashMap<i32, RateLimit> = rates
         .iter()
         .map(|(k, hz)| (*k, RateLimit::new(f64::from(*hz) * 2.0)))
@@ -665,21 +625,75 @@ async fn sensor_loop(
             && limits
                 .get_mut(&sample.kind)
                 .is_some_and(|l| l.allow(Instant::now()));
-        if !ok {
+        let target = SensorKind::try_from(sample.kind)
+            .ok()
+            .and_then(SensorKind::emulator_sensor_type);
+        let (true, Some(target)) = (ok, target) else {
             metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
-        }
-        let replaced = latest
+        };
+        let slot = slots.entry(sample.kind).or_insert_with(|| {
+            let slot = Arc::new(SensorSlot::default());
+            workers.spawn(apply_sensor(
+                slot.clone(),
+                target,
+                client.clone(),
+                metrics.clone(),
+                (clock_offset_ns.clone(), latency.clone()),
+            ));
+            slot
+        });
+        let replaced = slot
+            .latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sample.kind, sample)
+            .replace(sample)
             .is_some();
         if replaced {
             metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        ready.notify_one();
+        slot.ready.notify_one();
     }
-    worker.abort();
+    workers.abort_all();
+}
+
+/// The newest not yet applied sample of one sensor.
+#[derive(Default)]
+struct SensorSlot {
+    latest: Mutex<Option<SensorSample>>,
+    ready: Notify,
+}
+
+/// Applies one sensor's samples to the phone, newest first, one at a time.
+async fn apply_sensor(
+    slot: Arc<SensorSlot>,
+    target: sensor_proto::emulator::sensor_value::SensorType,
+    client: EmulatorClient,
+    metrics: Arc<Metrics>,
+    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<LatencyLog>>),
+) {
+    loop {
+        slot.ready.notified().await;
+        loop {
+            let next = slot.latest.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let Some(sample) = next else { break };
+            if client.set_sensor(target, &sample.values).await.is_ok() {
+                metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
+                // Sample time on the host's clock -> now: the handset reports
+                // its clock offset in Stats.
+                let taken = sample.timestamp_ns as i64 + clock_offset_ns.load(Ordering::Relaxed);
+                let now = crate::unix_ns();
+                if sample.timestamp_ns > 0 && now >= taken {
+                    latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(((now - taken) / 1000) as u64);
+                }
+            } else {
+                metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn touch_event(
