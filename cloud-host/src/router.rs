@@ -109,6 +109,16 @@ impl LatencyLog {
     }
 }
 
+/// A session's sensor latencies, µs from the sample's capture on the
+/// handset (on the host's clock, through the handset's clock offset).
+#[derive(Debug, Default)]
+pub struct SensorLatency {
+    /// Capture -> the sample arrived at the router (handset, network, QUIC).
+    pub received: LatencyLog,
+    /// Capture -> the phone acknowledged `setSensor` (the whole path).
+    pub applied: LatencyLog,
+}
+
 #[derive(Debug)]
 struct Live {
     session: Arc<ServerSession>,
@@ -116,7 +126,7 @@ struct Live {
     handset_name: String,
     started_ms: i64,
     frames: Arc<AtomicU64>,
-    sensor_latency: Arc<Mutex<LatencyLog>>,
+    sensor_latency: Arc<Mutex<SensorLatency>>,
     radio_lent: Arc<AtomicBool>,
 }
 
@@ -134,12 +144,28 @@ impl Sessions {
     /// Sensor sample -> applied-in-the-phone latency of a session, µs:
     /// `(p50, p99, count)`.
     pub fn sensor_latency(&self, id: &str) -> Option<(u64, u64, usize)> {
+        self.sensor_log(id, |l| &l.applied)
+    }
+
+    /// Sensor sample -> received by the host's router, µs: `(p50, p99,
+    /// count)`; the part of [`sensor_latency`](Self::sensor_latency) spent
+    /// on the handset and the network.
+    pub fn sensor_receive_latency(&self, id: &str) -> Option<(u64, u64, usize)> {
+        self.sensor_log(id, |l| &l.received)
+    }
+
+    fn sensor_log(
+        &self,
+        id: &str,
+        which: impl Fn(&SensorLatency) -> &LatencyLog,
+    ) -> Option<(u64, u64, usize)> {
         let live = self.lock();
-        let log = live
+        let logs = live
             .get(id)?
             .sensor_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let log = which(&logs);
         Some((log.percentile(0.5)?, log.percentile(0.99)?, log.len()))
     }
 
@@ -287,7 +313,7 @@ impl Router {
         let handset_name = s.hello().handset_name.clone();
         let id = s.id().to_owned();
         let frames = Arc::new(AtomicU64::new(0));
-        let sensor_latency = Arc::new(Mutex::new(LatencyLog::default()));
+        let sensor_latency = Arc::new(Mutex::new(SensorLatency::default()));
         let radio_lent = Arc::new(AtomicBool::new(false));
         {
             let mut live = self.sessions.lock();
@@ -377,7 +403,7 @@ impl Router {
         s: Arc<ServerSession>,
         client: EmulatorClient,
         frames: Arc<AtomicU64>,
-        sensor_latency: Arc<Mutex<LatencyLog>>,
+        sensor_latency: Arc<Mutex<SensorLatency>>,
         radio_lent: Arc<AtomicBool>,
     ) -> String {
         let status = client.status().await.ok();
@@ -604,7 +630,7 @@ async fn sensor_loop(
     client: EmulatorClient,
     rates: HashMap<i32, f32>,
     metrics: Arc<Metrics>,
-    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<LatencyLog>>),
+    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<SensorLatency>>),
 ) {
     // Sensors get their own connection: on the shared one they would queue
     // behind multi-megabyte screenshot frames.
@@ -621,6 +647,13 @@ async fn sensor_loop(
         .map(|(k, hz)| (*k, RateLimit::new(f64::from(*hz) * 2.0)))
         .collect();
     while let Ok(sample) = s.recv_sensor().await {
+        if let Some(us) = since_capture(&sample, &clock_offset_ns) {
+            latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .received
+                .push(us);
+        }
         let ok = sample.values.iter().all(|v| v.is_finite())
             && limits
                 .get_mut(&sample.kind)
@@ -657,6 +690,18 @@ async fn sensor_loop(
     workers.abort_all();
 }
 
+/// µs from the sample's capture (handset clock, placed on the host's clock
+/// with the offset the handset reports in Stats) to now; `None` without a
+/// timestamp or when the clocks disagree on the order.
+fn since_capture(
+    sample: &SensorSample,
+    clock_offset_ns: &std::sync::atomic::AtomicI64,
+) -> Option<u64> {
+    let taken = sample.timestamp_ns as i64 + clock_offset_ns.load(Ordering::Relaxed);
+    let now = crate::unix_ns();
+    (sample.timestamp_ns > 0 && now >= taken).then(|| ((now - taken) / 1000) as u64)
+}
+
 /// The newest not yet applied sample of one sensor.
 #[derive(Default)]
 struct SensorSlot {
@@ -670,7 +715,7 @@ async fn apply_sensor(
     target: sensor_proto::emulator::sensor_value::SensorType,
     client: EmulatorClient,
     metrics: Arc<Metrics>,
-    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<LatencyLog>>),
+    (clock_offset_ns, latency): (Arc<std::sync::atomic::AtomicI64>, Arc<Mutex<SensorLatency>>),
 ) {
     loop {
         slot.ready.notified().await;
@@ -679,15 +724,12 @@ async fn apply_sensor(
             let Some(sample) = next else { break };
             if client.set_sensor(target, &sample.values).await.is_ok() {
                 metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
-                // Sample time on the host's clock -> now: the handset reports
-                // its clock offset in Stats.
-                let taken = sample.timestamp_ns as i64 + clock_offset_ns.load(Ordering::Relaxed);
-                let now = crate::unix_ns();
-                if sample.timestamp_ns > 0 && now >= taken {
+                if let Some(us) = since_capture(&sample, &clock_offset_ns) {
                     latency
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(((now - taken) / 1000) as u64);
+                        .applied
+                        .push(us);
                 }
             } else {
                 metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);

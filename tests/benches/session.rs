@@ -101,6 +101,7 @@ async fn main() {
     let active_s = active.as_secs_f64();
     let cpu_active = (cpu_seconds() - cpu0) / active_s;
     let sensor = th.host.sessions.sensor_latency(&r.session_id);
+    let received = th.host.sessions.sensor_receive_latency(&r.session_id);
     let active_kbps = r.video_bytes as f64 * 8.0 / active_s / 1000.0;
     let fps = r.frames as f64 / active_s;
     let _ = finish_tx.send(());
@@ -136,9 +137,13 @@ async fn main() {
     let base_kbps = bytes as f64 * 8.0 / base_s / 1000.0;
     let (b50, b99) = (pct(&mut rt, 0.5) / 1000.0, pct(&mut rt, 0.99) / 1000.0);
 
-    let (s50, s99) = sensor.map_or((f64::NAN, f64::NAN), |(a, b, _)| {
-        (a as f64 / 1000.0, b as f64 / 1000.0)
-    });
+    let ms = |l: Option<(u64, u64, usize)>| {
+        l.map_or((f64::NAN, f64::NAN), |(a, b, _)| {
+            (a as f64 / 1000.0, b as f64 / 1000.0)
+        })
+    };
+    let (s50, s99) = ms(sensor);
+    let (r50, r99) = ms(received);
     println!();
     println!("live session, 720x1280 sim phone, loopback, one process ({secs:.0} s per phase)");
     println!(
@@ -176,6 +181,14 @@ async fn main() {
     println!(
         "{:<46} {:>12.2} {:>12} {:>10}",
         "bitrate, screen idle (kbit/s)", idle_kbps, "-", "-"
+    );
+    println!(
+        "{:<46} {:>12.2} {:>12} {:>10}",
+        "sensor -> received by the host p50 (ms)", r50, "-", "-"
+    );
+    println!(
+        "{:<46} {:>12.2} {:>12} {:>10}",
+        "sensor -> received by the host p99 (ms)", r99, "-", "-"
     );
     println!(
         "{:<46} {:>12.2} {:>12} {:>10}",
