@@ -9,8 +9,10 @@
 //! part 2. It prints markdown tables:
 //!
 //! 1. `bumble-bench` paced GATT ping round trips and L2CAP throughput,
-//!    three setups interleaved run by run: direct (the central on controller
-//!    B), through vphone (host + QUIC + companion lending controller B) and
+//!    four setups interleaved run by run: direct (the central on controller
+//!    B over H4/TCP), direct over netsim (the central on controller B's own
+//!    netsim gRPC port: the relayed setups' central transport, no relay),
+//!    through vphone (host + QUIC + companion lending controller B) and
 //!    through `bumble-hci-bridge` (the Python reference relay).
 //! 2. scan -> connect -> pair -> encrypted read (`central.py` through vphone
 //!    against `peripheral.py`) with 0, 50 and 100 ms of added round trip
@@ -451,10 +453,13 @@ fn in_ns(ns: Option<&Netns>, argv: Vec<String>) -> Vec<String> {
 }
 
 /// bumble's two linked virtual controllers, fresh ports; (process, A, B).
+/// Two bumble controllers on one virtual radio: A on H4/TCP, B on H4/TCP
+/// or, with `b_netsim`, on a netsim `PacketStreamer` port of its own.
 async fn controllers(
     ctx: &Ctx,
     ns: Option<&Netns>,
     dir: &Path,
+    b_netsim: bool,
 ) -> Result<(Proc, u16, u16), String> {
     let (a, b) = two_ports();
     let argv = in_ns(
@@ -464,7 +469,11 @@ async fn controllers(
             "-m".into(),
             "bumble.apps.controllers".into(),
             format!("tcp-server:127.0.0.1:{a}"),
-            format!("tcp-server:127.0.0.1:{b}"),
+            if b_netsim {
+                format!("android-netsim:127.0.0.1:{b},mode=controller")
+            } else {
+                format!("tcp-server:127.0.0.1:{b}")
+            },
         ],
     );
     let mut p = Proc::spawn("controllers", &argv, dir, &[], &dir.join("controllers.log"))?;
@@ -673,15 +682,20 @@ async fn lend(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
     Direct,
+    /// The central on the controller too, but over the controller's own
+    /// netsim (gRPC) port: the central's transport of the relayed setups
+    /// without a relay, so the ratio to it is what the relays add.
+    DirectNetsim,
     Vphone,
     Bridge,
 }
 
 impl Setup {
-    const ALL: [Self; 3] = [Self::Direct, Self::Vphone, Self::Bridge];
+    const ALL: [Self; 4] = [Self::Direct, Self::DirectNetsim, Self::Vphone, Self::Bridge];
     fn name(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::DirectNetsim => "direct over netsim",
             Self::Vphone => "vphone",
             Self::Bridge => "bumble-hci-bridge",
         }
@@ -759,7 +773,8 @@ async fn relay_run(
     dir: &Path,
 ) -> Result<Measured, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let (mut ctl, a, b) = controllers(ctx, None, dir).await?;
+    let b_netsim = setup == Setup::DirectNetsim;
+    let (mut ctl, a, b) = controllers(ctx, None, dir, b_netsim).await?;
     let bench = ctx.bins.bench.display().to_string();
     let role = |args: &[&str], end: &[String]| -> Vec<String> {
         std::iter::once(bench.clone())
@@ -796,6 +811,7 @@ async fn relay_run(
     let mut relay = None;
     let transport = match setup {
         Setup::Direct => format!("tcp-client:127.0.0.1:{b}"),
+        Setup::DirectNetsim => format!("android-netsim:127.0.0.1:{b},name=bench"),
         Setup::Vphone => {
             let (p, _) = lend(ctx, host, None, config, b, dir).await?;
             relay = Some(p);
@@ -1151,7 +1167,7 @@ async fn flow_run(
     dir: &Path,
 ) -> Result<Flow, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let (mut ctl, a, b) = controllers(ctx, Some(ns), dir).await?;
+    let (mut ctl, a, b) = controllers(ctx, Some(ns), dir, false).await?;
     let mut args = in_ns(
         Some(ns),
         vec![
@@ -1349,8 +1365,8 @@ async fn run() -> i32 {
     println!("# vphone Bluetooth benchmark\n");
     println!(
         "- **What**: (1) `bumble-bench` paced GATT ping (`--scenario ping -c 50 --pace 50` vs `pong`) and L2CAP throughput \
-         (`--mode l2cap-client --scenario send -c 200` vs `l2cap-server --scenario receive`), direct on controller B vs \
-         through vphone (host netsim port, name={PHONE}; companion lending controller B over QUIC on loopback) vs through \
+         (`--mode l2cap-client --scenario send -c 200` vs `l2cap-server --scenario receive`), direct on controller B \
+         (H4/TCP, and over the controller's own netsim port) vs through vphone (host netsim port, name={PHONE}; companion lending controller B over QUIC on loopback) vs through \
          `bumble-hci-bridge` (the Python reference relay); fresh controllers per run, {} run(s) per setup, setups interleaved. \
          (2) `central.py` scan -> connect -> pair (LE SC) -> encrypted read against `peripheral.py`, the central as {PHONE}'s \
          stack through vphone, with {:?} ms of added round trip between host and handset, Passkey Entry and Numeric \
@@ -1555,18 +1571,19 @@ fn print_relays(cfg: &Config, runs: &[RelayRun]) {
     }
     let _ = writeln!(
         out,
-        "\np50/p99 over every `<<< Received ACK [i], RTT=` line of the setup's runs ({} / {} / {} packets); \
+        "\np50/p99 over every `<<< Received ACK [i], RTT=` line of the setup's runs ({} / {} / {} / {} packets); \
          avg = mean of the runs' `@@@ RTTs` averages, min/max over the runs; throughput = the central's \
          `Speed: average` (bytes sent / time to the receiver's ACK, 200 x 500 B), mean of the runs.\n",
         stats(runs, Setup::Direct).packets,
+        stats(runs, Setup::DirectNetsim).packets,
         stats(runs, Setup::Vphone).packets,
         stats(runs, Setup::Bridge).packets,
     );
     let _ = writeln!(
         out,
         "The central's own transport differs: `tcp-client` (H4 over TCP) direct, `android-netsim` (gRPC, \
-         Python grpcio) through vphone and through the bridge, so both relays also carry the cost of the \
-         central's gRPC transport.\n"
+         Python grpcio) direct over netsim, through vphone and through the bridge, so both relays also carry the cost of the \
+         central's gRPC transport; `direct over netsim` is that transport with no relay.\n"
     );
     let _ = writeln!(out, "Per run (in the order run):\n");
     let _ = writeln!(
@@ -1928,6 +1945,20 @@ fn summary(cfg: &Config, relays: &[RelayRun], flow: &FlowReport) {
             } else {
                 "; not every run succeeded"
             }
+        );
+        // Not the goal (it names direct), but the part of the gap a relay
+        // adds: the same central transport with and without one.
+        let n = stats(relays, Setup::DirectNetsim);
+        let b = stats(relays, Setup::Bridge);
+        println!(
+            "- (for reading the gap) the same central transport (netsim gRPC) with no relay: ping RTT avg {} ms; \
+             vphone adds {}x ({} ms), bumble-hci-bridge {}x; L2CAP vphone {}x, bumble-hci-bridge {}x of it",
+            f(n.avg, 2),
+            f(ratio(v.avg, n.avg), 2),
+            f(v.avg.zip(n.avg).map(|(v, n)| v - n), 2),
+            f(ratio(b.avg, n.avg), 2),
+            f(ratio(v.kbps, n.kbps), 2),
+            f(ratio(b.kbps, n.kbps), 2),
         );
     }
     if cfg.flow {
