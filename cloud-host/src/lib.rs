@@ -23,6 +23,7 @@ pub mod phones;
 pub mod registry;
 pub mod router;
 pub mod sim;
+mod threads;
 pub mod video;
 
 pub use error::HostError;

@@ -42,6 +42,7 @@ use crate::emu_client::{EmulatorClient, listened_sensors};
 use crate::operator::{Metrics, SessionDirectory};
 use crate::phones::PhoneManager;
 use crate::registry::{Registry, SessionRecord};
+use crate::threads::{Priority, spawn_on_own_runtime, spawn_until_dropped};
 use crate::video::{EncoderConfig, VideoEncoder};
 
 /// Video and input settings per session.
@@ -434,45 +435,39 @@ impl Router {
         let clock_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
         // The sensor path gets its own thread, so a sample never waits behind
         // video work. Dropping `sensors` stops it.
-        let (sensors, sensors_stopped) = tokio::sync::oneshot::channel::<()>();
-        let work = sensor_loop(
-            s.clone(),
-            client.clone(),
-            rates,
-            self.metrics.clone(),
-            (clock_offset_ns.clone(), sensor_latency),
-        );
-        let sensor_thread = spawn_on_own_runtime("sensors", Priority::Normal, async move {
-            tokio::select! {
-                () = work => {}
-                _ = sensors_stopped => {}
-            }
-        });
-        if let Err(e) = sensor_thread {
-            tracing::error!(error = %e, "sensors will not reach the phone");
-        }
+        let sensors = spawn_until_dropped(
+            "sensors",
+            Priority::Normal,
+            sensor_loop(
+                s.clone(),
+                client.clone(),
+                rates,
+                self.metrics.clone(),
+                (clock_offset_ns.clone(), sensor_latency),
+            ),
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "sensors will not reach the phone"))
+        .ok();
         // Video (screen feed, encoder) runs on its own lower-priority thread:
         // the sensor, input and HCI paths preempt it on a busy machine, and a
         // frame that ends up late is dropped, never queued. Dropping `video`
         // stops it.
-        let (video, video_stopped) = tokio::sync::oneshot::channel::<()>();
-        let work = video_loop(
-            s.clone(),
-            client.clone(),
-            self.cfg.clone(),
-            keyframe.clone(),
-            frames,
-            self.metrics.clone(),
-        );
-        let video_thread = spawn_on_own_runtime("video", Priority::Bulk, async move {
-            tokio::select! {
-                () = work => {}
-                _ = video_stopped => {}
-            }
-        });
-        if let Err(e) = video_thread {
+        let video = spawn_until_dropped(
+            "video",
+            Priority::Bulk,
+            video_loop(
+                s.clone(),
+                client.clone(),
+                self.cfg.clone(),
+                keyframe.clone(),
+                frames,
+                self.metrics.clone(),
+            ),
+        )
+        .inspect_err(|e| {
             tracing::error!(error = %e, "the phone's screen will not reach the handset");
-        }
+        })
+        .ok();
         let tasks = [
             tokio::spawn(input_loop(
                 s.clone(),
@@ -586,43 +581,6 @@ impl RateLimit {
             false
         }
     }
-}
-
-/// Scheduling priority of a thread started by [`spawn_on_own_runtime`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Priority {
-    /// Latency-sensitive work (sensors).
-    Normal,
-    /// Bulk video work: see [`device_bridge::bulk_thread_priority`].
-    Bulk,
-}
-
-/// Runs `work` on a new thread with its own single-threaded runtime, away
-/// from the shared async workers (so latency-sensitive or bulky work never
-/// waits behind, or delays, the rest of the session). It runs until `work`
-/// ends.
-///
-/// # Errors
-/// [`HostError::Io`] when the runtime or the thread cannot start.
-fn spawn_on_own_runtime(
-    name: &str,
-    priority: Priority,
-    work: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HostError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HostError::io(format!("starting the {name} runtime"), e))?;
-    std::thread::Builder::new()
-        .name(format!("vphone-{name}"))
-        .spawn(move || {
-            if priority == Priority::Bulk {
-                device_bridge::bulk_thread_priority();
-            }
-            rt.block_on(work)
-        })
-        .map_err(|e| HostError::io(format!("starting the {name} thread"), e))?;
-    Ok(())
 }
 
 async fn sensor_loop(
@@ -1008,7 +966,7 @@ async fn video_loop(
             }
             force.store(true, Ordering::Relaxed);
         }
-        let Some(mut enc) = encoder.take() else {
+        let Some(enc) = encoder.as_mut() else {
             return;
         };
         let want_key = force.swap(false, Ordering::Relaxed)
@@ -1018,11 +976,10 @@ async fn video_loop(
                 .is_some_and(|i| last_key.elapsed() >= i);
         let now_us = (crate::unix_ns() / 1000).max(0) as u64;
         // Too soon for the fps cap: offer this frame again at the next slot
-        // (without waking the encoder thread).
+        // (without encoding it now).
         if let Some(slot) = enc.next_slot_us()
             && now_us < slot
         {
-            encoder = Some(enc);
             if want_key {
                 force.store(true, Ordering::Relaxed);
             }
@@ -1042,7 +999,6 @@ async fn video_loop(
                     force.store(true, Ordering::Relaxed);
                 }
                 let wait = enc.next_slot_us().map_or(0, |t| t.saturating_sub(now_us));
-                encoder = Some(enc);
                 pending = Some((
                     img,
                     tokio::time::Instant::now() + Duration::from_micros(wait.max(1000)),
@@ -1054,7 +1010,6 @@ async fn video_loop(
                 return;
             }
         };
-        encoder = Some(enc);
         if encoded.keyframe {
             last_key = Instant::now();
             gop_id += 1;

@@ -171,18 +171,11 @@ impl SimPhone {
         // Rendering is CPU work: it gets its own lower-priority thread (see
         // `device_bridge::bulk_thread_priority`), never an async worker that
         // also serves the phone's gRPC API.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| HostError::io("starting the sim display's runtime", e))?;
-        let weak = Arc::downgrade(&shared);
-        std::thread::Builder::new()
-            .name("vphone-sim-display".into())
-            .spawn(move || {
-                device_bridge::bulk_thread_priority();
-                rt.block_on(render_loop(weak, renderer));
-            })
-            .map_err(|e| HostError::io("starting the sim display's thread", e))?;
+        crate::threads::spawn_on_own_runtime(
+            "sim-display",
+            crate::threads::Priority::Bulk,
+            render_loop(Arc::downgrade(&shared), renderer),
+        )?;
         Ok(Self { shared })
     }
 
