@@ -19,6 +19,7 @@ use crate::operator::{
 use crate::phones::{ManagerConfig, PhoneManager};
 use crate::registry::Registry;
 use crate::router::{Router, RouterConfig, Sessions};
+use crate::threads::LatencyRuntime;
 
 /// Sockets the host serves on, bound by the caller.
 #[derive(Debug)]
@@ -91,6 +92,9 @@ pub struct Host {
     pub bluetooth: Arc<Bluetooth>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Serves handsets (QUIC) and Bluetooth stacks (netsim); last, so it
+    /// stops after the tasks above were asked to.
+    latency: LatencyRuntime,
 }
 
 /// Creates the data dir with mode 0700 (it holds keys and tokens).
@@ -179,6 +183,23 @@ impl Host {
                 tracing::error!(error = %e, "operator API stopped");
             }
         });
+        // Handsets and Bluetooth stacks are served on the latency runtime:
+        // real-time workers where the process may, away from video work.
+        let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4));
+        let latency = LatencyRuntime::start("bridge", workers)?;
+        match latency.priority().await {
+            device_bridge::LatencyPriority::RealTime => tracing::info!(
+                workers,
+                priority = device_bridge::LATENCY_RT_PRIORITY,
+                "handset and Bluetooth paths run at real-time priority"
+            ),
+            device_bridge::LatencyPriority::Normal => tracing::warn!(
+                "handset and Bluetooth paths run at normal priority: this process may not use \
+                 real-time priority, so on a busy host a sensor sample or HCI packet can wait a \
+                 scheduler tick (4 ms at 250 Hz) behind video work; grant it with systemd's \
+                 LimitRTPRIO=1 (see infra/systemd) or CAP_SYS_NICE"
+            ),
+        }
         // Handsets: QUIC sessions admitted by the registry, routed to phones.
         let mut bridge_cfg = device_bridge::BridgeServerConfig::new(
             enroller.identity().clone(),
@@ -189,13 +210,16 @@ impl Host {
             )),
         );
         bridge_cfg.resume_window = cfg.resume_window;
-        let server =
+        let server = {
+            // The endpoint's socket and tasks belong to the runtime entered here.
+            let _on_latency_runtime = latency.handle().enter();
             device_bridge::BridgeServer::with_socket(listeners.quic, bridge_cfg).map_err(|e| {
                 HostError::Invalid {
                     what: "QUIC listener",
                     why: e.to_string(),
                 }
-            })?;
+            })?
+        };
         let quic_addr = server.local_addr().map_err(|e| HostError::Invalid {
             what: "QUIC listener",
             why: e.to_string(),
@@ -209,11 +233,11 @@ impl Host {
             bluetooth.clone(),
         ));
         let mut rx = stopped.clone();
-        let router_task = tokio::spawn(router.run(server, async move {
+        let router_task = latency.handle().spawn(router.run(server, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
         let mut rx = stopped.clone();
-        let netsim_task = tokio::spawn({
+        let netsim_task = latency.handle().spawn({
             let bt = bluetooth.clone();
             async move {
                 let res = bt
@@ -239,6 +263,7 @@ impl Host {
             bluetooth,
             stop,
             tasks: vec![operator_task, router_task, netsim_task],
+            latency,
         })
     }
 
@@ -252,5 +277,7 @@ impl Host {
                 t.abort();
             }
         }
+        // Whatever the grace period left running there stops now.
+        drop(self.latency);
     }
 }

@@ -437,7 +437,7 @@ impl Router {
         // video work. Dropping `sensors` stops it.
         let sensors = spawn_until_dropped(
             "sensors",
-            Priority::Normal,
+            Priority::Latency,
             sensor_loop(
                 s.clone(),
                 client.clone(),

@@ -1,16 +1,20 @@
 //! Threads of their own for work that must not share the async workers:
 //! latency-sensitive paths (sensors) and bulk video work (screen feed,
-//! encoder, the sim's display), each on its own single-threaded runtime.
+//! encoder, the sim's display), each on its own single-threaded runtime;
+//! and the latency runtime that serves handsets and Bluetooth stacks.
 
 use std::future::Future;
+
+use device_bridge::LatencyPriority;
 
 use crate::HostError;
 
 /// Scheduling priority of a thread started by [`spawn_on_own_runtime`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Priority {
-    /// Latency-sensitive work (sensors).
-    Normal,
+    /// Latency-sensitive work (sensors): real-time priority where the
+    /// process may, see [`device_bridge::latency_thread_priority`].
+    Latency,
     /// Bulk video work: see [`device_bridge::bulk_thread_priority`].
     Bulk,
 }
@@ -34,8 +38,11 @@ pub(crate) fn spawn_on_own_runtime(
     std::thread::Builder::new()
         .name(format!("vphone-{name}"))
         .spawn(move || {
-            if priority == Priority::Bulk {
-                device_bridge::bulk_thread_priority();
+            match priority {
+                Priority::Bulk => device_bridge::bulk_thread_priority(),
+                Priority::Latency => {
+                    let _ = device_bridge::latency_thread_priority();
+                }
             }
             rt.block_on(work)
         })
@@ -61,4 +68,64 @@ pub(crate) fn spawn_until_dropped(
         }
     })?;
     Ok(stop)
+}
+
+/// A multi-threaded runtime for the latency paths: the QUIC endpoint that
+/// serves handsets (sensors, touches, HCI) and the netsim server that serves
+/// the phones' Bluetooth stacks. Its workers run at real-time priority
+/// where the process may, so a datagram is read the moment it arrives even
+/// when video threads keep every core busy; everything CPU-heavy (encoding,
+/// rendering, screenshots) runs on other threads. Dropping it stops its
+/// tasks without waiting (also from async code, which a plain runtime
+/// forbids).
+#[derive(Debug)]
+pub(crate) struct LatencyRuntime {
+    handle: tokio::runtime::Handle,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl LatencyRuntime {
+    /// Starts `workers` threads named `vphone-{name}`.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] when the runtime cannot start.
+    pub(crate) fn start(name: &str, workers: usize) -> Result<Self, HostError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name(format!("vphone-{name}"))
+            .on_thread_start(|| {
+                let _ = device_bridge::latency_thread_priority();
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| HostError::io(format!("starting the {name} runtime"), e))?;
+        Ok(Self {
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+        })
+    }
+
+    /// Where to spawn onto it, or enter it (to create sockets on it).
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// The priority its workers got.
+    pub(crate) async fn priority(&self) -> LatencyPriority {
+        // A task runs on a worker, which has set its priority by then.
+        self.handle()
+            .spawn(async { device_bridge::latency_priority_outcome() })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(LatencyPriority::Normal)
+    }
+}
+
+impl Drop for LatencyRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }

@@ -101,6 +101,7 @@ mod config;
 mod error;
 pub mod hci;
 mod identity;
+mod priority;
 mod sensors;
 mod server;
 mod session;
@@ -114,11 +115,14 @@ pub use client::{BridgeClientConfig, ClientSession};
 pub use config::TransportSettings;
 pub use error::BridgeError;
 pub use identity::{Fingerprint, HandsetIdentity, HostIdentity, Pin};
+pub use priority::{
+    BULK_NICE, LATENCY_RT_PRIORITY, LatencyPriority, bulk_thread_priority,
+    latency_priority_outcome, latency_thread_priority,
+};
 pub use sensors::{LatestWins, SampleVerdict, UnknownSensor};
 pub use server::{BridgeServer, BridgeServerConfig, DEFAULT_RESUME_WINDOW, ServerSession};
 pub use session::{GopWriter, SessionEnd, SessionStats, VideoFrame};
 pub use token::{TokenId, TokenKey, VerifiedToken};
-pub use util::{BULK_NICE, bulk_thread_priority};
 
 /// Re-exported wire types used in this crate's API.
 pub use sensor_proto::bridge as proto;

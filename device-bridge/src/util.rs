@@ -56,33 +56,6 @@ pub(crate) fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// Nice value for bulk video threads (rendering, encoding, decoding).
-pub const BULK_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to [`BULK_NICE`] (never
-/// raises it), for
-/// bulk video work (rendering, encoding, decoding) that shares a machine
-/// with latency-sensitive sensor, input and HCI traffic: on a busy machine
-/// the scheduler then lets those threads preempt the video at once instead
-/// of after a time slice. A frame that ends up late is dropped downstream;
-/// a late sensor sample or HCI reply is not recoverable. Lowering a
-/// priority needs no privilege; failure (or a non-Linux OS) only leaves
-/// the thread as it was, logged at debug.
-pub fn bulk_thread_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = Some(rustix::thread::gettid());
-        // On Linux the nice value is per thread: PRIO_PROCESS with a thread id
-        // changes only that thread. A thread already nicer stays as it is.
-        let now = rustix::process::getpriority_process(tid).unwrap_or(0);
-        if now < BULK_NICE
-            && let Err(e) = rustix::process::setpriority_process(tid, BULK_NICE)
-        {
-            tracing::debug!(error = %e, "cannot lower the thread's priority");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,24 +67,5 @@ mod tests {
         assert_eq!(hex_decode(b"0001ABff").as_deref(), Some(&data[..]));
         assert!(hex_decode(b"abc").is_none());
         assert!(hex_decode(b"zz").is_none());
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn bulk_priority_lowers_only_the_calling_thread() {
-        let before = rustix::process::getpriority_process(None).expect("own priority");
-        let bulk = std::thread::spawn(|| {
-            bulk_thread_priority();
-            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
-                .expect("thread priority")
-        })
-        .join()
-        .expect("thread");
-        assert_eq!(bulk, BULK_NICE.max(before));
-        assert_eq!(
-            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("own"),
-            before,
-            "the caller's other threads keep their priority"
-        );
     }
 }

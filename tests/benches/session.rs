@@ -70,11 +70,8 @@ async fn main() {
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
     let handset_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("handset runtime");
+        // The companion's own runtime, as `vphone-companion connect` runs it.
+        let rt = mobile_client::session::runtime().expect("handset runtime");
         rt.block_on(async move {
             let c = Companion::connect(options)
                 .await
@@ -215,6 +212,16 @@ async fn main() {
     println!(
         "sensor samples sent {}, decoded frames {}, skipped {}",
         r.sensor_samples, r.decoded, r.skipped
+    );
+    println!(
+        "latency threads (host QUIC endpoint and sensors, companion session): {}",
+        match device_bridge::latency_priority_outcome() {
+            Some(device_bridge::LatencyPriority::RealTime) => format!(
+                "real-time (SCHED_RR {})",
+                device_bridge::LATENCY_RT_PRIORITY
+            ),
+            _ => "normal (this process may not use real-time priority)".to_owned(),
+        }
     );
     println!(
         "goals: glass-to-glass p50 < 25 ms; idle < 10 kbit/s; sensor p99 < 2 ms (the phone listens to 6 sensors x 200 Hz)"

@@ -398,10 +398,7 @@ fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
         cfg!(feature = "viewer"),
         display_available(),
     )?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ClientError::Session(format!("cannot start the runtime: {e}")))?;
+    let rt = mobile_client::session::runtime()?;
     match mode {
         Mode::Headless => rt.block_on(async {
             let companion = start(dir, &a).await?;
