@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use sensor_proto::emulator::emulator_controller_client::EmulatorControllerClient;
 use sensor_proto::emulator::{
-    BatteryState, EmulatorStatus, GpsState, Image, ImageFormat, InputEvent, KeyboardEvent,
-    ParameterValue, SensorValue, TouchEvent, image_format, sensor_value,
+    BatteryState, EmulatorStatus, GpsState, Image, ImageFormat, ImageTransport, InputEvent,
+    KeyboardEvent, ParameterValue, SensorValue, TouchEvent, image_format, image_transport,
+    sensor_value,
 };
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -151,6 +152,37 @@ impl EmulatorClient {
     ) -> Result<Streaming<Image>, HostError> {
         let req = ImageFormat {
             format: format as i32,
+            ..ImageFormat::default()
+        };
+        let r = self.inner.clone().stream_screenshot(req).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("streamScreenshot", &self.target, s))
+    }
+
+    /// `streamScreenshot` with the pixels written into a shared memory
+    /// region instead of the messages (`ImageTransport` `MMAP`): `region` is
+    /// a file the caller created and sized for `width` x `height` pixels
+    /// (the box the image is fitted into, aspect kept); each message then
+    /// carries the image's format and no pixels. The emulator (and the sim)
+    /// map or write the file; a phone that ignores the transport sends the
+    /// pixels in the messages as usual.
+    ///
+    /// # Errors
+    /// The call's status (INVALID_ARGUMENT when the phone rejects the region).
+    pub async fn screenshots_into(
+        &self,
+        format: image_format::ImgFormat,
+        (width, height): (u32, u32),
+        region: &std::path::Path,
+    ) -> Result<Streaming<Image>, HostError> {
+        let req = ImageFormat {
+            format: format as i32,
+            width,
+            height,
+            transport: Some(ImageTransport {
+                channel: image_transport::TransportChannel::Mmap as i32,
+                handle: format!("file://{}", region.display()),
+            }),
             ..ImageFormat::default()
         };
         let r = self.inner.clone().stream_screenshot(req).await;

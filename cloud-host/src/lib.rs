@@ -20,6 +20,7 @@ mod error;
 pub mod keymap;
 pub mod operator;
 pub mod phones;
+mod region;
 pub mod registry;
 pub mod router;
 pub mod sim;

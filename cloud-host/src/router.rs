@@ -41,6 +41,7 @@ use crate::bluetooth::Bluetooth;
 use crate::emu_client::{EmulatorClient, listened_sensors};
 use crate::operator::{Metrics, SessionDirectory};
 use crate::phones::PhoneManager;
+use crate::region::ScreenRegion;
 use crate::registry::{Registry, SessionRecord};
 use crate::threads::{Priority, spawn_on_own_runtime, spawn_until_dropped};
 use crate::video::{EncoderConfig, VideoEncoder};
@@ -462,6 +463,7 @@ impl Router {
                 keyframe.clone(),
                 frames,
                 self.metrics.clone(),
+                (display.width_px, display.height_px),
             ),
         )
         .inspect_err(|e| {
@@ -849,8 +851,10 @@ type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 /// Reads the phone's screenshot stream on its own thread, runtime and
 /// connection: each frame is megabytes of RGBA, and parsing them on the
 /// shared async workers would delay the session's QUIC and sensor traffic.
-/// The thread ends when the returned receiver is dropped.
-async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
+/// The pixels travel through a shared memory region ([`ScreenRegion`],
+/// the emulator's MMAP transport) when the phone accepts one, else inside
+/// the messages. The thread ends when the returned receiver is dropped.
+async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Latest, HostError> {
     let (tx, rx) = watch::channel(None);
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     spawn_on_own_runtime("screen", Priority::Bulk, async move {
@@ -861,7 +865,37 @@ async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
                 return;
             }
         };
-        let mut stream = match client.screenshots(ImgFormat::Rgba8888).await {
+        // A square box of the longer side fits the screen in either
+        // orientation at its native size.
+        let side = display.0.max(display.1);
+        let region = (side > 0)
+            .then(|| ScreenRegion::create(u64::from(side) * u64::from(side) * 4))
+            .transpose()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "screen images will travel in the messages"),
+            )
+            .ok()
+            .flatten();
+        let opened = match &region {
+            Some(r) => match client
+                .screenshots_into(ImgFormat::Rgba8888, (side, side), r.path())
+                .await
+            {
+                Ok(s) => Ok((s, region)),
+                Err(e) => {
+                    tracing::info!(error = %e, "the phone refuses a shared screen region; images travel in the messages");
+                    client
+                        .screenshots(ImgFormat::Rgba8888)
+                        .await
+                        .map(|s| (s, None))
+                }
+            },
+            None => client
+                .screenshots(ImgFormat::Rgba8888)
+                .await
+                .map(|s| (s, None)),
+        };
+        let (mut stream, mut region) = match opened {
             Ok(s) => {
                 let _ = opened_tx.send(Ok(()));
                 s
@@ -874,7 +908,22 @@ async fn screen_feed(client: EmulatorClient) -> Result<Latest, HostError> {
         loop {
             tokio::select! {
                 item = stream.next() => match item {
-                    Some(Ok(img)) => {
+                    Some(Ok(mut img)) => {
+                        if let Some(r) = &mut region {
+                            // The phone has it open now: its name can go.
+                            r.unlink();
+                        }
+                        if img.image.is_empty() && let Some(r) = &region {
+                            let f = img.format.clone().unwrap_or_default();
+                            let len = f.width as usize * f.height as usize * 4;
+                            match r.read(len) {
+                                Ok(px) => img.image = px.into(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot read the phone's screen image");
+                                    break;
+                                }
+                            }
+                        }
                         if tx.send(Some(Arc::new(img))).is_err() {
                             break;
                         }
@@ -899,8 +948,9 @@ async fn video_loop(
     keyframe_wanted: Arc<Notify>,
     frames: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    display: (u32, u32),
 ) {
-    let mut latest = match screen_feed(client).await {
+    let mut latest = match screen_feed(client, display).await {
         Ok(rx) => rx,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the phone's screen");

@@ -236,3 +236,81 @@ async fn input_stream_applies_events_in_order() {
     // The last key shown is the last one sent.
     assert_eq!(phone.last_key().as_deref(), Some("k19 down"));
 }
+
+/// The emulator's MMAP transport: the pixels land in the client's region,
+/// the messages carry none, and bad regions get specific errors.
+#[tokio::test]
+async fn screenshots_through_a_shared_region() {
+    let (_phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let region = dir.path().join("screen");
+    let side = 1280u32;
+    std::fs::File::create(&region)
+        .unwrap()
+        .set_len(u64::from(side * side * 4))
+        .unwrap();
+
+    // Same frame (seq) both ways: identical pixels.
+    let mut matched = false;
+    for _ in 0..10 {
+        let mut shared = client
+            .screenshots_into(ImgFormat::Rgba8888, (side, side), &region)
+            .await
+            .unwrap();
+        let img = shared.next().await.unwrap().unwrap();
+        let f = img.format.clone().unwrap();
+        assert_eq!(
+            (f.width, f.height),
+            (720, 1280),
+            "native size in the square box"
+        );
+        assert!(
+            img.image.is_empty(),
+            "pixels travel in the region, not the message"
+        );
+        let in_region = std::fs::read(&region).unwrap();
+        let mut inline = client.screenshots(ImgFormat::Rgba8888).await.unwrap();
+        let reference = inline.next().await.unwrap().unwrap();
+        if reference.seq != img.seq {
+            continue; // the screen changed in between
+        }
+        assert_eq!(&in_region[..reference.image.len()], &reference.image[..]);
+        matched = true;
+        break;
+    }
+    assert!(matched, "never caught the same frame both ways");
+
+    // Too small for a frame: the stream says how much it needs.
+    let small = dir.path().join("small");
+    std::fs::File::create(&small).unwrap().set_len(16).unwrap();
+    let mut s = client
+        .screenshots_into(ImgFormat::Rgba8888, (side, side), &small)
+        .await
+        .unwrap();
+    let err = s.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("holds 16 bytes"), "{err:?}");
+
+    // Refused up front: a symlink, a missing file, PNG.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&region, &link).unwrap();
+    let missing = dir.path().join("missing");
+    for (path, format, why) in [
+        (&link, ImgFormat::Rgba8888, "not a regular file"),
+        (&missing, ImgFormat::Rgba8888, "No such file"),
+        (&region, ImgFormat::Png, "not PNG"),
+    ] {
+        let err = client
+            .screenshots_into(format, (side, side), path)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{path:?} {format:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::symlink_metadata(&missing).ok().map(|m| m.len()),
+        None,
+        "the phone never creates a region"
+    );
+}

@@ -25,8 +25,9 @@ use sensor_proto::emulator::emulator_controller_server::{
 use sensor_proto::emulator::{
     BatteryState, DisplayConfigurations, EmulatorStatus, Entry, EntryList, GpsState, Image,
     ImageFormat, InputEvent, KeyboardEvent, MouseEvent, PhysicalModelValue, Rotation, SensorValue,
-    TouchEvent, VmConfiguration, VmRunState, WheelEvent, battery_state, image_format, input_event,
-    keyboard_event, physical_model_value, sensor_value, vm_configuration,
+    TouchEvent, VmConfiguration, VmRunState, WheelEvent, battery_state, image_format,
+    image_transport, input_event, keyboard_event, physical_model_value, sensor_value,
+    vm_configuration,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -500,6 +501,113 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
     }
 }
 
+/// A client's shared memory region (`ImageTransport` channel `MMAP`): the
+/// phone writes each image's pixels into it, from offset 0, and the reply
+/// carries no pixels, as the Android Emulator does. The handle is the path
+/// of a file the client created and sized (`file://` prefix optional); the
+/// sim writes only into an existing regular file, never creates, truncates
+/// or follows a symlink. A client that reads the region after the next
+/// image was written sees that one instead (tearing, as with the emulator).
+#[derive(Debug)]
+pub struct Region {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Region {
+    /// The region `want.transport` names; `None` for pixels in the message.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT naming what is wrong with the transport or the file.
+    pub fn open(want: &ImageFormat) -> Result<Option<Self>, Status> {
+        use image_transport::TransportChannel;
+        let Some(t) = &want.transport else {
+            return Ok(None);
+        };
+        match TransportChannel::try_from(t.channel) {
+            Ok(TransportChannel::Unspecified) => return Ok(None),
+            Ok(TransportChannel::Mmap) => {}
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown transport channel {}",
+                    t.channel
+                )));
+            }
+        }
+        if image_format::ImgFormat::try_from(want.format) == Ok(image_format::ImgFormat::Png) {
+            return Err(Status::invalid_argument(
+                "MMAP transport carries raw pixels: ask for RGBA8888 or RGB888, not PNG",
+            ));
+        }
+        let path = std::path::Path::new(t.handle.strip_prefix("file://").unwrap_or(&t.handle));
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "MMAP handle {:?} is not an absolute path or file:/// URL",
+                t.handle
+            )));
+        }
+        let bad = |why: String| {
+            Status::invalid_argument(format!("MMAP region {}: {why}", path.display()))
+        };
+        let meta = std::fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
+        if !meta.file_type().is_file() {
+            return Err(bad(
+                "not a regular file (create and size it first)".to_owned()
+            ));
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Self {
+            file,
+            len: meta.len(),
+        }))
+    }
+
+    /// Writes `image`'s pixels into the region and empties the message.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION when the region is too small, INTERNAL when the
+    /// write fails.
+    pub fn write(&self, image: &mut Image) -> Result<(), Status> {
+        use std::os::unix::fs::FileExt as _;
+        let need = image.image.len() as u64;
+        if need > self.len {
+            return Err(Status::failed_precondition(format!(
+                "the MMAP region holds {} bytes; this {}x{} image needs {need}",
+                self.len, image.width, image.height
+            )));
+        }
+        self.file
+            .write_all_at(&image.image, 0)
+            .map_err(|e| Status::internal(format!("writing the MMAP region: {e}")))?;
+        image.image = sensor_proto::bytes::Bytes::new();
+        Ok(())
+    }
+}
+
+/// Converts a frame for `want` (and writes it into `region`) on a blocking
+/// thread at bulk priority: the API thread that applies sensors and input
+/// must not spend milliseconds on pixels.
+async fn image_for(
+    frame: Arc<Frame>,
+    want: ImageFormat,
+    rotation: i32,
+    region: Option<Arc<Region>>,
+) -> Result<Image, Status> {
+    tokio::task::spawn_blocking(move || {
+        device_bridge::bulk_thread_priority();
+        let mut image = encode_image(&frame, &want, rotation)?;
+        if let Some(region) = &region {
+            region.write(&mut image)?;
+        }
+        Ok(image)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("image conversion failed: {e}")))?
+}
+
 /// Converts a frame to the format and size an `ImageFormat` asks for.
 ///
 /// # Errors
@@ -510,11 +618,6 @@ pub fn encode_image(frame: &Frame, want: &ImageFormat, rotation: i32) -> Result<
             "display {} does not exist",
             want.display
         )));
-    }
-    if want.transport.as_ref().is_some_and(|t| t.channel != 0) {
-        return Err(Status::unimplemented(
-            "the sim phone only serves images inside gRPC messages (no mmap)",
-        ));
     }
     let fmt = image_format::ImgFormat::try_from(want.format)
         .map_err(|_| Status::invalid_argument(format!("unknown image format {}", want.format)))?;
@@ -837,7 +940,10 @@ impl EmulatorController for SimService {
                 .map_err(|_| Status::unavailable("the sim phone stopped"))?;
         };
         let rotation = self.phone.state().rotation;
-        Ok(Response::new(encode_image(&frame, &want, rotation)?))
+        let region = Region::open(&want)?.map(Arc::new);
+        Ok(Response::new(
+            image_for(frame, want, rotation, region).await?,
+        ))
     }
 
     async fn stream_screenshot(
@@ -849,13 +955,12 @@ impl EmulatorController for SimService {
         image_format::ImgFormat::try_from(want.format).map_err(|_| {
             Status::invalid_argument(format!("unknown image format {}", want.format))
         })?;
+        let region = Region::open(&want)?.map(Arc::new);
         let rx = self.phone.frames();
         let phone = self.phone.clone();
-        let stream = tokio_stream::wrappers::WatchStream::new(rx).filter_map(move |f| {
-            let f = f?;
-            let rotation = phone.state().rotation;
-            Some(encode_image(&f, &want, rotation))
-        });
+        let stream = tokio_stream::wrappers::WatchStream::new(rx)
+            .filter_map(|f| f)
+            .then(move |f| image_for(f, want.clone(), phone.state().rotation, region.clone()));
         Ok(Response::new(Box::pin(stream)))
     }
 
