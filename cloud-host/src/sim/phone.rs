@@ -9,6 +9,10 @@
 //! getDisplayConfigurations answers FAILED_PRECONDITION (no secondary
 //! displays), everything else UNIMPLEMENTED. Authentication is the emulator's
 //! `authorization: Bearer <token>` header when a token is configured.
+//! Screenshots travel in the messages or, with the emulator's `MMAP`
+//! transport, through a region file the client created ([`Region`]).
+//! The server runs on a thread of its own at latency priority (see
+//! `backend::sim`); image conversions leave it for bulk-priority threads.
 //!
 //! Frames are served top-down (row 0 is the top of the screen), as the
 //! emulator's raw screenshots are consumed by existing clients.
