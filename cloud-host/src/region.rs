@@ -165,14 +165,18 @@ mod tests {
             .expect("phone opens it");
         r.unlink();
         assert!(!path.exists(), "name gone once the phone holds it");
-        phone.write_all_at(b"still shared", 0).expect("phone writes");
+        phone
+            .write_all_at(b"still shared", 0)
+            .expect("phone writes");
         assert_eq!(r.read(12).expect("read"), b"still shared");
 
         // A name left by a process that is gone (pid beyond pid_max), and one
         // of a live process (this one), which stays.
         let dir = tempfile::tempdir().expect("dir");
         let dead = dir.path().join(format!("{PREFIX}4294967295-0-1"));
-        let live = dir.path().join(format!("{PREFIX}{}-0-1", std::process::id()));
+        let live = dir
+            .path()
+            .join(format!("{PREFIX}{}-0-1", std::process::id()));
         let other = dir.path().join("unrelated-4294967295");
         for p in [&dead, &live, &other] {
             std::fs::write(p, b"x").expect("write");

@@ -241,7 +241,7 @@ async fn input_stream_applies_events_in_order() {
 /// the messages carry none, and bad regions get specific errors.
 #[tokio::test]
 async fn screenshots_through_a_shared_region() {
-    let (_phone, addr, _stop) = start().await;
+    let (phone, addr, _stop) = start().await;
     let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let region = dir.path().join("screen");
@@ -280,6 +280,13 @@ async fn screenshots_through_a_shared_region() {
         break;
     }
     assert!(matched, "never caught the same frame both ways");
+    assert!(
+        phone
+            .stats()
+            .region_images
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 
     // Too small for a frame: the stream says how much it needs.
     let small = dir.path().join("small");

@@ -93,6 +93,13 @@ async fn tilt_moves_the_bubble_on_the_decoded_screen() {
         seen[2].0 < level_x - 40.0,
         "-x raised: bubble should be left of centre: {seen:?}"
     );
+    // The host read those screens through a shared memory region (the
+    // emulator's MMAP transport), not as pixels inside gRPC messages.
+    let (_, sim) = t.phone("phone-1").await;
+    assert!(
+        sim.stats().region_images.load(Ordering::Relaxed) >= 3,
+        "screen images should travel through the shared region"
+    );
     companion.finish().await.expect("finish");
     t.shutdown().await;
 }

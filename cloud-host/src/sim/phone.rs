@@ -93,6 +93,8 @@ pub struct SimStats {
     pub sensor_updates: AtomicU64,
     /// Inputs refused (bad values) or dropped (too many touches).
     pub rejected: AtomicU64,
+    /// Images written into clients' shared memory regions (MMAP transport).
+    pub region_images: AtomicU64,
 }
 
 const MAX_TOUCH_SLOTS: usize = 10;
@@ -595,16 +597,18 @@ impl Region {
 /// thread at bulk priority: the API thread that applies sensors and input
 /// must not spend milliseconds on pixels.
 async fn image_for(
+    phone: SimPhone,
     frame: Arc<Frame>,
     want: ImageFormat,
-    rotation: i32,
     region: Option<Arc<Region>>,
 ) -> Result<Image, Status> {
+    let rotation = phone.state().rotation;
     tokio::task::spawn_blocking(move || {
         device_bridge::bulk_thread_priority();
         let mut image = encode_image(&frame, &want, rotation)?;
         if let Some(region) = &region {
             region.write(&mut image)?;
+            phone.stats().region_images.fetch_add(1, Ordering::Relaxed);
         }
         Ok(image)
     })
@@ -943,10 +947,9 @@ impl EmulatorController for SimService {
                 .await
                 .map_err(|_| Status::unavailable("the sim phone stopped"))?;
         };
-        let rotation = self.phone.state().rotation;
         let region = Region::open(&want)?.map(Arc::new);
         Ok(Response::new(
-            image_for(frame, want, rotation, region).await?,
+            image_for(self.phone.clone(), frame, want, region).await?,
         ))
     }
 
@@ -964,7 +967,7 @@ impl EmulatorController for SimService {
         let phone = self.phone.clone();
         let stream = tokio_stream::wrappers::WatchStream::new(rx)
             .filter_map(|f| f)
-            .then(move |f| image_for(f, want.clone(), phone.state().rotation, region.clone()));
+            .then(move |f| image_for(phone.clone(), f, want.clone(), region.clone()));
         Ok(Response::new(Box::pin(stream)))
     }
 
