@@ -92,8 +92,8 @@ pub struct Host {
     pub bluetooth: Arc<Bluetooth>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Serves handsets (QUIC) and Bluetooth stacks (netsim); last, so it
-    /// stops after the tasks above were asked to.
+    /// Serves handsets (QUIC); last, so it stops after the tasks above
+    /// were asked to.
     latency: LatencyRuntime,
 }
 
@@ -183,21 +183,22 @@ impl Host {
                 tracing::error!(error = %e, "operator API stopped");
             }
         });
-        // Handsets and Bluetooth stacks are served on the latency runtime:
-        // real-time workers where the process may, away from video work.
+        // Handsets are served on the latency runtime: real-time workers where
+        // the process may, so a sensor datagram is read at once even while
+        // video work keeps every core busy.
         let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4));
         let latency = LatencyRuntime::start("bridge", workers)?;
         match latency.priority().await {
             device_bridge::LatencyPriority::RealTime => tracing::info!(
                 workers,
                 priority = device_bridge::LATENCY_RT_PRIORITY,
-                "handset and Bluetooth paths run at real-time priority"
+                "handset sessions run at real-time priority"
             ),
             device_bridge::LatencyPriority::Normal => tracing::warn!(
-                "handset and Bluetooth paths run at normal priority: this process may not use \
-                 real-time priority, so on a busy host a sensor sample or HCI packet can wait a \
-                 scheduler tick (4 ms at 250 Hz) behind video work; grant it with systemd's \
-                 LimitRTPRIO=1 (see infra/systemd) or CAP_SYS_NICE"
+                "handset sessions run at normal priority: this process may not use real-time \
+                 priority, so on a busy host a sensor sample can wait a scheduler tick (4 ms at \
+                 250 Hz) behind video work; grant it with systemd's LimitRTPRIO=1 (see \
+                 infra/systemd) or CAP_SYS_NICE"
             ),
         }
         // Handsets: QUIC sessions admitted by the registry, routed to phones.
@@ -237,7 +238,11 @@ impl Host {
             let _ = rx.wait_for(|s| *s).await;
         }));
         let mut rx = stopped.clone();
-        let netsim_task = latency.handle().spawn({
+        // Phone Bluetooth stacks stay at ordinary priority: their peer (the
+        // emulator, or bumble in tests) is an ordinary process that a
+        // real-time thread would preempt on its core instead of using an
+        // idle one (measured: half the L2CAP throughput).
+        let netsim_task = tokio::spawn({
             let bt = bluetooth.clone();
             async move {
                 let res = bt

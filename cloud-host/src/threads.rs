@@ -1,7 +1,7 @@
 //! Threads of their own for work that must not share the async workers:
 //! latency-sensitive paths (sensors) and bulk video work (screen feed,
 //! encoder, the sim's display), each on its own single-threaded runtime;
-//! and the latency runtime that serves handsets and Bluetooth stacks.
+//! and the latency runtime that serves handsets.
 
 use std::future::Future;
 
@@ -71,13 +71,12 @@ pub(crate) fn spawn_until_dropped(
 }
 
 /// A multi-threaded runtime for the latency paths: the QUIC endpoint that
-/// serves handsets (sensors, touches, HCI) and the netsim server that serves
-/// the phones' Bluetooth stacks. Its workers run at real-time priority
-/// where the process may, so a datagram is read the moment it arrives even
-/// when video threads keep every core busy; everything CPU-heavy (encoding,
-/// rendering, screenshots) runs on other threads. Dropping it stops its
-/// tasks without waiting (also from async code, which a plain runtime
-/// forbids).
+/// serves handsets (sensors, touches, HCI) and the session router's tasks.
+/// Its workers run at real-time priority where the process may, so a
+/// datagram is read the moment it arrives even when video threads keep
+/// every core busy; everything CPU-heavy (encoding, rendering, screenshots)
+/// runs on other threads. Dropping it stops its tasks without waiting
+/// (also from async code, which a plain runtime forbids).
 #[derive(Debug)]
 pub(crate) struct LatencyRuntime {
     handle: tokio::runtime::Handle,

@@ -9,6 +9,12 @@
 //! thread even at nice 10, while the other core sat idle; at real-time
 //! priority it runs at once.
 //!
+//! Real-time priority has a price where the peer is an ordinary process:
+//! a waking real-time thread takes its previous core, preempting whatever
+//! ordinary thread runs there, instead of looking for an idle core. The
+//! host's HCI relay towards Bluetooth stacks (the emulator, bumble) and the
+//! companion therefore stay ordinary; see ARCHITECTURE.md for who is what.
+//!
 //! - [`bulk_thread_priority`]: nice [`BULK_NICE`]; needs no privilege.
 //! - [`latency_thread_priority`]: `SCHED_RR` at [`LATENCY_RT_PRIORITY`] where
 //!   the process may (root, `CAP_SYS_NICE`, or `RLIMIT_RTPRIO` >= 1, e.g.
@@ -63,7 +69,7 @@ pub fn bulk_thread_priority() {
 
 /// Raises the calling thread to real-time round robin at
 /// [`LATENCY_RT_PRIORITY`] when the process may, for threads on a latency
-/// path (the QUIC endpoint and the sensor, input and HCI paths). Such a
+/// path (the host's QUIC endpoint and sensor path). Such a
 /// thread must not do bulk work: it would hold a core from every ordinary
 /// thread (the kernel still keeps 5% of each core for them). Not permitted
 /// (or not Linux): the thread stays as it was, logged at debug, and

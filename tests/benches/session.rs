@@ -214,7 +214,7 @@ async fn main() {
         r.sensor_samples, r.decoded, r.skipped
     );
     println!(
-        "latency threads (host QUIC endpoint and sensors, companion session): {}",
+        "host latency threads (QUIC endpoint, sensors, sim phone API): {}",
         match device_bridge::latency_priority_outcome() {
             Some(device_bridge::LatencyPriority::RealTime) => format!(
                 "real-time (SCHED_RR {})",
