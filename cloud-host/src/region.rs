@@ -25,6 +25,9 @@ pub(crate) struct ScreenRegion {
 
 const PREFIX: &str = "vphone-screen-";
 
+/// Age after which a named region of a dead process is removed.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes regions named by processes that no longer run.
 fn sweep(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -40,7 +43,14 @@ fn sweep(dir: &Path) {
         else {
             continue;
         };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        // A live region keeps its name only until the phone's first image,
+        // so an old name whose process is gone is stale. (The age also
+        // spares a host in another PID namespace sharing /dev/shm.)
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > STALE_AFTER));
+        if old && !Path::new("/proc").join(pid.to_string()).exists() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -170,20 +180,31 @@ mod tests {
             .expect("phone writes");
         assert_eq!(r.read(12).expect("read"), b"still shared");
 
-        // A name left by a process that is gone (pid beyond pid_max), and one
-        // of a live process (this one), which stays.
+        // Names left by processes that are gone (pids beyond pid_max), one
+        // of a live process (this one) and one that is not a region.
         let dir = tempfile::tempdir().expect("dir");
         let dead = dir.path().join(format!("{PREFIX}4294967295-0-1"));
         let live = dir
             .path()
             .join(format!("{PREFIX}{}-0-1", std::process::id()));
         let other = dir.path().join("unrelated-4294967295");
-        for p in [&dead, &live, &other] {
+        let fresh_dead = dir.path().join(format!("{PREFIX}4294967294-0-1"));
+        for p in [&dead, &live, &other, &fresh_dead] {
             std::fs::write(p, b"x").expect("write");
         }
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        for p in [&dead, &live, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .expect("open")
+                .set_modified(long_ago)
+                .expect("age it");
+        }
         sweep(dir.path());
-        assert!(!dead.exists());
-        assert!(live.exists());
-        assert!(other.exists());
+        assert!(!dead.exists(), "old, its process gone: removed");
+        assert!(live.exists(), "its process runs: kept");
+        assert!(other.exists(), "not ours: kept");
+        assert!(fresh_dead.exists(), "too young to judge: kept");
     }
 }

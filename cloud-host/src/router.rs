@@ -362,7 +362,9 @@ impl Router {
             );
         }
         self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
-        let _ = self.registry.session_started(&SessionRecord {
+        // SQLite writes wait on a blocking thread, not on a worker of the
+        // latency runtime that reads every session's datagrams.
+        let record = SessionRecord {
             id: id.clone(),
             fingerprint: s.handset().to_string(),
             phone: phone.clone(),
@@ -370,7 +372,9 @@ impl Router {
             started_at_ms: crate::unix_ms(),
             ended_at_ms: None,
             end_reason: None,
-        });
+        };
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.session_started(&record)).await;
         let end = match self.phones.connect(&phone).await {
             Ok((client, sim)) => {
                 if let Some(sim) = &sim {
@@ -396,7 +400,11 @@ impl Router {
             .radio_released(&phone, &id, &format!("the handset's session ended: {end}"))
             .await;
         self.sessions.lock().remove(&id);
-        let _ = self.registry.session_ended(&id, &end, crate::unix_ms());
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.session_ended(&id, &end, crate::unix_ms())
+        })
+        .await;
     }
 
     /// Runs the session's pipelines until it ends; returns why it ended.
@@ -866,9 +874,11 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
             }
         };
         // A square box of the longer side fits the screen in either
-        // orientation at its native size.
+        // orientation at its native size. The emulator maps the request's
+        // width x height x 4 bytes of the file, so the file has that size;
+        // it is sparse, and only the image's w x h x 4 bytes take memory.
         let side = display.0.max(display.1);
-        let region = (side > 0)
+        let mut region = (side > 0)
             .then(|| ScreenRegion::create(u64::from(side) * u64::from(side) * 4))
             .transpose()
             .inspect_err(
@@ -876,26 +886,21 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
             )
             .ok()
             .flatten();
-        let opened = match &region {
+        let stream = match &region {
             Some(r) => match client
                 .screenshots_into(ImgFormat::Rgba8888, (side, side), r.path())
                 .await
             {
-                Ok(s) => Ok((s, region)),
+                Ok(s) => Ok(s),
                 Err(e) => {
                     tracing::info!(error = %e, "the phone refuses a shared screen region; images travel in the messages");
-                    client
-                        .screenshots(ImgFormat::Rgba8888)
-                        .await
-                        .map(|s| (s, None))
+                    region = None;
+                    client.screenshots(ImgFormat::Rgba8888).await
                 }
             },
-            None => client
-                .screenshots(ImgFormat::Rgba8888)
-                .await
-                .map(|s| (s, None)),
+            None => client.screenshots(ImgFormat::Rgba8888).await,
         };
-        let (mut stream, mut region) = match opened {
+        let mut stream = match stream {
             Ok(s) => {
                 let _ = opened_tx.send(Ok(()));
                 s
@@ -905,14 +910,18 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
                 return;
             }
         };
+        let mut images = 0u64;
         loop {
             tokio::select! {
                 item = stream.next() => match item {
                     Some(Ok(mut img)) => {
+                        images += 1;
                         if let Some(r) = &mut region {
                             // The phone has it open now: its name can go.
                             r.unlink();
                         }
+                        // Read at once: the phone writes the next image into
+                        // the same region (a late read would see it, torn).
                         if img.image.is_empty() && let Some(r) = &region {
                             let f = img.format.clone().unwrap_or_default();
                             let len = f.width as usize * f.height as usize * 4;
@@ -928,7 +937,27 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
                             break;
                         }
                     }
-                    _ => break,
+                    Some(Err(status)) if region.is_some() && images == 0 => {
+                        // The region failed before any image (too small for the
+                        // phone, no room in /dev/shm): pixels in the messages.
+                        tracing::warn!(error = %status, "the shared screen region failed; images travel in the messages");
+                        region = None;
+                        match client.screenshots(ImgFormat::Rgba8888).await {
+                            Ok(s) => stream = s,
+                            Err(e) => {
+                                tracing::error!(error = %e, "the phone's screen stream failed");
+                                break;
+                            }
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::error!(error = %status, "the phone's screen stream failed");
+                        break;
+                    }
+                    None => {
+                        tracing::info!("the phone's screen stream ended");
+                        break;
+                    }
                 },
                 () = tx.closed() => break,
             }

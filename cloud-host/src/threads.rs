@@ -31,23 +31,43 @@ pub(crate) fn spawn_on_own_runtime(
     priority: Priority,
     work: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HostError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HostError::io(format!("starting the {name} runtime"), e))?;
+    // The runtime is built on the new thread: were the thread refused, a
+    // runtime dropped here (possibly inside async code) would panic.
+    let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(format!("vphone-{name}"))
         .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = built_tx.send(Ok(()));
+                    rt
+                }
+                Err(e) => {
+                    let _ = built_tx.send(Err(e));
+                    return;
+                }
+            };
             match priority {
                 Priority::Bulk => device_bridge::bulk_thread_priority(),
                 Priority::Latency => {
                     let _ = device_bridge::latency_thread_priority();
                 }
             }
-            rt.block_on(work)
+            rt.block_on(work);
         })
         .map_err(|e| HostError::io(format!("starting the {name} thread"), e))?;
-    Ok(())
+    // A runtime builds in microseconds; this wait is that long.
+    match built_rx.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HostError::io(format!("starting the {name} runtime"), e)),
+        Err(_) => Err(HostError::io(
+            format!("starting the {name} runtime"),
+            std::io::Error::other("its thread ended first"),
+        )),
+    }
 }
 
 /// Like [`spawn_on_own_runtime`], but `work` also stops when the returned
@@ -75,8 +95,11 @@ pub(crate) fn spawn_until_dropped(
 /// Its workers run at real-time priority where the process may, so a
 /// datagram is read the moment it arrives even when video threads keep
 /// every core busy; everything CPU-heavy (encoding, rendering, screenshots)
-/// runs on other threads. Dropping it stops its tasks without waiting
-/// (also from async code, which a plain runtime forbids).
+/// runs on other threads. Its blocking-pool threads (`spawn_blocking`) get
+/// the same priority (tokio starts them with the same hook), so blocking
+/// calls made there must wait on I/O, not compute. Dropping it stops its
+/// tasks without waiting (also from async code, which a plain runtime
+/// forbids).
 #[derive(Debug)]
 pub(crate) struct LatencyRuntime {
     handle: tokio::runtime::Handle,
@@ -109,7 +132,8 @@ impl LatencyRuntime {
         &self.handle
     }
 
-    /// The priority its workers got.
+    /// The priority its workers got (the first outcome in the process:
+    /// every thread of one process has the same permission).
     pub(crate) async fn priority(&self) -> LatencyPriority {
         // A task runs on a worker, which has set its priority by then.
         self.handle()

@@ -237,16 +237,31 @@ async fn input_stream_applies_events_in_order() {
     assert_eq!(phone.last_key().as_deref(), Some("k19 down"));
 }
 
+/// A file directly in the temp dir (where the sim accepts regions), removed
+/// when dropped.
+struct TempRegion(std::path::PathBuf);
+
+impl TempRegion {
+    fn path(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("vphone-sim-grpc-{}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for TempRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The emulator's MMAP transport: the pixels land in the client's region,
 /// the messages carry none, and bad regions get specific errors.
 #[tokio::test]
 async fn screenshots_through_a_shared_region() {
     let (phone, addr, _stop) = start().await;
     let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let region = dir.path().join("screen");
+    let region = TempRegion::path("screen");
     let side = 1280u32;
-    std::fs::File::create(&region)
+    std::fs::File::create(&region.0)
         .unwrap()
         .set_len(u64::from(side * side * 4))
         .unwrap();
@@ -255,7 +270,7 @@ async fn screenshots_through_a_shared_region() {
     let mut matched = false;
     for _ in 0..10 {
         let mut shared = client
-            .screenshots_into(ImgFormat::Rgba8888, (side, side), &region)
+            .screenshots_into(ImgFormat::Rgba8888, (side, side), &region.0)
             .await
             .unwrap();
         let img = shared.next().await.unwrap().unwrap();
@@ -269,7 +284,7 @@ async fn screenshots_through_a_shared_region() {
             img.image.is_empty(),
             "pixels travel in the region, not the message"
         );
-        let in_region = std::fs::read(&region).unwrap();
+        let in_region = std::fs::read(&region.0).unwrap();
         let mut inline = client.screenshots(ImgFormat::Rgba8888).await.unwrap();
         let reference = inline.next().await.unwrap().unwrap();
         if reference.seq != img.seq {
@@ -289,35 +304,56 @@ async fn screenshots_through_a_shared_region() {
     );
 
     // Too small for a frame: the stream says how much it needs.
-    let small = dir.path().join("small");
-    std::fs::File::create(&small).unwrap().set_len(16).unwrap();
+    let small = TempRegion::path("small");
+    std::fs::File::create(&small.0)
+        .unwrap()
+        .set_len(16)
+        .unwrap();
     let mut s = client
-        .screenshots_into(ImgFormat::Rgba8888, (side, side), &small)
+        .screenshots_into(ImgFormat::Rgba8888, (side, side), &small.0)
         .await
         .unwrap();
     let err = s.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("holds 16 bytes"), "{err:?}");
 
-    // Refused up front: a symlink, a missing file, PNG.
-    let link = dir.path().join("link");
-    std::os::unix::fs::symlink(&region, &link).unwrap();
-    let missing = dir.path().join("missing");
+    // Refused up front: a symlink, a FIFO (not waited on), a file outside
+    // the allowed dirs, a missing file, a hard-linked file, PNG.
+    let link = TempRegion::path("link");
+    std::os::unix::fs::symlink(&region.0, &link.0).unwrap();
+    let fifo = TempRegion::path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo.0)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sub = tempfile::tempdir().unwrap();
+    let nested = sub.path().join("screen");
+    std::fs::File::create(&nested)
+        .unwrap()
+        .set_len(u64::from(side * side * 4))
+        .unwrap();
+    let missing = TempRegion::path("missing");
+    let hard = TempRegion::path("hard");
+    std::fs::hard_link(&region.0, &hard.0).unwrap();
     for (path, format, why) in [
-        (&link, ImgFormat::Rgba8888, "not a regular file"),
-        (&missing, ImgFormat::Rgba8888, "No such file"),
-        (&region, ImgFormat::Png, "not PNG"),
+        (&link.0, ImgFormat::Rgba8888, "symbolic link"),
+        // Refused (ENXIO: no reader) instead of blocking the phone's API.
+        (&fifo.0, ImgFormat::Rgba8888, "fifo: No such device"),
+        (&nested, ImgFormat::Rgba8888, "only directly in"),
+        (&missing.0, ImgFormat::Rgba8888, "No such file"),
+        (&hard.0, ImgFormat::Rgba8888, "one link"),
+        (&region.0, ImgFormat::Png, "not PNG"),
     ] {
-        let err = client
-            .screenshots_into(format, (side, side), path)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.screenshots_into(format, (side, side), path),
+        )
+        .await
+        .expect("answered at once")
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(why), "{path:?} {format:?}: {err}");
     }
-    assert_eq!(
-        std::fs::symlink_metadata(&missing).ok().map(|m| m.len()),
-        None,
-        "the phone never creates a region"
-    );
+    assert!(!missing.0.exists(), "the phone never creates a region");
 }

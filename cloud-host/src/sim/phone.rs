@@ -510,14 +510,22 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
 /// A client's shared memory region (`ImageTransport` channel `MMAP`): the
 /// phone writes each image's pixels into it, from offset 0, and the reply
 /// carries no pixels, as the Android Emulator does. The handle is the path
-/// of a file the client created and sized (`file://` prefix optional); the
-/// sim writes only into an existing regular file, never creates, truncates
-/// or follows a symlink. A client that reads the region after the next
-/// image was written sees that one instead (tearing, as with the emulator).
+/// of a file the client created and sized (`file://` prefix optional).
+/// Unlike the emulator, which maps any path, the sim writes only into an
+/// existing regular file with one link directly in `/dev/shm` or the temp
+/// dir, opened without following a symlink and without blocking (a FIFO is
+/// refused, not waited on); it never creates or truncates. A client that
+/// reads the region after the next image was written sees that one instead
+/// (tearing, as with the emulator).
 #[derive(Debug)]
 pub struct Region {
     file: std::fs::File,
     len: u64,
+}
+
+/// Where the sim accepts regions: the shared memory and temp dirs.
+fn region_dir_allowed(dir: &std::path::Path) -> bool {
+    dir == std::path::Path::new("/dev/shm") || dir == std::env::temp_dir()
 }
 
 impl Region {
@@ -526,6 +534,8 @@ impl Region {
     /// # Errors
     /// INVALID_ARGUMENT naming what is wrong with the transport or the file.
     pub fn open(want: &ImageFormat) -> Result<Option<Self>, Status> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+
         use image_transport::TransportChannel;
         let Some(t) = &want.transport else {
             return Ok(None);
@@ -546,25 +556,26 @@ impl Region {
             ));
         }
         let path = std::path::Path::new(t.handle.strip_prefix("file://").unwrap_or(&t.handle));
-        if !path.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "MMAP handle {:?} is not an absolute path or file:/// URL",
-                t.handle
+        let bad =
+            |why: &str| Status::invalid_argument(format!("MMAP region {}: {why}", path.display()));
+        if !path.is_absolute() || !path.parent().is_some_and(region_dir_allowed) {
+            return Err(bad(&format!(
+                "the sim phone takes regions only directly in /dev/shm or {}",
+                std::env::temp_dir().display()
             )));
-        }
-        let bad = |why: String| {
-            Status::invalid_argument(format!("MMAP region {}: {why}", path.display()))
-        };
-        let meta = std::fs::symlink_metadata(path).map_err(|e| bad(e.to_string()))?;
-        if !meta.file_type().is_file() {
-            return Err(bad(
-                "not a regular file (create and size it first)".to_owned()
-            ));
         }
         let file = std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(&e.to_string()))?;
+        // Checked on what was opened, not on the name (which may change).
+        let meta = file.metadata().map_err(|e| bad(&e.to_string()))?;
+        if !meta.file_type().is_file() || meta.nlink() != 1 {
+            return Err(bad(
+                "not a regular file with one link (create and size it first)",
+            ));
+        }
         Ok(Some(Self {
             file,
             len: meta.len(),
