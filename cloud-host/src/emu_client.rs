@@ -150,13 +150,11 @@ impl EmulatorClient {
         &self,
         format: image_format::ImgFormat,
     ) -> Result<Streaming<Image>, HostError> {
-        let req = ImageFormat {
+        self.stream_screenshot(ImageFormat {
             format: format as i32,
             ..ImageFormat::default()
-        };
-        let r = self.inner.clone().stream_screenshot(req).await;
-        r.map(tonic::Response::into_inner)
-            .map_err(|s| rpc_error("streamScreenshot", &self.target, s))
+        })
+        .await
     }
 
     /// `streamScreenshot` with the pixels written into a shared memory
@@ -185,6 +183,10 @@ impl EmulatorClient {
             }),
             ..ImageFormat::default()
         };
+        self.stream_screenshot(req).await
+    }
+
+    async fn stream_screenshot(&self, req: ImageFormat) -> Result<Streaming<Image>, HostError> {
         let r = self.inner.clone().stream_screenshot(req).await;
         r.map(tonic::Response::into_inner)
             .map_err(|s| rpc_error("streamScreenshot", &self.target, s))

@@ -615,13 +615,7 @@ async fn sensor_loop(
         .map(|(k, hz)| (*k, RateLimit::new(f64::from(*hz) * 2.0)))
         .collect();
     while let Ok(sample) = s.recv_sensor().await {
-        if let Some(us) = since_capture(&sample, &clock_offset_ns) {
-            latency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .received
-                .push(us);
-        }
+        record_since_capture(&sample, &clock_offset_ns, &latency, |l| &mut l.received);
         let ok = sample.values.iter().all(|v| v.is_finite())
             && limits
                 .get_mut(&sample.kind)
@@ -670,6 +664,18 @@ fn since_capture(
     (sample.timestamp_ns > 0 && now >= taken).then(|| ((now - taken) / 1000) as u64)
 }
 
+/// Records [`since_capture`] of `sample` in the log `which` picks.
+fn record_since_capture(
+    sample: &SensorSample,
+    clock_offset_ns: &std::sync::atomic::AtomicI64,
+    latency: &Mutex<SensorLatency>,
+    which: fn(&mut SensorLatency) -> &mut LatencyLog,
+) {
+    if let Some(us) = since_capture(sample, clock_offset_ns) {
+        which(&mut latency.lock().unwrap_or_else(|p| p.into_inner())).push(us);
+    }
+}
+
 /// The newest not yet applied sample of one sensor.
 #[derive(Default)]
 struct SensorSlot {
@@ -692,13 +698,7 @@ async fn apply_sensor(
             let Some(sample) = next else { break };
             if client.set_sensor(target, &sample.values).await.is_ok() {
                 metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
-                if let Some(us) = since_capture(&sample, &clock_offset_ns) {
-                    latency
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .applied
-                        .push(us);
-                }
+                record_since_capture(&sample, &clock_offset_ns, &latency, |l| &mut l.applied);
             } else {
                 metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
             }
