@@ -95,6 +95,69 @@ async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
     }
 }
 
+/// An H4 TCP relay in front of a controller that holds each chunk the
+/// controller sends for `delay` before passing it on (bytes towards the
+/// controller pass at once). A slow controller makes command credits
+/// observable: while its reply is on the way, the relay must hold the next
+/// command. Connects to the controller first (retrying while bumble starts),
+/// then serves one handset connection on the returned port.
+async fn slow_replies(controller: u16, delay: Duration, child: &mut Killed) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let upstream = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", controller)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                if let Ok(Some(status)) = child.0.try_wait() {
+                    panic!(
+                        "bumble's controllers exited ({status}); is bumble installed in the venv?"
+                    );
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "bumble's controller never accepted: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let Ok((handset, _)) = listener.accept().await else {
+            return;
+        };
+        let (mut up_rx, mut up_tx) = upstream.into_split();
+        let (mut hs_rx, mut hs_tx) = handset.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut hs_rx, &mut up_tx).await;
+        });
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((due, chunk)) = chunks.recv().await {
+                tokio::time::sleep_until(due).await;
+                let chunk: Vec<u8> = chunk;
+                if hs_tx.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match up_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + delay;
+                    if chunks_tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    port
+}
+
 /// A UDP relay between the handset and the host that can black-hole all
 /// traffic (neither side is told), to force a resume.
 struct Proxy {
@@ -339,11 +402,19 @@ async fn a_bad_policy_file_is_refused_before_anything_opens() {
 /// exactly once; the handset holds those beyond the controller's command
 /// credits and releases them as replies come back, so every reply arrives,
 /// in order, and no credit leaks (the queue is empty at the end).
+///
+/// The controller's replies take 200 ms (a relay in front of bumble holds
+/// them), so the replayed burst always meets a spent credit: with bumble's
+/// sub-millisecond replies, whether the second command had to wait depended
+/// on how the scheduler interleaved the relay and the session reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_and_its_credit_queue_survive_a_resume() {
-    let (mut controllers, port) = bumble_controllers();
+    let (mut controllers, controller) = bumble_controllers();
+    let port = slow_replies(controller, Duration::from_millis(200), &mut controllers).await;
     let opts = RadioOptions::new(format!("tcp:127.0.0.1:{port}").parse().unwrap());
-    let radio = open_radio(&opts, &mut controllers).await;
+    let radio = LentRadio::open(&opts)
+        .await
+        .expect("the relay in front of bumble");
     let mut proxy = None;
     let (_server, client, host) = bridge_pair_via(Some(&mut proxy)).await;
     let proxy = proxy.expect("proxy");
@@ -384,9 +455,10 @@ async fn the_relay_and_its_credit_queue_survive_a_resume() {
     assert!(next_radio_state(&host).await.lent);
     let stats = relay.stop().await;
     assert_eq!(stats.packets_to_radio, 4);
-    // The replayed burst meets one command credit: at least the second
-    // command waits (how many depends on how fast the controller answers).
-    assert!(stats.queued_for_credits >= 1, "{stats:?}");
+    // The replayed burst meets one command credit held by a slow reply:
+    // the second and third commands wait for it.
+    assert_eq!(stats.queued_for_credits, 2, "{stats:?}");
+    assert_eq!(stats.queue_peak, 2, "{stats:?}");
     assert_eq!(stats.queue_len, 0);
     assert_eq!(stats.error, None);
 }
