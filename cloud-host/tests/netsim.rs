@@ -183,7 +183,10 @@ async fn without_a_radio_commands_fail_fast_and_bad_packets_are_reported() {
         .send(hci(&[0x02, 0x40, 0x00, 0x01, 0x00, 0xAA]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while host.bluetooth.info("phone-1").dropped == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(host.bluetooth.info("phone-1").dropped, 1);
     host.shutdown().await;
 }

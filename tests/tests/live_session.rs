@@ -568,15 +568,8 @@ async fn hostile_handset_is_contained() {
 }
 
 /// 6. Busy phone: a second handset for a phone already in use is refused
-/// with a message saying so; the first session is not disturbed.
-///
-/// Ignored because of a bug: the host admits the second handset (Welcome)
-/// and only then closes it with PHONE_BUSY (cloud-host/src/router.rs,
-/// `Router::attach`), so `Companion::connect` either returns
-/// `ClientError::Session("the session is not connected right now")` (the
-/// close races with opening the streams, device-bridge/src/client.rs
-/// `attach`) or returns `Ok` and the session ends a moment later; never
-/// `ClientError::Refused` with the host's reason.
+/// with a message saying so (during admission, before any Welcome); the
+/// first session is not disturbed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_handset_on_a_busy_phone_is_refused() {
     let mut t = TestHost::start().await;

@@ -168,7 +168,8 @@ enum BtCmd {
     /// Capture the HCI traffic between a phone's Bluetooth stack and the
     /// handset radio lent to it, as a btsnoop file (Wireshark, tshark,
     /// btmon -r). Keys (LTKs, link keys, PINs, IRKs) are zeroed unless
-    /// --unredacted is given. Runs until Ctrl-C, --duration or --count.
+    /// --unredacted is given. Runs until Ctrl-C (packets already on their
+    /// way in the next 0.3 s are still written), --duration or --count.
     Snoop {
         /// The phone.
         phone: String,
@@ -214,6 +215,11 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// Exit codes (documented in --help of the README).
+/// After Ctrl-C, `bt snoop` still writes the packets already on their way
+/// for this long, so a capture stopped right after the traffic ends has all
+/// of it.
+const CAPTURE_DRAIN: std::time::Duration = std::time::Duration::from_millis(300);
+
 const EXIT_FAIL: u8 = 1;
 const EXIT_NOT_FOUND: u8 = 3;
 const EXIT_AUTH: u8 = 4;
@@ -726,11 +732,12 @@ async fn snoop(
             "keys redacted"
         }
     );
-    let deadline = duration
+    let mut deadline = duration
         .map(|s| tokio::time::Instant::now() + std::time::Duration::from_secs_f64(s.max(0.0)));
     let (mut n, mut dropped) = (0u64, 0u64);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut interrupted = false;
     loop {
         if count.is_some_and(|max| n >= max) {
             break;
@@ -744,7 +751,14 @@ async fn snoop(
         let msg = tokio::select! {
             m = stream.message() => m?,
             () = sleep => break,
-            _ = &mut ctrl_c => break,
+            _ = &mut ctrl_c, if !interrupted => {
+                // Keep what is already on its way (the host sends each
+                // packet as it relays it), then stop.
+                interrupted = true;
+                let grace = tokio::time::Instant::now() + CAPTURE_DRAIN;
+                deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+                continue;
+            }
         };
         let Some(r) = msg else { break };
         dropped += r.dropped_before;
