@@ -73,11 +73,15 @@ fn bumble_controllers() -> (Killed, u16) {
     (Killed(child), p1)
 }
 
-/// Opens the radio, retrying while bumble starts up.
-async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
+/// Retries `attempt` every 100 ms while bumble starts up (for up to 30 s),
+/// and fails at once, saying so, if bumble's process exits.
+async fn while_bumble_starts<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    child: &mut Killed,
+    mut attempt: impl FnMut() -> F,
+) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match LentRadio::open(opts).await {
+        match attempt().await {
             Ok(r) => return r,
             Err(e) => {
                 if let Ok(Some(status)) = child.0.try_wait() {
@@ -95,6 +99,11 @@ async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
     }
 }
 
+/// Opens the radio, retrying while bumble starts up.
+async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
+    while_bumble_starts(child, || LentRadio::open(opts)).await
+}
+
 /// An H4 TCP relay in front of a controller that holds each chunk the
 /// controller sends for `delay` before passing it on (bytes towards the
 /// controller pass at once). A slow controller makes command credits
@@ -103,24 +112,10 @@ async fn open_radio(opts: &RadioOptions, child: &mut Killed) -> LentRadio {
 /// then serves one handset connection on the returned port.
 async fn slow_replies(controller: u16, delay: Duration, child: &mut Killed) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let upstream = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", controller)).await {
-            Ok(s) => break s,
-            Err(e) => {
-                if let Ok(Some(status)) = child.0.try_wait() {
-                    panic!(
-                        "bumble's controllers exited ({status}); is bumble installed in the venv?"
-                    );
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "bumble's controller never accepted: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let upstream = while_bumble_starts(child, || {
+        tokio::net::TcpStream::connect(("127.0.0.1", controller))
+    })
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
