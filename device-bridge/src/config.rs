@@ -7,6 +7,9 @@ use quinn::{IdleTimeout, VarInt};
 
 use crate::BridgeError;
 
+/// Sensor datagrams queued for sending, bytes: a few packets' worth.
+const DATAGRAM_SEND_BUFFER: usize = 4 * 1024;
+
 /// QUIC transport timing and window settings.
 ///
 /// The defaults notice a dead peer within about 4 s (keep-alive every 1 s,
@@ -74,7 +77,13 @@ impl TransportSettings {
             .receive_window(VarInt::from_u32(self.connection_window))
             .send_window(u64::from(self.connection_window))
             .datagram_receive_buffer_size(Some(1024 * 1024))
-            .datagram_send_buffer_size(1024 * 1024);
+            // Datagrams carry sensor samples, where the newest wins. quinn
+            // fills each packet with queued datagrams before any stream
+            // data, so under loss (a small congestion window) a deep queue
+            // of stale samples starved the input and HCI streams for
+            // seconds. Keep a few packets' worth; quinn drops the oldest
+            // queued datagram to make room for a new one.
+            .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
         match side {
             // The host accepts: the control + hci bidi streams and the input
             // uni stream, plus a little slack so that a stream of the wrong

@@ -113,6 +113,9 @@ pub struct SessionStats {
     pub video_frames_received: u64,
     /// GOP streams abandoned because a newer GOP started.
     pub video_gops_superseded: u64,
+    /// Streams the peer reset before their first byte arrived (under loss,
+    /// a superseded GOP whose reset overtook its data); nothing was lost.
+    pub streams_reset_unread: u64,
     /// HCI packets numbered and sent (first transmissions).
     pub hci_sent: u64,
     /// HCI packets retransmitted after a resume.
@@ -163,6 +166,7 @@ struct Counters {
     video_frames_sent: AtomicU64,
     video_frames_received: AtomicU64,
     video_gops_superseded: AtomicU64,
+    streams_reset_before_kind: AtomicU64,
     hci_resent: AtomicU64,
     hci_received: AtomicU64,
     hci_duplicates: AtomicU64,
@@ -286,6 +290,16 @@ pub(crate) fn classify(err: &quinn::ConnectionError) -> Loss {
 struct SensorSeqs {
     datagram: u64,
     per_kind: HashMap<i32, u64>,
+}
+
+/// The send priority of GOP `gop_id`'s stream. Every video stream ranks
+/// below control, input and HCI (priority 0, quinn's default), so those
+/// never queue behind video in the shared connection; among video streams a
+/// newer GOP ranks above an older one, which must never hold it up.
+fn video_priority(gop_id: u64) -> i32 {
+    // gop_id counts up from 1; after 2^31 GOPs (years) the order wraps once.
+    let rank = i32::try_from(gop_id % (1 << 31)).unwrap_or(0);
+    i32::MIN.saturating_add(rank)
 }
 
 /// The state of a video GOP stream being written (host side).
@@ -802,8 +816,7 @@ impl Core {
             .open_uni()
             .await
             .map_err(|_| BridgeError::Disconnected)?;
-        // Newer GOPs first: an older stream must never hold a newer one up.
-        let _ = stream.set_priority(i32::try_from(gop_id % (i32::MAX as u64)).unwrap_or(0));
+        let _ = stream.set_priority(video_priority(gop_id));
         let mut buf = wire::kind_prefix(StreamKind::Video);
         wire::put_frame(&mut buf, &header);
         wire::write(&mut stream, buf.freeze()).await?;
@@ -845,6 +858,7 @@ impl Core {
             video_frames_sent: get(&c.video_frames_sent),
             video_frames_received: get(&c.video_frames_received),
             video_gops_superseded: get(&c.video_gops_superseded),
+            streams_reset_unread: get(&c.streams_reset_before_kind),
             hci_sent,
             hci_resent: get(&c.hci_resent),
             hci_received: get(&c.hci_received),
@@ -1080,6 +1094,20 @@ async fn stream_kind(
             Some(StreamKind::from_byte(b).ok_or(b))
         }
         Ok(None) => None,
+        // A stream reset before its first byte carried nothing. Under loss
+        // this is ordinary: the host resets a superseded GOP's stream, and
+        // that RESET_STREAM can overtake the stream's lost first packet.
+        // It is no protocol error; there is simply nothing to read.
+        Err(ReadFail::Reset(code)) => {
+            bump(&core.counters.streams_reset_before_kind);
+            tracing::debug!(
+                session = %core.id,
+                code,
+                "{} reset a new stream before its kind byte; ignored",
+                core.role.peer()
+            );
+            None
+        }
         Err(fail) => {
             core.read_failed(link, fail, "new stream");
             None
@@ -1455,5 +1483,19 @@ impl Drop for Owner {
             reason: "the session handle was dropped".into(),
             by_peer: false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::video_priority;
+
+    #[test]
+    fn video_ranks_below_other_streams_and_newer_gops_above_older() {
+        for gop in [1, 2, 1000, (1 << 31) - 1, u64::MAX] {
+            assert!(video_priority(gop) < 0, "GOP {gop}");
+        }
+        assert!(video_priority(2) > video_priority(1));
+        assert!(video_priority(1001) > video_priority(1000));
     }
 }

@@ -223,3 +223,41 @@ async fn a_second_hello_is_protocol_violation() -> anyhow::Result<()> {
     )
     .await
 }
+
+/// A stream the peer resets before its first byte carried nothing: it is
+/// no protocol error (under loss a superseded video stream's reset can
+/// overtake its lost first packet, which used to close the whole session),
+/// and the session goes on.
+#[tokio::test]
+async fn a_stream_reset_before_its_kind_byte_is_ignored() -> anyhow::Result<()> {
+    let host = Host::start()?;
+    let raw = RawClient::connect(&host).await?;
+    let session = within(5, "accept", host.server.accept())
+        .await?
+        .expect("session");
+    for _ in 0..3 {
+        let mut uni = raw.conn.open_uni().await?;
+        uni.reset(quinn::VarInt::from_u32(0))?;
+        let (mut send, _recv) = raw.conn.open_bi().await?;
+        send.reset(quinn::VarInt::from_u32(0))?;
+    }
+    // Then real input on a proper stream still arrives.
+    let mut input = raw.conn.open_uni().await?;
+    let mut buf = BytesMut::new();
+    buf.put_u8(StreamKind::Input.to_byte());
+    device_bridge::proto::InputMessage {
+        seq: 1,
+        event: Some(input_message::Event::Key(Key::default())),
+    }
+    .encode_length_delimited(&mut buf)?;
+    input.write_all(&buf).await?;
+    let got = within(5, "input after the resets", session.recv_input()).await??;
+    assert_eq!(got.seq, 1);
+    assert!(
+        raw.conn.close_reason().is_none(),
+        "the host kept the session"
+    );
+    let stats = session.stats();
+    assert_eq!(stats.streams_reset_unread, 6, "{stats:?}");
+    Ok(())
+}
