@@ -9,7 +9,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bt_raw::H4Packet;
@@ -23,6 +22,7 @@ use device_bridge::{
 use mobile_client::ClientError;
 use mobile_client::proto::{Hello, RadioState, control_message};
 use mobile_client::radio::{LentRadio, RadioOptions, RadioRelay};
+use vphone_testkit::net::FaultProxy;
 
 /// The venv's Python (`VPHONE_PYTHON`, else `<workspace>/.venv/bin/python`).
 fn python() -> PathBuf {
@@ -153,68 +153,14 @@ async fn slow_replies(controller: u16, delay: Duration, child: &mut Killed) -> u
     port
 }
 
-/// A UDP relay between the handset and the host that can black-hole all
-/// traffic (neither side is told), to force a resume.
-struct Proxy {
-    addr: SocketAddr,
-    blackhole: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(server: SocketAddr) -> Self {
-        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = front.local_addr().unwrap();
-        let blackhole = Arc::new(AtomicBool::new(false));
-        let hole = blackhole.clone();
-        let task = tokio::spawn(async move {
-            let mut client: Option<SocketAddr> = None;
-            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
-            loop {
-                tokio::select! {
-                    r = front.recv_from(&mut a) => {
-                        let Ok((n, from)) = r else { return };
-                        client = Some(from);
-                        if !hole.load(Ordering::SeqCst) {
-                            let _ = back.send_to(&a[..n], server).await;
-                        }
-                    }
-                    r = back.recv_from(&mut b) => {
-                        let Ok((n, _)) = r else { return };
-                        if let (Some(c), false) = (client, hole.load(Ordering::SeqCst)) {
-                            let _ = front.send_to(&b[..n], c).await;
-                        }
-                    }
-                }
-            }
-        });
-        Self {
-            addr,
-            blackhole,
-            task,
-        }
-    }
-
-    fn cut(&self, cut: bool) {
-        self.blackhole.store(cut, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn bridge_pair() -> (BridgeServer, ClientSession, ServerSession) {
     bridge_pair_via(None).await
 }
 
 /// A host and a connected handset session; with `proxy`, the handset talks
-/// to the host through a [`Proxy`] (returned too).
+/// to the host through a [`FaultProxy`] (returned too).
 async fn bridge_pair_via(
-    proxy: Option<&mut Option<Proxy>>,
+    proxy: Option<&mut Option<FaultProxy>>,
 ) -> (BridgeServer, ClientSession, ServerSession) {
     let identity = HostIdentity::generate().unwrap();
     let auth = Arc::new(MemoryAuthorizer::generate().unwrap());
@@ -223,8 +169,8 @@ async fn bridge_pair_via(
     let server = BridgeServer::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
     let mut addr: SocketAddr = server.local_addr().unwrap();
     if let Some(slot) = proxy {
-        let p = Proxy::start(addr).await;
-        addr = p.addr;
+        let p = FaultProxy::start(addr, 1).await.unwrap();
+        addr = p.addr();
         *slot = Some(p);
     }
     let handset = HandsetIdentity::generate().unwrap();
@@ -429,13 +375,13 @@ async fn the_relay_and_its_credit_queue_survive_a_resume() {
 
     // Cut the network for longer than the idle timeout; meanwhile the stack
     // sends three commands back to back (beyond the one command credit).
-    proxy.cut(true);
+    proxy.blackout(true);
     let ops = [0x1001u16, 0x1009, 0x1005];
     for op in ops {
         host.send_hci(cmd(op)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    proxy.cut(false);
+    proxy.blackout(false);
 
     let mut replies = Vec::new();
     while replies.len() < ops.len() {

@@ -1,9 +1,9 @@
 //! Shared fixtures: an in-process host, client configs, a raw QUIC client
-//! for speaking broken protocol, and a UDP proxy that can cut the network.
+//! for speaking broken protocol. The network-cutting proxy is the testkit's
+//! `FaultProxy`.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -17,7 +17,6 @@ use device_bridge::{
 };
 use prost::Message as _;
 use sensor_proto::framing::LengthDelimitedDecoder;
-use tokio::net::UdpSocket;
 
 pub(crate) const LOOPBACK: &str = "127.0.0.1:0";
 
@@ -169,61 +168,6 @@ impl RawClient {
     pub(crate) fn send_datagram(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.conn.send_datagram(Bytes::from(bytes))?;
         Ok(())
-    }
-}
-
-/// A UDP relay between one client and the server that can black-hole all
-/// traffic (a realistic network cut: neither side is told).
-pub(crate) struct Proxy {
-    pub(crate) addr: SocketAddr,
-    blackhole: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    pub(crate) async fn start(server: SocketAddr) -> anyhow::Result<Self> {
-        let front = Arc::new(UdpSocket::bind(LOOPBACK).await?);
-        let back = Arc::new(UdpSocket::bind(LOOPBACK).await?);
-        let addr = front.local_addr()?;
-        let blackhole = Arc::new(AtomicBool::new(false));
-        let hole = blackhole.clone();
-        let task = tokio::spawn(async move {
-            let mut client: Option<SocketAddr> = None;
-            let mut a = vec![0u8; 65536];
-            let mut b = vec![0u8; 65536];
-            loop {
-                tokio::select! {
-                    r = front.recv_from(&mut a) => {
-                        let Ok((n, from)) = r else { return };
-                        client = Some(from);
-                        if !hole.load(Ordering::SeqCst) {
-                            let _ = back.send_to(&a[..n], server).await;
-                        }
-                    }
-                    r = back.recv_from(&mut b) => {
-                        let Ok((n, _)) = r else { return };
-                        if let (Some(c), false) = (client, hole.load(Ordering::SeqCst)) {
-                            let _ = front.send_to(&b[..n], c).await;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            addr,
-            blackhole,
-            task,
-        })
-    }
-
-    pub(crate) fn cut(&self, cut: bool) {
-        self.blackhole.store(cut, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

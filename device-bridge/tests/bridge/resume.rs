@@ -6,18 +6,20 @@ use std::time::{Duration, Instant};
 use device_bridge::proto::{AppErrorCode, Key, input_message};
 use device_bridge::{BridgeError, ClientSession};
 
-use crate::common::{Host, Proxy, acl, acl_index, new_socket, within};
+use vphone_testkit::net::FaultProxy;
+
+use crate::common::{Host, acl, acl_index, new_socket, within};
 
 const PACKETS: u32 = 10_000;
 
 #[tokio::test]
 async fn hci_transfer_survives_a_network_cut_exactly_once() -> anyhow::Result<()> {
     let host = Host::start_with(Duration::from_secs(10))?;
-    let proxy = Proxy::start(host.addr).await?;
+    let proxy = FaultProxy::start(host.addr, 1).await?;
     let identity = device_bridge::HandsetIdentity::generate()?;
     host.auth.enroll(identity.fingerprint(), "roamer");
     let mut config = host.client_config(&identity);
-    config.server_addr = proxy.addr;
+    config.server_addr = proxy.addr();
     let client = ClientSession::connect(config).await?;
     let server = within(5, "accept", host.server.accept())
         .await?
@@ -66,11 +68,11 @@ async fn hci_transfer_survives_a_network_cut_exactly_once() -> anyhow::Result<()
         if got.len() == 3000 {
             // Black-hole the network for longer than the idle timeout:
             // both sides lose the connection; the handset reconnects.
-            proxy.cut(true);
+            proxy.blackout(true);
             cut_at = Some(Instant::now());
             let proxy_ref = &proxy;
             tokio::time::sleep(Duration::from_millis(1200)).await;
-            proxy_ref.cut(false);
+            proxy_ref.blackout(false);
         }
     }
     assert!(cut_at.is_some());
@@ -107,16 +109,16 @@ async fn hci_transfer_survives_a_network_cut_exactly_once() -> anyhow::Result<()
 #[tokio::test]
 async fn session_ends_when_the_resume_window_passes() -> anyhow::Result<()> {
     let host = Host::start_with(Duration::from_millis(800))?;
-    let proxy = Proxy::start(host.addr).await?;
+    let proxy = FaultProxy::start(host.addr, 1).await?;
     let identity = device_bridge::HandsetIdentity::generate()?;
     host.auth.enroll(identity.fingerprint(), "gone");
     let mut config = host.client_config(&identity);
-    config.server_addr = proxy.addr;
+    config.server_addr = proxy.addr();
     let client = ClientSession::connect(config).await?;
     let server = within(5, "accept", host.server.accept())
         .await?
         .expect("session");
-    proxy.cut(true);
+    proxy.blackout(true);
     let started = Instant::now();
     let end = within(5, "host-side end", server.ended()).await?;
     assert_eq!(end.code, AppErrorCode::ResumeExpired);

@@ -1,0 +1,35 @@
+//! vphone's shared test fixtures, used by every crate's tests.
+//!
+//! * [`net::FaultProxy`]: a UDP proxy between a handset and a host that
+//!   injects the faults real networks have (independent and bursty loss,
+//!   delay and jitter, reordering, duplication, a bandwidth cap, blackouts,
+//!   a new source address), seeded so a failing run replays exactly. This
+//!   kernel has no `tc netem`; the proxy is the userspace replacement.
+//! * [`eventually`]: poll a condition until it holds or a deadline passes.
+//!
+//! It depends on no vphone crate, so the lowest crate's tests can use it.
+
+pub mod net;
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 20 ms until it returns `Ok` or `timeout` passes; then
+/// returns the last error text.
+///
+/// # Errors
+/// The last error `f` returned, once `timeout` has passed.
+pub async fn eventually<T, F: Future<Output = Result<T, String>>>(
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(format!("still failing after {timeout:?}: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
