@@ -17,7 +17,7 @@
 //! Frames are served top-down (row 0 is the top of the screen), as the
 //! emulator's raw screenshots are consumed by existing clients.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,6 +99,8 @@ pub struct SimStats {
 
 const MAX_TOUCH_SLOTS: usize = 10;
 const MAX_SENSOR_VALUES: usize = 16;
+/// How many recent keys [`SimPhone::recent_keys`] remembers.
+pub const KEY_LOG_LEN: usize = 1024;
 
 #[derive(Debug)]
 struct PhoneState {
@@ -109,6 +111,8 @@ struct PhoneState {
     touches: HashMap<i32, (i32, i32)>,
     ripples: Vec<(f32, f32, i32, Instant)>,
     last_key: Option<String>,
+    /// The most recent keys, oldest first (at most [`KEY_LOG_LEN`]).
+    key_log: VecDeque<String>,
     bluetooth: BluetoothView,
     session: Option<String>,
     rotation: i32,
@@ -166,6 +170,7 @@ impl SimPhone {
                 touches: HashMap::new(),
                 ripples: Vec::new(),
                 last_key: None,
+                key_log: VecDeque::new(),
                 bluetooth: BluetoothView::NoRadio,
                 session: None,
                 rotation: 0,
@@ -231,6 +236,12 @@ impl SimPhone {
     /// The last key event shown on screen, as text (e.g. `"GoHome press"`).
     pub fn last_key(&self) -> Option<String> {
         self.state().last_key.clone()
+    }
+
+    /// The most recent keys the phone received, oldest first, in the form
+    /// the screen shows them (at most [`KEY_LOG_LEN`]).
+    pub fn recent_keys(&self) -> Vec<String> {
+        self.state().key_log.iter().cloned().collect()
     }
 
     /// Sets the attached handset's name shown under the title.
@@ -377,7 +388,13 @@ impl SimPhone {
         } else {
             format!("text \"{}\"", ev.text.chars().take(24).collect::<String>())
         };
-        self.state().last_key = Some(what);
+        let mut st = self.state();
+        if st.key_log.len() >= KEY_LOG_LEN {
+            st.key_log.pop_front();
+        }
+        st.key_log.push_back(what.clone());
+        st.last_key = Some(what);
+        drop(st);
         self.shared
             .stats
             .input_events

@@ -378,7 +378,16 @@ async fn drive(
         w.close();
     }
     if let Some(e) = end {
-        eprintln!("session ended by the host: {}", e.reason);
+        if e.by_peer {
+            eprintln!("session ended by the host: {}", e.reason);
+        } else {
+            // This side closed it: a protocol error it found in the host's
+            // data, or the resume window ran out.
+            eprintln!(
+                "vphone-companion ended the session ({:?}): {}",
+                e.code, e.reason
+            );
+        }
     }
     let r = companion.finish().await?;
     eprintln!(
