@@ -10,12 +10,11 @@ use tokio::sync::watch;
 
 use crate::HostError;
 use crate::access::RegistryAuthorizer;
-use crate::bluetooth::{Bluetooth, BtConfig};
+use crate::bluetooth::{Bluetooth, LinkTiming};
 use crate::config::HostConfig;
 use crate::enroll::BridgeEnroller;
-use crate::operator::{
-    Enroller, Metrics, OperatorService, SessionDirectory, load_or_create_admin_token,
-};
+use crate::metrics::Metrics;
+use crate::operator::{Enroller, OperatorService, SessionDirectory, load_or_create_admin_token};
 use crate::phones::{ManagerConfig, PhoneManager};
 use crate::registry::Registry;
 use crate::router::{Router, RouterConfig, Sessions};
@@ -149,7 +148,7 @@ impl Host {
             },
         )?;
         let metrics = Arc::new(Metrics::default());
-        let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), BtConfig::default());
+        let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), LinkTiming::default());
         let sessions = Arc::new(Sessions::default());
         let directory: Arc<dyn SessionDirectory> = sessions.clone();
         let operator_addr = listeners

@@ -18,6 +18,7 @@ pub mod emu_client;
 pub mod enroll;
 mod error;
 pub mod keymap;
+pub mod metrics;
 pub mod operator;
 pub mod phones;
 mod region;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sensor_proto::emulator::image_format::ImgFormat;
@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::HostError;
 use crate::bluetooth::Bluetooth;
+use crate::metrics::Metrics;
 use crate::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
 use crate::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord};
 
@@ -76,27 +77,6 @@ impl SessionDirectory for NoSessions {
             name: id.to_owned(),
         })
     }
-}
-
-/// Counters exported on `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Sessions ever attached.
-    pub sessions_total: AtomicU64,
-    /// Bytes received from handsets.
-    pub bytes_up: AtomicU64,
-    /// Bytes sent to handsets.
-    pub bytes_down: AtomicU64,
-    /// Video frames sent.
-    pub frames_sent: AtomicU64,
-    /// Sensor samples applied to phones.
-    pub sensor_samples: AtomicU64,
-    /// Sensor samples dropped (stale, flooded, invalid).
-    pub sensor_dropped: AtomicU64,
-    /// HCI packets relayed (both directions).
-    pub hci_packets: AtomicU64,
-    /// Operator calls refused for a missing or wrong token.
-    pub auth_failures: AtomicU64,
 }
 
 /// Reads the admin token from `<data dir>/admin.token`, creating it (mode

@@ -5,7 +5,7 @@
 //! handset lends over its QUIC session.
 //!
 //! The actor never lets the stack wait: with no radio, a command waits at
-//! most [`BtConfig::command_deadline`] for one to attach and is then refused
+//! most [`LinkTiming::command_deadline`] for one to attach and is then refused
 //! with Hardware Failure; when the radio is lost (the handset stops its
 //! heartbeat, its session ends, or a command stays unanswered past the
 //! deadline) the stack gets a refusal for every outstanding command, a
@@ -14,17 +14,18 @@
 //! goes through until the stack has re-initialised, so no stale controller
 //! state reaches it.
 //!
-//! HCI parsing lives in `bt-raw`; this module only routes packets.
+//! The rules live in [`core::LinkCore`] (sans-IO, unit-tested with injected
+//! time); this module is its driver: the netsim server, the radio's reader
+//! task and the channels. HCI parsing lives in `bt-raw`.
 
-use std::collections::{HashMap, VecDeque};
+pub mod core;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bt_raw::H4Packet;
 use bt_raw::btsnoop::Direction;
-use bt_raw::link::{LinkChange, LinkTracker, answers, disconnect_command, disconnected_handle};
-use bt_raw::packet::{Command, opcodes, status};
-use bt_raw::policy::refusal;
-use bt_raw::{H4Packet, PacketType};
 use device_bridge::ServerSession;
 use sensor_proto::netsim::common::ChipKind;
 use sensor_proto::netsim::packet::packet_request::RequestType;
@@ -36,34 +37,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::operator::Metrics;
+use crate::metrics::Metrics;
 use crate::phones::PhoneManager;
 use crate::registry::Backend;
 use crate::sim::SimPhone;
 use crate::sim::render::BluetoothView;
 
-/// Timing of the link actors.
-#[derive(Clone, Copy, Debug)]
-pub struct BtConfig {
-    /// Longest a command from the stack may stay unanswered (Android's
-    /// stack gives up after 2 s and restarts its Bluetooth process).
-    pub command_deadline: Duration,
-    /// The radio counts as lost after this long without a heartbeat
-    /// (`RadioState{lent: true}`) from the handset.
-    pub heartbeat_timeout: Duration,
-}
+use self::core::{Action, LinkCore};
+pub use self::core::{LinkInfo, LinkStatus, LinkTiming};
 
-impl Default for BtConfig {
-    fn default() -> Self {
-        Self {
-            command_deadline: Duration::from_millis(1500),
-            heartbeat_timeout: Duration::from_millis(1500),
-        }
-    }
-}
-
-/// Commands from a stack that may wait for a radio to attach.
-const MAX_PENDING: usize = 16;
 /// Packets queued towards a stack.
 const STACK_QUEUE: usize = 1024;
 /// Packets kept for slow snoop readers.
@@ -80,25 +62,6 @@ pub struct SnoopItem {
     pub packet: H4Packet,
     /// When the host saw it, Unix microseconds.
     pub unix_us: i64,
-}
-
-/// What a phone's link is doing, for the operator.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LinkInfo {
-    /// The attached stack (its name and peer address), if any.
-    pub stack: Option<String>,
-    /// The session whose handset lends the radio, if any.
-    pub radio_session: Option<String>,
-    /// Packets relayed from the stack to the radio.
-    pub to_radio: u64,
-    /// Packets relayed from the radio to the stack.
-    pub to_stack: u64,
-    /// Commands the host answered itself (no radio, radio lost, resync).
-    pub answered_locally: u64,
-    /// Packets dropped (data without a radio, radio data without a stack).
-    pub dropped: u64,
-    /// Times the radio was lost while lent.
-    pub radio_losses: u64,
 }
 
 enum Ev {
@@ -134,13 +97,13 @@ struct Link {
 pub struct Bluetooth {
     phones: PhoneManager,
     metrics: Arc<Metrics>,
-    cfg: BtConfig,
+    cfg: LinkTiming,
     links: Mutex<HashMap<String, Arc<Link>>>,
 }
 
 impl Bluetooth {
     /// The Bluetooth side over these phones.
-    pub fn new(phones: PhoneManager, metrics: Arc<Metrics>, cfg: BtConfig) -> Arc<Self> {
+    pub fn new(phones: PhoneManager, metrics: Arc<Metrics>, cfg: LinkTiming) -> Arc<Self> {
         Arc::new(Self {
             phones,
             metrics,
@@ -161,21 +124,14 @@ impl Bluetooth {
             phone: phone.to_owned(),
             phones: self.phones.clone(),
             metrics: self.metrics.clone(),
-            cfg: self.cfg,
             self_tx: tx.downgrade(),
             snoop: snoop.clone(),
             info: info.clone(),
-            next_id: 0,
-            stack: None,
+            core: LinkCore::new(self.cfg),
+            stack_out: None,
             radio: None,
-            pending: VecDeque::new(),
-            tracker: LinkTracker::new(),
-            waiting_since: None,
-            resync: false,
+            lending: None,
             sim: None,
-            view: BluetoothView::NoRadio,
-            orphans: None,
-            cleanup: Cleanup::default(),
         };
         tokio::spawn(actor.run(rx));
         let link = Arc::new(Link { tx, snoop, info });
@@ -398,74 +354,29 @@ fn response(pkt: &H4Packet) -> PacketResponse {
     }
 }
 
-struct Stack {
-    id: u64,
-    who: String,
-    out: mpsc::Sender<Result<PacketResponse, Status>>,
-}
-
+/// The attached radio's session and its reader task.
 struct Radio {
     session: ServerSession,
     generation: u64,
-    last_beat: Instant,
     reader: tokio::task::JoinHandle<()>,
 }
 
+/// The driver of one phone's [`LinkCore`]: it owns the channels, the
+/// stack's outbound queue, the radio's session and reader, and carries out
+/// the core's actions.
 struct Actor {
     phone: String,
     phones: PhoneManager,
     metrics: Arc<Metrics>,
-    cfg: BtConfig,
     self_tx: mpsc::WeakSender<Ev>,
     snoop: broadcast::Sender<SnoopItem>,
     info: Arc<Mutex<LinkInfo>>,
-    next_id: u64,
-    stack: Option<Stack>,
+    core: LinkCore,
+    stack_out: Option<mpsc::Sender<Result<PacketResponse, Status>>>,
     radio: Option<Radio>,
-    /// Commands waiting for a radio, with when they arrived.
-    pending: VecDeque<(Instant, H4Packet)>,
-    tracker: LinkTracker,
-    /// Since when the oldest outstanding command waits for its reply.
-    waiting_since: Option<Instant>,
-    /// The radio was lost: only HCI_Reset passes until the stack resets.
-    resync: bool,
+    /// The session whose heartbeat is being handled.
+    lending: Option<ServerSession>,
     sim: Option<SimPhone>,
-    view: BluetoothView,
-    /// Connections open when the radio was lost, and whose radio it was:
-    /// if that handset lends its radio again, they are disconnected there
-    /// (the stack that owned them has been told they are gone).
-    orphans: Option<(String, Vec<u16>)>,
-    /// Replies to that cleanup, kept from the stack.
-    cleanup: Cleanup,
-}
-
-/// Replies the host expects from its own cleanup commands.
-#[derive(Debug, Default)]
-struct Cleanup {
-    statuses: usize,
-    handles: Vec<u16>,
-    until: Option<Instant>,
-}
-
-impl Cleanup {
-    /// True if `pkt` answers the cleanup (and is consumed by it).
-    fn takes(&mut self, pkt: &H4Packet) -> bool {
-        if self.until.is_none_or(|t| Instant::now() > t) {
-            *self = Self::default();
-            return false;
-        }
-        if self.statuses > 0 && answers(pkt) == Some(opcodes::DISCONNECT) {
-            self.statuses -= 1;
-            return true;
-        }
-        if let Some(h) = disconnected_handle(pkt)
-            && let Some(i) = self.handles.iter().position(|x| *x == h)
-        {
-            self.handles.remove(i);
-            return true;
-        }
-        false
-    }
 }
 
 impl Actor {
@@ -478,109 +389,66 @@ impl Actor {
                     Some(ev) => self.on_event(ev).await,
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => self.core.tick(Instant::now()),
             }
+            self.carry_out().await;
+            self.lending = None;
         }
-    }
-
-    fn info(&self) -> std::sync::MutexGuard<'_, LinkInfo> {
-        self.info.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn on_event(&mut self, ev: Ev) {
+        let now = Instant::now();
         match ev {
-            Ev::StackAttach { who, sim, reply } => {
-                if let Some(s) = &self.stack {
+            Ev::StackAttach { who, sim, reply } => match self.core.stack_attached(&who) {
+                Err(e) => {
                     let _ = reply.send(Err(Status::already_exists(format!(
                         "phone '{}' already has a Bluetooth stack attached ({}); \
                          one stack per phone: detach it first",
-                        self.phone, s.who
+                        self.phone, e.who
                     ))));
-                    return;
                 }
-                self.next_id += 1;
-                let (out_tx, out_rx) = mpsc::channel(STACK_QUEUE);
-                let handle = StackHandle {
-                    id: self.next_id,
-                    out_tx: out_tx.clone(),
-                    out_rx,
-                };
-                if reply.send(Ok(handle)).is_ok() {
-                    self.stack = Some(Stack {
-                        id: self.next_id,
-                        who: who.clone(),
-                        out: out_tx,
-                    });
-                    self.tracker.clear();
-                    self.pending.clear();
-                    self.waiting_since = None;
-                    self.resync = false;
-                    if sim.is_some() {
-                        self.sim = sim;
+                Ok(id) => {
+                    let (out_tx, out_rx) = mpsc::channel(STACK_QUEUE);
+                    let handle = StackHandle {
+                        id,
+                        out_tx: out_tx.clone(),
+                        out_rx,
+                    };
+                    if reply.send(Ok(handle)).is_ok() {
+                        self.stack_out = Some(out_tx);
+                        if sim.is_some() {
+                            self.sim = sim;
+                        }
+                        self.show(self.core.status().clone());
+                    } else {
+                        // The attaching call went away: undo the attach.
+                        self.core.stack_abandoned(id);
                     }
-                    self.info().stack = Some(who);
-                    self.update_view();
                 }
-            }
-            Ev::StackPacket(id, pkt) => {
-                if self.stack.as_ref().is_some_and(|s| s.id == id) {
-                    self.on_stack_packet(pkt).await;
-                }
-            }
+            },
+            Ev::StackPacket(id, pkt) => self.core.stack_packet(id, pkt, now),
             Ev::StackGone(id) => {
-                if self.stack.as_ref().is_some_and(|s| s.id == id) {
-                    // Links the stack left open belong to no one now.
-                    let open: Vec<u16> = self.tracker.connections().map(|c| c.handle).collect();
-                    if let Some(r) = &self.radio {
-                        self.orphans = Some((r.session.handset().to_string(), open));
-                        self.clean_up_orphans().await;
-                    }
-                    self.stack = None;
-                    self.tracker.clear();
-                    self.pending.clear();
-                    self.waiting_since = None;
-                    self.info().stack = None;
-                    self.update_view();
+                if self.core.is_stack(id) {
+                    self.stack_out = None;
                 }
+                self.core.stack_gone(id, now);
             }
-            Ev::RadioBeat(session) => self.on_beat(session).await,
-            Ev::RadioReleased(id, why) => {
-                if self.radio.as_ref().is_some_and(|r| r.session.id() == id) {
-                    self.lose_radio(&why).await;
-                }
+            Ev::RadioBeat(session) => {
+                let handset = session.handset().to_string();
+                let id = session.id().to_owned();
+                // Taken by the `AttachRadio` action if this beat attaches.
+                self.lending = Some(session);
+                self.core.radio_beat(&id, &handset, now);
             }
-            Ev::RadioPacket(generation, pkt) => {
-                if self
-                    .radio
-                    .as_ref()
-                    .is_some_and(|r| r.generation == generation)
-                {
-                    self.on_radio_packet(pkt).await;
-                }
-            }
-            Ev::RadioEnded(generation, why) => {
-                if self
-                    .radio
-                    .as_ref()
-                    .is_some_and(|r| r.generation == generation)
-                {
-                    self.lose_radio(&why).await;
-                }
-            }
+            Ev::RadioReleased(id, why) => self.core.radio_released(&id, &why),
+            Ev::RadioPacket(generation, pkt) => self.core.radio_packet(generation, pkt, now),
+            Ev::RadioEnded(generation, why) => self.core.radio_failed(generation, &why),
         }
     }
 
-    async fn on_beat(&mut self, session: ServerSession) {
-        let now = Instant::now();
-        match &mut self.radio {
-            Some(r) if r.session.id() == session.id() => {
-                r.last_beat = now;
-                return;
-            }
-            Some(_) => self.lose_radio("another handset lent its radio").await,
-            None => {}
-        }
-        let generation = self.radio_generation();
+    /// Starts reading the radio's packets (the core's actions that follow,
+    /// e.g. commands that waited for a radio, go to it).
+    async fn attach_radio(&mut self, session: ServerSession, generation: u64) {
         let reader = {
             let (session, tx) = (session.clone(), self.self_tx.clone());
             tokio::spawn(async move {
@@ -609,203 +477,82 @@ impl Actor {
                 .await
                 .ok()
                 .and_then(|(_, s)| s);
+            self.show(self.core.status().clone());
         }
-        self.info().radio_session = Some(session.id().to_owned());
-        self.radio = Some(Radio {
+        if let Some(old) = self.radio.replace(Radio {
             session,
             generation,
-            last_beat: now,
             reader,
-        });
-        self.update_view();
-        self.clean_up_orphans().await;
-        // Commands that waited for a radio go out now, in order.
-        while let Some((_, pkt)) = self.pending.pop_front() {
-            self.send_to_radio(pkt).await;
+        }) {
+            old.reader.abort();
         }
     }
 
-    /// Disconnects, on a radio lent again by the same handset, the
-    /// connections its previous lending left open.
-    async fn clean_up_orphans(&mut self) {
-        let Some(r) = &self.radio else { return };
-        let Some((handset, handles)) = self.orphans.take() else {
+    /// Carries out everything the core decided, in order.
+    async fn carry_out(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::ToStack { packet, relayed } => {
+                    if relayed {
+                        self.metrics
+                            .hci_packets
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    self.send_to_stack(&packet).await;
+                }
+                Action::ToRadio {
+                    generation,
+                    packet,
+                    counted,
+                } => self.send_to_radio(generation, packet, counted).await,
+                Action::Snoop(direction, packet) => self.snoop(direction, &packet),
+                Action::AttachRadio { generation } => {
+                    if let Some(session) = self.lending.take() {
+                        self.attach_radio(session, generation).await;
+                    }
+                }
+                Action::DropRadio { generation, why } => {
+                    if let Some(r) = self.radio.take_if(|r| r.generation == generation) {
+                        r.reader.abort();
+                        tracing::info!(phone = %self.phone, session = %r.session.id(), %why, "handset radio lost");
+                    }
+                }
+                Action::Status(status) => self.show(status),
+            }
+        }
+        let info = self.core.info().clone();
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = info;
+    }
+
+    async fn send_to_radio(&mut self, generation: u64, packet: H4Packet, counted: bool) {
+        let Some(r) = self.radio.as_ref().filter(|r| r.generation == generation) else {
             return;
         };
-        if handset != r.session.handset().to_string() || handles.is_empty() {
-            return;
-        }
-        tracing::info!(phone = %self.phone, ?handles, "disconnecting links left open by the lost stack session");
-        self.cleanup = Cleanup {
-            statuses: handles.len(),
-            handles: handles.clone(),
-            until: Some(Instant::now() + Duration::from_secs(5)),
-        };
         let session = r.session.clone();
-        for h in handles {
-            // Remote User Terminated Connection.
-            if session.send_hci(disconnect_command(h, 0x13)).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn radio_generation(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    async fn on_tick(&mut self) {
-        let now = Instant::now();
-        if let Some(r) = &self.radio {
-            if now.duration_since(r.last_beat) > self.cfg.heartbeat_timeout {
-                let why = format!(
-                    "no heartbeat from the handset for {} ms",
-                    self.cfg.heartbeat_timeout.as_millis()
-                );
-                self.lose_radio(&why).await;
-            } else if self
-                .waiting_since
-                .is_some_and(|t| now.duration_since(t) > self.cfg.command_deadline)
-            {
-                let op = self.tracker.outstanding().next();
-                let why = format!(
-                    "the radio did not answer command {} within {} ms",
-                    op.map_or_else(|| "?".to_owned(), |o| format!("{:#06x}", o.0)),
-                    self.cfg.command_deadline.as_millis()
-                );
-                self.lose_radio(&why).await;
-            }
-        }
-        let expired = self
-            .pending
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > self.cfg.command_deadline);
-        if expired {
-            tracing::info!(
-                phone = %self.phone,
-                commands = self.pending.len(),
-                "no handset radio attached: refusing the stack's commands"
-            );
-            while let Some((_, pkt)) = self.pending.pop_front() {
-                self.answer_locally(&pkt).await;
-            }
-        }
-    }
-
-    async fn on_stack_packet(&mut self, pkt: H4Packet) {
-        self.snoop(Direction::HostToController, &pkt);
-        if pkt.kind() == PacketType::Command {
-            let op = Command::new(&pkt).map(|c| c.opcode()).ok();
-            if op == Some(opcodes::RESET) {
-                self.resync = false;
-            } else if self.resync {
-                // The controller behind the stack changed: it must reset first.
-                self.answer_locally(&pkt).await;
-                return;
-            }
-            if self.radio.is_some() {
-                self.send_to_radio(pkt).await;
-            } else if self.pending.len() < MAX_PENDING {
-                self.pending.push_back((Instant::now(), pkt));
-            } else {
-                self.answer_locally(&pkt).await;
-            }
-        } else if self.radio.is_some() && !self.resync {
-            self.send_to_radio(pkt).await;
-        } else {
-            self.info().dropped += 1;
-        }
-    }
-
-    /// Answers a command the radio will never see with Hardware Failure.
-    async fn answer_locally(&mut self, pkt: &H4Packet) {
-        if let Ok(cmd) = Command::new(pkt) {
-            self.info().answered_locally += 1;
-            let ev = refusal(cmd.opcode(), status::HARDWARE_FAILURE);
-            self.send_to_stack(&ev).await;
-        }
-    }
-
-    async fn send_to_radio(&mut self, pkt: H4Packet) {
-        let Some(r) = &self.radio else { return };
-        self.tracker.on_host_packet(&pkt);
-        if pkt.kind() == PacketType::Command && self.waiting_since.is_none() {
-            self.waiting_since = Some(Instant::now());
-        }
-        let session = r.session.clone();
-        match session.send_hci(pkt).await {
-            Ok(()) => {
-                self.info().to_radio += 1;
+        match session.send_hci(packet).await {
+            Ok(()) if counted => {
+                self.core.radio_sent(generation);
                 self.metrics
                     .hci_packets
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Err(e) => {
-                self.lose_radio(&format!("the handset's session ended: {e}"))
-                    .await
-            }
-        }
-    }
-
-    async fn on_radio_packet(&mut self, pkt: H4Packet) {
-        if self.cleanup.takes(&pkt) {
-            return;
-        }
-        if self.stack.is_none() || self.resync {
-            self.info().dropped += 1;
-            return;
-        }
-        let change = self.tracker.on_controller_packet(&pkt);
-        self.waiting_since = if self.tracker.outstanding().next().is_some() {
-            // Another command is still outstanding: its clock starts now.
-            self.waiting_since.map(|_| Instant::now())
-        } else {
-            None
-        };
-        self.info().to_stack += 1;
-        self.metrics
-            .hci_packets
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.send_to_stack(&pkt).await;
-        if change.is_some() {
-            if let Some(LinkChange::Connected(c)) = &change {
-                tracing::info!(phone = %self.phone, peer = %c.address_string(), "Bluetooth connection");
-            }
-            self.update_view();
+            Ok(()) => {}
+            Err(e) if counted => self
+                .core
+                .radio_failed(generation, &format!("the handset's session ended: {e}")),
+            // A failed cleanup command: the reader reports the session's end.
+            Err(_) => {}
         }
     }
 
     async fn send_to_stack(&mut self, pkt: &H4Packet) {
-        let Some(s) = &self.stack else { return };
+        let Some(out) = &self.stack_out else { return };
+        let out = out.clone();
         self.snoop(Direction::ControllerToHost, pkt);
-        if s.out.send(Ok(response(pkt))).await.is_err() {
+        if out.send(Ok(response(pkt))).await.is_err() {
             // The stream's reader reports StackGone; nothing else to do.
             tracing::debug!(phone = %self.phone, "stack stream closed");
         }
-    }
-
-    async fn lose_radio(&mut self, why: &str) {
-        let Some(r) = self.radio.take() else { return };
-        r.reader.abort();
-        tracing::info!(phone = %self.phone, session = %r.session.id(), %why, "handset radio lost");
-        {
-            let mut info = self.info();
-            info.radio_session = None;
-            info.radio_losses += 1;
-        }
-        self.waiting_since = None;
-        let open: Vec<u16> = self.tracker.connections().map(|c| c.handle).collect();
-        self.orphans = Some((r.session.handset().to_string(), open));
-        if self.stack.is_some() {
-            for ev in self.tracker.radio_lost() {
-                self.send_to_stack(&ev).await;
-            }
-            self.resync = true;
-        } else {
-            self.tracker.clear();
-        }
-        self.update_view();
     }
 
     fn snoop(&self, direction: Direction, pkt: &H4Packet) {
@@ -818,25 +565,22 @@ impl Actor {
         }
     }
 
-    fn update_view(&mut self) {
-        let view = match (&self.radio, self.tracker.connections().next()) {
-            (None, _) => BluetoothView::NoRadio,
-            (Some(_), None) => BluetoothView::RadioAttached,
-            (Some(_), Some(c)) => BluetoothView::Connected {
-                peer_name: self
-                    .tracker
-                    .name_of(&c.address)
-                    .unwrap_or("unknown device")
-                    .to_owned(),
-                address: c.address_string(),
-                encrypted: c.encrypted,
-            },
-        };
-        if view != self.view {
-            self.view = view.clone();
-            if let Some(sim) = &self.sim {
-                sim.set_bluetooth(view);
-            }
+    /// Shows `status` on the phone's screen (sim phones).
+    fn show(&self, status: LinkStatus) {
+        if let Some(sim) = &self.sim {
+            sim.set_bluetooth(match status {
+                LinkStatus::NoRadio => BluetoothView::NoRadio,
+                LinkStatus::RadioAttached => BluetoothView::RadioAttached,
+                LinkStatus::Connected {
+                    peer_name,
+                    address,
+                    encrypted,
+                } => BluetoothView::Connected {
+                    peer_name,
+                    address,
+                    encrypted,
+                },
+            });
         }
     }
 }
