@@ -27,7 +27,7 @@ pub mod bumble;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloud_host::config::ConfigLayer;
 use cloud_host::daemon::{Host, Listeners};
@@ -437,23 +437,7 @@ async fn wait_watch<P, T>(
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Ok` or `timeout` passes; then
-/// returns the last error text.
-pub async fn eventually<T, F: Future<Output = Result<T, String>>>(
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> Result<T, String> {
-    let start = Instant::now();
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if start.elapsed() >= timeout => {
-                return Err(format!("still failing after {timeout:?}: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
+pub use vphone_testkit::eventually;
 
 #[cfg(test)]
 mod tests {
