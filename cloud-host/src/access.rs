@@ -135,15 +135,15 @@ impl Authorizer for RegistryAuthorizer {
         // handset gets PHONE_BUSY with the reason (a resume is the same
         // session and passes; a new connection of the same handset replaces
         // its old session).
-        if req.resuming.is_none()
-            && let Some((holder, holder_fp)) = self.sessions.holder(&phone.name)
-            && holder_fp != fp
+        if let Err(busy) = self
+            .sessions
+            .check_handshake(&phone.name, &fp, req.resuming.is_some())
         {
             return Err(Refusal::new(
                 AppErrorCode::PhoneBusy,
                 format!(
-                    "phone '{}' is in use by handset '{holder}'; try again when it is free",
-                    phone.name
+                    "phone '{}' is in use by handset '{}'; try again when it is free",
+                    phone.name, busy.holder_name
                 ),
             ));
         }

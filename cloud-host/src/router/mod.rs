@@ -1,0 +1,340 @@
+//! The session router: attaches each admitted handset session to its phone
+//! and moves everything between them.
+//!
+//! * sensors (QUIC datagrams, latest wins) -> `setSensor` raw values, with a
+//!   per-sensor rate limit (samples beyond twice the requested rate are
+//!   dropped and counted) and coalescing (when the phone is slower than the
+//!   handset, only the newest value per sensor is applied);
+//! * location -> `setGps`; touch and keys -> one ordered `streamInputEvent`
+//!   per phone; touches outside the screen are clamped and counted, unknown
+//!   key codes dropped and counted;
+//! * screen: `streamScreenshot` (RGBA) -> H.264 -> one QUIC stream per group
+//!   of pictures. A keyframe starts every GOP: at session start, after a
+//!   resume, on the handset's request and every few seconds. The newest
+//!   screen image wins: when the handset falls behind, frames are dropped,
+//!   never queued.
+//!
+//! One handset per phone: a second session for a busy phone is closed with
+//! PHONE_BUSY and a message naming who holds it.
+
+mod admission;
+mod control;
+mod input;
+mod sensors;
+mod sessions;
+mod video;
+
+use self::admission::Entry;
+pub use self::admission::{Busy, SessionTable};
+use self::control::control_loop;
+use self::input::input_loop;
+pub use self::sensors::active_sensors;
+use self::sensors::sensor_loop;
+use self::sessions::Live;
+pub use self::sessions::{LatencyLog, SensorLatency, Sessions};
+use self::video::video_loop;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use device_bridge::{BridgeServer, ServerSession};
+use sensor_proto::bridge::{CloseReason, SensorKind, VideoCodec, VideoConfig, control_message};
+use tokio::sync::Notify;
+
+use crate::bluetooth::Bluetooth;
+use crate::emu_client::{EmulatorClient, listened_sensors};
+use crate::metrics::Metrics;
+use crate::phones::PhoneManager;
+use crate::registry::{Registry, SessionRecord};
+use crate::threads::{Priority, spawn_until_dropped};
+
+/// Video and input settings per session.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Frame-rate cap.
+    pub max_fps: u32,
+    /// Bitrate cap, bits per second.
+    pub bitrate_bps: u32,
+    /// A keyframe (and a new GOP) at least this often.
+    ///
+    /// `None` (the default): keyframes only at session start, after a
+    /// resume and when the handset asks. QUIC delivers every frame of a GOP
+    /// reliably, so periodic keyframes only cost bitrate (about 25 kbit/s
+    /// on an idle screen at one per 10 s, against about 1.3 kbit/s without).
+    pub keyframe_interval: Option<Duration>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_fps: 60,
+            bitrate_bps: 4_000_000,
+            keyframe_interval: None,
+        }
+    }
+}
+
+/// Routes sessions to phones.
+#[derive(Debug)]
+pub struct Router {
+    phones: PhoneManager,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    cfg: RouterConfig,
+    bluetooth: Arc<Bluetooth>,
+}
+
+/// Per-session counters of refused input.
+#[derive(Debug, Default)]
+struct Refused {
+    clamped_touches: AtomicU64,
+    unknown_keys: AtomicU64,
+}
+
+impl Router {
+    /// A router over these parts.
+    pub fn new(
+        phones: PhoneManager,
+        registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        cfg: RouterConfig,
+        bluetooth: Arc<Bluetooth>,
+    ) -> Self {
+        Self {
+            phones,
+            registry,
+            sessions,
+            metrics,
+            cfg,
+            bluetooth,
+        }
+    }
+
+    /// Accepts sessions from `server` until `shutdown` resolves, then
+    /// closes the server.
+    pub async fn run(self: Arc<Self>, server: BridgeServer, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                s = server.accept() => match s {
+                    Some(s) => { tokio::spawn(self.clone().attach(Arc::new(s))); }
+                    None => break,
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        server.close("host shutting down");
+    }
+
+    async fn attach(self: Arc<Self>, s: Arc<ServerSession>) {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "session",
+            session = %s.id(),
+            phone = %s.welcome().phone_name,
+            handset = %s.hello().handset_name
+        );
+        self.attach_in_span(s).instrument(span).await;
+    }
+
+    async fn attach_in_span(self: Arc<Self>, s: Arc<ServerSession>) {
+        let phone = s.welcome().phone_name;
+        let handset_name = s.hello().handset_name.clone();
+        let id = s.id().to_owned();
+        let frames = Arc::new(AtomicU64::new(0));
+        let sensor_latency = Arc::new(Mutex::new(SensorLatency::default()));
+        let radio_lent = Arc::new(AtomicBool::new(false));
+        let attached = self.sessions.lock().attach(
+            &id,
+            Entry {
+                phone: phone.clone(),
+                handset: s.handset().to_string(),
+                handset_name: handset_name.clone(),
+                data: Live {
+                    session: s.clone(),
+                    started_ms: crate::unix_ms(),
+                    frames: frames.clone(),
+                    sensor_latency: sensor_latency.clone(),
+                    radio_lent: radio_lent.clone(),
+                },
+            },
+        );
+        match attached {
+            Ok(None) => {}
+            Ok(Some((old_id, old))) => {
+                tracing::info!(old = %old_id, "the same handset connected again: replacing its old session");
+                tokio::spawn(async move {
+                    old.session
+                        .close(
+                            CloseReason::Kicked,
+                            "replaced by a new connection of the same handset",
+                        )
+                        .await;
+                });
+            }
+            Err(busy) => {
+                let msg = format!(
+                    "phone '{phone}' is in use by handset '{}' (session {})",
+                    busy.holder_name, busy.session_id
+                );
+                tracing::info!("{msg}: refusing a second handset");
+                let s2 = s.clone();
+                tokio::spawn(async move { s2.close(CloseReason::PhoneBusy, &msg).await });
+                return;
+            }
+        }
+        self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+        // SQLite writes wait on a blocking thread, not on a worker of the
+        // latency runtime that reads every session's datagrams.
+        let record = SessionRecord {
+            id: id.clone(),
+            fingerprint: s.handset().to_string(),
+            phone: phone.clone(),
+            remote: s.remote_address().map(|a| a.to_string()),
+            started_at_ms: crate::unix_ms(),
+            ended_at_ms: None,
+            end_reason: None,
+        };
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.session_started(&record)).await;
+        let end = match self.phones.connect(&phone).await {
+            Ok((client, sim)) => {
+                if let Some(sim) = &sim {
+                    sim.set_session(Some(handset_name.clone()));
+                }
+                tracing::info!("attached");
+                let reason = self
+                    .serve(s.clone(), client, frames, sensor_latency, radio_lent)
+                    .await;
+                if let Some(sim) = &sim {
+                    sim.set_session(None);
+                }
+                reason
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                s.close(CloseReason::PhoneStopped, &msg).await;
+                msg
+            }
+        };
+        tracing::info!(%end, "session ended");
+        self.bluetooth
+            .radio_released(&phone, &id, &format!("the handset's session ended: {end}"))
+            .await;
+        self.sessions.lock().detach(&id);
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.session_ended(&id, &end, crate::unix_ms())
+        })
+        .await;
+    }
+
+    /// Runs the session's pipelines until it ends; returns why it ended.
+    async fn serve(
+        &self,
+        s: Arc<ServerSession>,
+        client: EmulatorClient,
+        frames: Arc<AtomicU64>,
+        sensor_latency: Arc<Mutex<SensorLatency>>,
+        radio_lent: Arc<AtomicBool>,
+    ) -> String {
+        let status = client.status().await.ok();
+        let listened = status.as_ref().map(listened_sensors).unwrap_or_default();
+        let advertised: Vec<SensorKind> = s
+            .hello()
+            .capabilities
+            .iter()
+            .filter_map(|c| SensorKind::try_from(c.kind).ok())
+            .collect();
+        let active = active_sensors(&listened, &advertised);
+        let rates: HashMap<i32, f32> = active.sensors.iter().map(|a| (a.kind, a.rate_hz)).collect();
+        let _ = s
+            .send_control(control_message::Msg::ActiveSensors(active))
+            .await;
+        let display = s.welcome().display.unwrap_or_default();
+        let _ = s
+            .send_control(control_message::Msg::VideoConfig(VideoConfig {
+                codec: VideoCodec::H264 as i32,
+                width: display.width_px,
+                height: display.height_px,
+                max_fps: self.cfg.max_fps,
+                max_bitrate_bps: self.cfg.bitrate_bps,
+            }))
+            .await;
+        let keyframe = Arc::new(Notify::new());
+        let refused = Arc::new(Refused::default());
+        let clock_offset_ns = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        // The sensor path gets its own thread, so a sample never waits behind
+        // video work. Dropping `sensors` stops it.
+        let sensors = spawn_until_dropped(
+            "sensors",
+            Priority::Latency,
+            sensor_loop(
+                s.clone(),
+                client.clone(),
+                rates,
+                self.metrics.clone(),
+                (clock_offset_ns.clone(), sensor_latency),
+            ),
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "sensors will not reach the phone"))
+        .ok();
+        // Video (screen feed, encoder) runs on its own lower-priority thread:
+        // the sensor, input and HCI paths preempt it on a busy machine, and a
+        // frame that ends up late is dropped, never queued. Dropping `video`
+        // stops it.
+        let video = spawn_until_dropped(
+            "video",
+            Priority::Bulk,
+            video_loop(
+                s.clone(),
+                client.clone(),
+                self.cfg.clone(),
+                keyframe.clone(),
+                frames,
+                self.metrics.clone(),
+                (display.width_px, display.height_px),
+            ),
+        )
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "the phone's screen will not reach the handset");
+        })
+        .ok();
+        let tasks = [
+            tokio::spawn(input_loop(
+                s.clone(),
+                client.clone(),
+                (display.width_px, display.height_px),
+                refused.clone(),
+            )),
+            tokio::spawn(control_loop(
+                s.clone(),
+                keyframe,
+                clock_offset_ns,
+                (self.bluetooth.clone(), radio_lent),
+            )),
+        ];
+        let end = s.ended().await;
+        for t in tasks {
+            t.abort();
+        }
+        drop(sensors);
+        drop(video);
+        let (c, k) = (
+            refused.clamped_touches.load(Ordering::Relaxed),
+            refused.unknown_keys.load(Ordering::Relaxed),
+        );
+        if c + k > 0 {
+            tracing::info!(
+                clamped_touches = c,
+                unknown_keys = k,
+                "input refused during the session"
+            );
+        }
+        end.to_string()
+    }
+}

@@ -1,0 +1,311 @@
+//! Video, phone -> handset: the phone's screen stream (through a shared
+//! memory region where the phone accepts one), H.264 encoding and one QUIC
+//! stream per group of pictures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use device_bridge::{BridgeError, ServerSession};
+use sensor_proto::bridge::{VideoCodec, VideoFrameHeader, VideoStreamHeader};
+use sensor_proto::bytes::Bytes;
+use sensor_proto::emulator::image_format::ImgFormat;
+use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt;
+
+use crate::HostError;
+use crate::emu_client::EmulatorClient;
+use crate::metrics::Metrics;
+use crate::region::ScreenRegion;
+use crate::threads::{Priority, spawn_on_own_runtime};
+use crate::video::{EncoderConfig, VideoEncoder};
+
+use super::RouterConfig;
+
+type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
+
+/// Reads the phone's screenshot stream on its own thread, runtime and
+/// connection: each frame is megabytes of RGBA, and parsing them on the
+/// shared async workers would delay the session's QUIC and sensor traffic.
+/// The pixels travel through a shared memory region ([`ScreenRegion`],
+/// the emulator's MMAP transport) when the phone accepts one, else inside
+/// the messages. The thread ends when the returned receiver is dropped.
+async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Latest, HostError> {
+    let (tx, rx) = watch::channel(None);
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    spawn_on_own_runtime("screen", Priority::Bulk, async move {
+        let client = match client.separate_connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        // A square box of the longer side fits the screen in either
+        // orientation at its native size. The emulator maps the request's
+        // width x height x 4 bytes of the file, so the file has that size;
+        // it is sparse, and only the image's w x h x 4 bytes take memory.
+        let side = display.0.max(display.1);
+        let mut region = (side > 0)
+            .then(|| ScreenRegion::create(u64::from(side) * u64::from(side) * 4))
+            .transpose()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "screen images will travel in the messages"),
+            )
+            .ok()
+            .flatten();
+        let stream = match &region {
+            Some(r) => match client
+                .screenshots_into(ImgFormat::Rgba8888, (side, side), r.path())
+                .await
+            {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    tracing::info!(error = %e, "the phone refuses a shared screen region; images travel in the messages");
+                    region = None;
+                    client.screenshots(ImgFormat::Rgba8888).await
+                }
+            },
+            None => client.screenshots(ImgFormat::Rgba8888).await,
+        };
+        let mut stream = match stream {
+            Ok(s) => {
+                let _ = opened_tx.send(Ok(()));
+                s
+            }
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        let mut images = 0u64;
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(mut img)) => {
+                        images += 1;
+                        if let Some(r) = &mut region {
+                            // The phone has it open now: its name can go.
+                            r.unlink();
+                        }
+                        // Read at once: the phone writes the next image into
+                        // the same region (a late read would see it, torn).
+                        if img.image.is_empty() && let Some(r) = &region {
+                            let f = img.format.clone().unwrap_or_default();
+                            let len = f.width as usize * f.height as usize * 4;
+                            match r.read(len) {
+                                Ok(px) => img.image = px.into(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot read the phone's screen image");
+                                    break;
+                                }
+                            }
+                        }
+                        if tx.send(Some(Arc::new(img))).is_err() {
+                            break;
+                        }
+                    }
+                    Some(Err(status)) if region.is_some() && images == 0 => {
+                        // The region failed before any image (too small for the
+                        // phone, no room in /dev/shm): pixels in the messages.
+                        tracing::warn!(error = %status, "the shared screen region failed; images travel in the messages");
+                        region = None;
+                        match client.screenshots(ImgFormat::Rgba8888).await {
+                            Ok(s) => stream = s,
+                            Err(e) => {
+                                tracing::error!(error = %e, "the phone's screen stream failed");
+                                break;
+                            }
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::error!(error = %status, "the phone's screen stream failed");
+                        break;
+                    }
+                    None => {
+                        tracing::info!("the phone's screen stream ended");
+                        break;
+                    }
+                },
+                () = tx.closed() => break,
+            }
+        }
+    })?;
+    opened_rx.await.map_err(|_| HostError::Invalid {
+        what: "screen feed",
+        why: "its thread ended before the stream opened".to_owned(),
+    })??;
+    Ok(rx)
+}
+
+pub(super) async fn video_loop(
+    s: Arc<ServerSession>,
+    client: EmulatorClient,
+    cfg: RouterConfig,
+    keyframe_wanted: Arc<Notify>,
+    frames: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    display: (u32, u32),
+) {
+    let mut latest = match screen_feed(client, display).await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the phone's screen");
+            return;
+        }
+    };
+    let force = Arc::new(AtomicBool::new(true));
+    {
+        let force = force.clone();
+        tokio::spawn(async move {
+            loop {
+                keyframe_wanted.notified().await;
+                force.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut encoder: Option<VideoEncoder> = None;
+    let mut gop = None;
+    let mut last_key = Instant::now();
+    let mut gop_id = 0u64;
+    // A frame the fps cap skipped: offered again at the next slot, so the
+    // last change of a screen that then stays still is never lost.
+    let mut pending: Option<(Arc<sensor_proto::emulator::Image>, tokio::time::Instant)> = None;
+    loop {
+        let img = match pending.take() {
+            None => {
+                if latest.changed().await.is_err() {
+                    return;
+                }
+                latest.borrow_and_update().clone()
+            }
+            Some((img, at)) => tokio::select! {
+                r = latest.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    latest.borrow_and_update().clone()
+                }
+                () = tokio::time::sleep_until(at) => Some(img),
+            },
+        };
+        let Some(img) = img else { continue };
+        let f = img.format.clone().unwrap_or_default();
+        let (w, h) = (f.width, f.height);
+        if encoder
+            .as_ref()
+            .is_none_or(|e| (e.config().width, e.config().height) != (w, h))
+        {
+            match VideoEncoder::new(EncoderConfig {
+                width: w,
+                height: h,
+                max_fps: cfg.max_fps,
+                bitrate_bps: cfg.bitrate_bps,
+                keyframe_interval_s: cfg
+                    .keyframe_interval
+                    .map_or(0, |d| d.as_secs().max(1) as u32),
+            }) {
+                Ok(e) => encoder = Some(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the video encoder");
+                    return;
+                }
+            }
+            force.store(true, Ordering::Relaxed);
+        }
+        let Some(enc) = encoder.as_mut() else {
+            return;
+        };
+        let want_key = force.swap(false, Ordering::Relaxed)
+            || gop.is_none()
+            || cfg
+                .keyframe_interval
+                .is_some_and(|i| last_key.elapsed() >= i);
+        let now_us = (crate::unix_ns() / 1000).max(0) as u64;
+        // Too soon for the fps cap: offer this frame again at the next slot
+        // (without encoding it now).
+        if let Some(slot) = enc.next_slot_us()
+            && now_us < slot
+        {
+            if want_key {
+                force.store(true, Ordering::Relaxed);
+            }
+            pending = Some((
+                img,
+                tokio::time::Instant::now() + Duration::from_micros((slot - now_us).max(1000)),
+            ));
+            continue;
+        }
+        // Encoding is CPU work; this thread is the video's own (see
+        // `Priority::Bulk`), so it encodes in place.
+        let result = enc.encode_at(&img.image, img.timestamp_us, now_us, want_key);
+        let encoded = match result {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                if want_key {
+                    force.store(true, Ordering::Relaxed);
+                }
+                let wait = enc.next_slot_us().map_or(0, |t| t.saturating_sub(now_us));
+                pending = Some((
+                    img,
+                    tokio::time::Instant::now() + Duration::from_micros(wait.max(1000)),
+                ));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "encoding failed");
+                return;
+            }
+        };
+        if encoded.keyframe {
+            last_key = Instant::now();
+            gop_id += 1;
+            match s
+                .start_gop(VideoStreamHeader {
+                    gop_id,
+                    codec: VideoCodec::H264 as i32,
+                    width: w,
+                    height: h,
+                    rotation_deg: 0,
+                })
+                .await
+            {
+                Ok(g) => gop = Some(g),
+                Err(_) => {
+                    gop = None;
+                    force.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        }
+        let Some(writer) = gop.as_mut() else {
+            force.store(true, Ordering::Relaxed);
+            continue;
+        };
+        let len = encoded.data.len() as u64;
+        let header = VideoFrameHeader {
+            pts_us: encoded.pts_us,
+            seq: 0,
+            keyframe: encoded.keyframe,
+            capture_time_us: encoded.capture_time_us,
+            payload_len: 0,
+        };
+        match writer.write_frame(header, Bytes::from(encoded.data)).await {
+            Ok(_) => {
+                frames.fetch_add(1, Ordering::Relaxed);
+                metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+                metrics.bytes_down.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(BridgeError::GopSuperseded { .. }) => {}
+            Err(_) => {
+                // Disconnected (a resume may follow) or closed: start over
+                // with a keyframe on a new GOP.
+                gop = None;
+                force.store(true, Ordering::Relaxed);
+                if !s.is_connected() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
