@@ -10,13 +10,14 @@ use tokio::sync::watch;
 
 use crate::HostError;
 use crate::access::RegistryAuthorizer;
+use crate::backend::Backends;
 use crate::bluetooth::{Bluetooth, LinkTiming};
 use crate::config::HostConfig;
 use crate::enroll::BridgeEnroller;
 use crate::metrics::Metrics;
 use crate::operator::{Enroller, OperatorService, SessionDirectory, load_or_create_admin_token};
-use crate::phones::{ManagerConfig, PhoneManager};
-use crate::registry::Registry;
+use crate::phones::{DEFAULT_DISPLAY, ManagerConfig, PhoneManager, PhoneSpec};
+use crate::registry::{Backend, Registry};
 use crate::router::{Router, RouterConfig, Sessions};
 use crate::threads::LatencyRuntime;
 
@@ -113,11 +114,17 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), HostError> {
 }
 
 impl Host {
-    /// Starts every part of the host on `listeners`.
+    /// Starts every part of the host on `listeners`, running phones with
+    /// `backends`. When the registry holds no phone and the host runs sim
+    /// phones, it creates and starts the sim phone `phone-1`.
     ///
     /// # Errors
     /// The first part that fails to start, with what to do.
-    pub async fn start(cfg: &HostConfig, listeners: Listeners) -> Result<Self, HostError> {
+    pub async fn start(
+        cfg: &HostConfig,
+        listeners: Listeners,
+        backends: Backends,
+    ) -> Result<Self, HostError> {
         prepare_data_dir(&cfg.data_dir)?;
         let quic_bound = listeners
             .quic
@@ -145,6 +152,14 @@ impl Host {
                 boot_timeout: cfg.boot_timeout,
                 restart: cfg.restart,
                 emulator_args: cfg.emulator_args.clone(),
+                first_phone: backends.get(Backend::Sim).map(|_| PhoneSpec {
+                    name: "phone-1".to_owned(),
+                    backend: Backend::Sim,
+                    display: DEFAULT_DISPLAY,
+                    avd: None,
+                    start: true,
+                }),
+                backends,
             },
         )?;
         let metrics = Arc::new(Metrics::default());

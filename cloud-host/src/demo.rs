@@ -95,7 +95,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     }
     .resolve(&|_| None);
     eprintln!("starting a host with a sim phone on loopback…");
-    let host = Host::start(&cfg, Listeners::bind(&cfg).await?).await?;
+    let host = Host::start(
+        &cfg,
+        Listeners::bind(&cfg).await?,
+        crate::backend::sim::SimKind::default().backends(),
+    )
+    .await?;
     let phone = host
         .phones
         .wait_running("phone-1", Duration::from_secs(30))

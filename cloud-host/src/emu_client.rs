@@ -343,19 +343,18 @@ impl EmulatorClient {
     }
 }
 
+/// `hardwareConfig` key under which a phone (the sim phone does) lists the
+/// sensors its screen listens to, as `name@hz` pairs separated by commas.
+pub const SENSORS_KEY: &str = "vphone.sensors.listening";
+
 /// The sensors a phone's screen listens to, from `getStatus`'s hardware
-/// config (the sim phone publishes them under [`crate::sim::phone::SENSORS_KEY`]):
-/// `(sensor name, rate in Hz)`. Empty when the phone does not say (a real
+/// config (under [`SENSORS_KEY`]): `(sensor name, rate in Hz)`. Empty when the phone does not say (a real
 /// emulator), in which case the caller chooses a default set.
 pub fn listened_sensors(status: &EmulatorStatus) -> Vec<(String, u32)> {
     status
         .hardware_config
         .as_ref()
-        .and_then(|h| {
-            h.entry
-                .iter()
-                .find(|e| e.key == crate::sim::phone::SENSORS_KEY)
-        })
+        .and_then(|h| h.entry.iter().find(|e| e.key == SENSORS_KEY))
         .map(|e| {
             e.value
                 .split(',')

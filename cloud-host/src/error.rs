@@ -1,21 +1,19 @@
 //! The crate's one error type, and its mapping to gRPC status codes.
 
-use crate::sim::{MAX_DIMENSION, MIN_HEIGHT, MIN_WIDTH};
-
 /// Everything that can go wrong in the cloud host. Messages say what failed
 /// and, where a person can act, what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
     /// The requested screen size is outside the supported range.
-    #[error(
-        "unsupported screen size {width}x{height} (supported: {MIN_WIDTH}x{MIN_HEIGHT} up to {MAX_DIMENSION}x{MAX_DIMENSION})"
-    )]
+    #[error("unsupported screen size {width}x{height}{supported}")]
     InvalidSize {
         /// Requested width.
         width: u32,
         /// Requested height.
         height: u32,
+        /// What is supported, as ` (supported: ...)`, or empty.
+        supported: String,
     },
     /// The pixel buffer could not be allocated.
     #[error("cannot allocate a {width}x{height} pixmap")]

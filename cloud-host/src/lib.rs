@@ -25,6 +25,7 @@ mod region;
 pub mod registry;
 pub mod router;
 pub mod sim;
+pub mod status;
 mod threads;
 pub mod video;
 

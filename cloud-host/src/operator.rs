@@ -371,19 +371,9 @@ impl Operator for OperatorService {
             }
         };
         let d = r.display.unwrap_or_default();
-        let display = (
-            if d.width_px == 0 {
-                crate::sim::DEFAULT_WIDTH
-            } else {
-                d.width_px
-            },
-            if d.height_px == 0 {
-                crate::sim::DEFAULT_HEIGHT
-            } else {
-                d.height_px
-            },
-            if d.dpi == 0 { 320 } else { d.dpi },
-        );
+        let (w, h, dpi) = crate::phones::DEFAULT_DISPLAY;
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        let display = (or(d.width_px, w), or(d.height_px, h), or(d.dpi, dpi));
         let v = self
             .phones
             .create(PhoneSpec {
@@ -451,7 +441,7 @@ impl Operator for OperatorService {
         req: Request<op::GetScreenshotRequest>,
     ) -> Result<Response<op::Screenshot>, Status> {
         let r = req.into_inner();
-        let (client, _) = self.phones.connect(&r.name).await?;
+        let client = self.phones.connect(&r.name).await?;
         let img = client.screenshot(ImgFormat::Png).await?;
         let f = img.format.unwrap_or_default();
         Ok(Response::new(op::Screenshot {

@@ -15,12 +15,14 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::HostError;
-use crate::backend::emulator::{EmulatorBackend, EmulatorConfig, find_sdk};
-use crate::backend::sim::SimBackend;
-use crate::backend::{PhoneBackend, PhoneEndpoint};
+use crate::backend::{Backends, PhoneBackend, PhoneEndpoint, Unavailable};
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
-use crate::sim::SimPhone;
+use crate::status::{StatusBoard, StatusHandle};
+
+/// The screen a phone gets when none is asked for: width, height (pixels)
+/// and density (dpi).
+pub const DEFAULT_DISPLAY: (u32, u32, u32) = (720, 1280, 320);
 
 /// Where a phone is in its life.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -103,10 +105,14 @@ pub struct ManagerConfig {
     pub restart: RestartPolicy,
     /// Extra emulator arguments.
     pub emulator_args: Vec<String>,
+    /// The backends phones run with.
+    pub backends: Backends,
+    /// The phone created (and started) when the registry has none.
+    pub first_phone: Option<PhoneSpec>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, HostError>>;
-type BootResult = Result<(PhoneEndpoint, EmulatorClient, Option<SimPhone>), HostError>;
+type BootResult = Result<(PhoneEndpoint, EmulatorClient), HostError>;
 
 enum Cmd {
     Create(PhoneSpec, Reply<PhoneView>),
@@ -115,7 +121,7 @@ enum Cmd {
     Start(String, Reply<PhoneView>),
     Stop(String, Reply<PhoneView>),
     Delete(String, bool, Reply<()>),
-    Connect(String, Reply<(EmulatorClient, Option<SimPhone>)>),
+    Connect(String, Reply<EmulatorClient>),
     Booted(String, u64, Box<BootResult>),
     StopDone(String, u64),
     Exited(String, u64, String),
@@ -126,6 +132,7 @@ enum Cmd {
 #[derive(Clone, Debug)]
 pub struct PhoneManager {
     tx: mpsc::Sender<Cmd>,
+    status: StatusBoard,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -137,30 +144,43 @@ impl std::fmt::Debug for Cmd {
 impl PhoneManager {
     /// Starts the actor: loads every recorded phone and starts those whose
     /// desired state is running. When the registry has no phone at all, it
-    /// first creates the sim phone `phone-1`.
+    /// first creates [`ManagerConfig::first_phone`].
     ///
     /// # Errors
     /// [`HostError::Registry`] when the registry cannot be read.
     pub fn spawn(registry: Arc<Registry>, cfg: ManagerConfig) -> Result<Self, HostError> {
         let (tx, rx) = mpsc::channel(64);
+        let status = StatusBoard::default();
         let mut actor = Actor {
             registry,
             cfg,
             phones: HashMap::new(),
             tx: tx.clone(),
+            status: status.clone(),
         };
-        if actor.registry.phones()?.is_empty() {
+        if let Some(first) = actor.cfg.first_phone.clone()
+            && actor.registry.phones()?.is_empty()
+        {
+            let (width, height, dpi) = first.display;
             actor.registry.insert_phone(&PhoneRecord {
-                name: "phone-1".to_owned(),
-                backend: Backend::Sim,
-                desired: DesiredState::Running,
-                width: crate::sim::DEFAULT_WIDTH,
-                height: crate::sim::DEFAULT_HEIGHT,
-                dpi: 320,
-                avd: None,
+                name: first.name.clone(),
+                backend: first.backend,
+                desired: if first.start {
+                    DesiredState::Running
+                } else {
+                    DesiredState::Stopped
+                },
+                width,
+                height,
+                dpi,
+                avd: first.avd,
                 created_at_ms: crate::unix_ms(),
             })?;
-            tracing::info!("no phone recorded: created sim phone phone-1");
+            tracing::info!(
+                "no phone recorded: created {} phone {}",
+                first.backend.as_str(),
+                first.name
+            );
         }
         for record in actor.registry.phones()? {
             let want = record.desired;
@@ -173,7 +193,14 @@ impl PhoneManager {
             }
         }
         tokio::spawn(actor.run(rx));
-        Ok(Self { tx })
+        Ok(Self { tx, status })
+    }
+
+    /// Where the host writes what `phone` shows of its state (its session,
+    /// its Bluetooth link); works whether or not the phone runs.
+    #[must_use]
+    pub fn status(&self, phone: &str) -> StatusHandle {
+        self.status.handle(phone)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, HostError> {
@@ -231,14 +258,11 @@ impl PhoneManager {
         self.call(|r| Cmd::Delete(name.to_owned(), force, r)).await
     }
 
-    /// A gRPC client for a running phone (and the sim phone, if it is one).
+    /// A gRPC client for a running phone.
     ///
     /// # Errors
-    /// [`HostError::NotFound`], or [`HostError::Invalid`] when it is not running.
-    pub async fn connect(
-        &self,
-        name: &str,
-    ) -> Result<(EmulatorClient, Option<SimPhone>), HostError> {
+    /// [`HostError::NotFound`], or [`HostError::Conflict`] when it is not running.
+    pub async fn connect(&self, name: &str) -> Result<EmulatorClient, HostError> {
         self.call(|r| Cmd::Connect(name.to_owned(), r)).await
     }
 
@@ -297,26 +321,16 @@ struct Entry {
     state: Lifecycle,
     progress: Option<String>,
     backend: Arc<Mutex<Box<dyn PhoneBackend>>>,
-    running: Option<(PhoneEndpoint, EmulatorClient, Option<SimPhone>)>,
+    running: Option<(PhoneEndpoint, EmulatorClient)>,
     generation: u64,
     boot: Option<tokio::task::AbortHandle>,
     restarts: u32,
 }
 
 fn make_backend(record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
-    match record.backend {
-        Backend::Sim => Box::new(SimBackend::new(record.width, record.height, record.dpi)),
-        Backend::Emulator => Box::new(EmulatorBackend::new(EmulatorConfig {
-            sdk_root: find_sdk(&|k| std::env::var(k).ok()).unwrap_or_default(),
-            avd: record.avd.clone().unwrap_or_default(),
-            packet_streamer: cfg.packet_streamer.clone(),
-            log_path: cfg
-                .data_dir
-                .join("logs")
-                .join(format!("{}.log", record.name)),
-            boot_timeout: cfg.boot_timeout,
-            extra_args: cfg.emulator_args.clone(),
-        })),
+    match cfg.backends.get(record.backend) {
+        Some(kind) => kind.make(record, cfg),
+        None => Box::new(Unavailable(record.backend)),
     }
 }
 
@@ -349,6 +363,7 @@ struct Actor {
     cfg: ManagerConfig,
     phones: HashMap<String, Entry>,
     tx: mpsc::Sender<Cmd>,
+    status: StatusBoard,
 }
 
 fn not_found(name: &str) -> HostError {
@@ -404,9 +419,7 @@ impl Actor {
                 let res = match self.phones.get(&name) {
                     None => Err(not_found(&name)),
                     Some(e) => match &e.running {
-                        Some((_, c, sim)) if e.state == Lifecycle::Running => {
-                            Ok((c.clone(), sim.clone()))
-                        }
+                        Some((_, c)) if e.state == Lifecycle::Running => Ok(c.clone()),
                         _ => Err(HostError::Conflict(format!(
                             "phone '{name}' is {}, not running",
                             e.state.name()
@@ -440,26 +453,19 @@ impl Actor {
     fn create(&mut self, spec: PhoneSpec) -> Result<PhoneView, HostError> {
         validate_name("phone name", &spec.name)?;
         let (w, h, dpi) = spec.display;
-        if spec.backend == Backend::Sim {
-            let ok = (crate::sim::MIN_WIDTH..=crate::sim::MAX_DIMENSION).contains(&w)
-                && (crate::sim::MIN_HEIGHT..=crate::sim::MAX_DIMENSION).contains(&h);
-            if !ok {
-                return Err(HostError::InvalidSize {
-                    width: w,
-                    height: h,
-                });
-            }
-        }
+        let kind = self
+            .cfg
+            .backends
+            .get(spec.backend)
+            .ok_or_else(|| HostError::Invalid {
+                what: "backend",
+                why: format!("this host does not run {} phones", spec.backend.as_str()),
+            })?;
+        kind.check(&spec)?;
         if !(120..=640).contains(&dpi) {
             return Err(HostError::Invalid {
                 what: "display",
                 why: format!("density {dpi} dpi is outside 120..640"),
-            });
-        }
-        if spec.backend == Backend::Emulator && spec.avd.as_deref().unwrap_or("").is_empty() {
-            return Err(HostError::Invalid {
-                what: "phone",
-                why: "an emulator phone needs an AVD name (--avd)".to_owned(),
             });
         }
         if self.phones.contains_key(&spec.name) {
@@ -515,6 +521,7 @@ impl Actor {
         let generation = e.generation;
         let backend = e.backend.clone();
         let n = name.to_owned();
+        let status = self.status.subscribe(name);
         let task = tokio::spawn(async move {
             let progress_tx = tx.clone();
             let pn = n.clone();
@@ -523,12 +530,11 @@ impl Actor {
             });
             let res = async {
                 let mut b = backend.lock().await;
-                let ep = b.start(progress).await?;
-                let sim = b.sim();
+                let ep = b.start(progress, status).await?;
                 drop(b);
                 let client = EmulatorClient::connect(&ep.grpc_addr, ep.token.as_deref()).await?;
                 client.wait_booted(Duration::from_secs(600), |_| {}).await?;
-                Ok((ep, client, sim))
+                Ok((ep, client))
             }
             .await;
             let _ = tx.send(Cmd::Booted(n, generation, Box::new(res))).await;
@@ -626,6 +632,7 @@ impl Actor {
         self.begin_stop(name);
         self.registry.delete_phone(name)?;
         self.phones.remove(name);
+        self.status.remove(name);
         Ok(())
     }
 }
@@ -641,6 +648,22 @@ mod tests {
             boot_timeout: Duration::from_secs(60),
             restart: RestartPolicy::Never,
             emulator_args: Vec::new(),
+            backends: Backends::default()
+                .with(
+                    Backend::Sim,
+                    Arc::new(crate::backend::sim::SimKind::default()),
+                )
+                .with(
+                    Backend::Emulator,
+                    Arc::new(crate::backend::emulator::EmulatorKind),
+                ),
+            first_phone: Some(PhoneSpec {
+                name: "phone-1".into(),
+                backend: Backend::Sim,
+                display: DEFAULT_DISPLAY,
+                avd: None,
+                start: true,
+            }),
         }
     }
 
@@ -654,9 +677,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v.record.backend, Backend::Sim);
-        let (client, sim) = m.connect("phone-1").await.unwrap();
+        let client = m.connect("phone-1").await.unwrap();
         assert!(client.status().await.unwrap().booted);
-        assert!(sim.is_some());
         // Stop, and the desired state is recorded.
         m.stop("phone-1").await.unwrap();
         assert_eq!(reg.phone("phone-1").unwrap().desired, DesiredState::Stopped);

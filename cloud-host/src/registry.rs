@@ -63,7 +63,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Which kind of phone backend runs a phone.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
 pub enum Backend {
     /// The built-in software phone.
     Sim,

@@ -9,7 +9,7 @@
 //!   frame-rate cap, inserts keyframes (periodically and on demand) and
 //!   drives OpenH264 in its screen-content, low-latency mode.
 //! * [`LatestFrame`]: the drop policy between a frame source (a
-//!   [`tokio::sync::watch`] of frames, such as [`SimPhone::frames`]) and the
+//!   [`tokio::sync::watch`] of frames, such as the sim phone's `frames()`) and the
 //!   encoder. It never queues: a watch channel holds only the newest frame,
 //!   so frames published while the encoder (or the network behind it) is
 //!   busy are simply replaced and never encoded. It also paces pulls to the
@@ -20,11 +20,15 @@
 //! # A pipeline
 //!
 //! ```no_run
-//! # async fn pipeline(phone: cloud_host::sim::SimPhone) -> Result<(), cloud_host::HostError> {
+//! # use std::sync::Arc;
+//! # async fn pipeline(
+//! #     frames: tokio::sync::watch::Receiver<Option<Arc<cloud_host::video::Frame>>>,
+//! # ) -> Result<(), cloud_host::HostError> {
 //! use cloud_host::video::{EncoderConfig, LatestFrame, VideoEncoder};
 //!
-//! let cfg = EncoderConfig::new(phone.config().width, phone.config().height);
-//! let mut latest = LatestFrame::new(phone.frames(), cfg.max_fps);
+//! // `frames`: a phone's screen images as they are produced.
+//! let cfg = EncoderConfig::new(720, 1280);
+//! let mut latest = LatestFrame::new(frames, cfg.max_fps);
 //! let mut encoder = VideoEncoder::new(cfg)?;
 //! while let Some(pulled) = latest.next().await {
 //!     // Encoding takes milliseconds of CPU: keep it off the async workers.
@@ -57,8 +61,6 @@
 //! a reliable transport, set it to 0 and call
 //! [`VideoEncoder::request_keyframe`] when a viewer joins or loses data.
 //! `cargo bench -p cloud-host --bench encoder` measures all of this.
-//!
-//! [`SimPhone::frames`]: crate::sim::SimPhone::frames
 
 use std::fmt;
 use std::sync::Arc;
@@ -74,7 +76,6 @@ use openh264::formats::YUVSource;
 use tokio::sync::watch;
 
 use crate::HostError;
-use crate::sim::Frame;
 
 /// Largest encodable width or height (OpenH264 supports up to 3840x2160 in
 /// either orientation).
@@ -84,6 +85,21 @@ pub const MAX_ENCODE_DIMENSION: u32 = 3840;
 pub const NAL_SPS: u8 = 7;
 /// H.264 NAL unit type of a picture parameter set.
 pub const NAL_PPS: u8 = 8;
+/// One screen image: what a phone's display produced.
+#[derive(Debug)]
+pub struct Frame {
+    /// Increases by one per published frame, from 1.
+    pub seq: u32,
+    /// When it was rendered, Unix µs.
+    pub timestamp_us: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Packed RGBA8888, top-down.
+    pub rgba: sensor_proto::bytes::Bytes,
+}
+
 /// H.264 NAL unit type of an IDR (keyframe) slice.
 pub const NAL_IDR: u8 = 5;
 /// H.264 NAL unit type of a non-IDR slice (P-frame here).
@@ -141,6 +157,7 @@ impl EncoderConfig {
             return Err(HostError::InvalidSize {
                 width: self.width,
                 height: self.height,
+                supported: String::new(),
             });
         }
         if !(1..=240).contains(&self.max_fps) {
@@ -342,7 +359,11 @@ impl I420Frame {
     /// [`HostError::InvalidSize`] if a side is odd or zero.
     pub fn new(width: u32, height: u32) -> Result<Self, HostError> {
         if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
-            return Err(HostError::InvalidSize { width, height });
+            return Err(HostError::InvalidSize {
+                width,
+                height,
+                supported: String::new(),
+            });
         }
         let (w, h) = (width as usize, height as usize);
         Ok(Self {
@@ -402,6 +423,7 @@ impl I420Frame {
             return Err(HostError::InvalidSize {
                 width: src_width,
                 height: src_height,
+                supported: String::new(),
             });
         }
         let expected = sw * sh * 4;
@@ -751,10 +773,8 @@ pub struct LatestFrame {
 }
 
 impl LatestFrame {
-    /// Wraps a frame channel (e.g. [`SimPhone::frames`]); the frame in it
-    /// now, if any, is returned first.
-    ///
-    /// [`SimPhone::frames`]: crate::sim::SimPhone::frames
+    /// Wraps a frame channel (a phone's screen images, e.g. the sim
+    /// phone's `frames()`); the frame in it now, if any, is returned first.
     pub fn new(mut rx: watch::Receiver<Option<Arc<Frame>>>, max_fps: u32) -> Self {
         rx.mark_changed();
         Self {

@@ -46,6 +46,11 @@ async fn boots_a_real_avd_and_drives_it() {
             boot_timeout: Duration::from_secs(900),
             restart: RestartPolicy::Never,
             emulator_args: Vec::new(),
+            backends: cloud_host::backend::Backends::default().with(
+                Backend::Emulator,
+                Arc::new(cloud_host::backend::emulator::EmulatorKind),
+            ),
+            first_phone: None,
         },
     )
     .unwrap();
@@ -61,7 +66,7 @@ async fn boots_a_real_avd_and_drives_it() {
     m.wait_running("real", Duration::from_secs(900))
         .await
         .unwrap();
-    let (client, _) = m.connect("real").await.unwrap();
+    let client = m.connect("real").await.unwrap();
     let img = client.screenshot(ImgFormat::Png).await.unwrap();
     assert!(!img.image.is_empty());
     client

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cloud_host::backend::sim::SimKind;
 use cloud_host::config::ConfigLayer;
 use cloud_host::daemon::{Host, Listeners};
 use cloud_host::emu_client::EmulatorClient;
@@ -67,6 +68,8 @@ pub fn now_ns() -> u64 {
 pub struct TestHost {
     /// The running host (its phone actor, registry, sessions, metrics...).
     pub host: Host,
+    /// The host's sim phones, to look at them directly.
+    pub sims: SimKind,
     dir: tempfile::TempDir,
     handsets: u32,
 }
@@ -89,7 +92,8 @@ impl TestHost {
         }
         .resolve(&|_| None);
         let listeners = Listeners::bind(&cfg).await.expect("binding the host");
-        let host = Host::start(&cfg, listeners)
+        let sims = SimKind::default();
+        let host = Host::start(&cfg, listeners, sims.backends())
             .await
             .expect("starting the host");
         host.phones
@@ -98,6 +102,7 @@ impl TestHost {
             .expect("phone-1 running");
         Self {
             host,
+            sims,
             dir,
             handsets: 0,
         }
@@ -169,8 +174,8 @@ impl TestHost {
     /// # Panics
     /// When the phone is not running or not a sim phone.
     pub async fn phone(&self, name: &str) -> (EmulatorClient, SimPhone) {
-        let (client, sim) = self.host.phones.connect(name).await.expect("phone client");
-        (client, sim.expect("a sim phone"))
+        let client = self.host.phones.connect(name).await.expect("phone client");
+        (client, self.sims.phone(name).expect("a running sim phone"))
     }
 
     /// The host's data dir (`vphonectl --data-dir`).

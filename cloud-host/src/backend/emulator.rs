@@ -17,9 +17,12 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
-use super::{BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
+use super::{BackendKind, BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
 use crate::HostError;
 use crate::emu_client::EmulatorClient;
+use crate::phones::{ManagerConfig, PhoneSpec};
+use crate::registry::PhoneRecord;
+use crate::status::PhoneStatus;
 
 /// How to run one emulator.
 #[derive(Clone, Debug)]
@@ -201,8 +204,43 @@ impl EmulatorBackend {
     }
 }
 
+/// The Android Emulator as a backend kind: one [`EmulatorBackend`] per
+/// phone, its AVD from the phone's record.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmulatorKind;
+
+impl BackendKind for EmulatorKind {
+    fn make(&self, record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
+        Box::new(EmulatorBackend::new(EmulatorConfig {
+            sdk_root: find_sdk(&|k| std::env::var(k).ok()).unwrap_or_default(),
+            avd: record.avd.clone().unwrap_or_default(),
+            packet_streamer: cfg.packet_streamer.clone(),
+            log_path: cfg
+                .data_dir
+                .join("logs")
+                .join(format!("{}.log", record.name)),
+            boot_timeout: cfg.boot_timeout,
+            extra_args: cfg.emulator_args.clone(),
+        }))
+    }
+
+    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
+        if spec.avd.as_deref().unwrap_or("").is_empty() {
+            return Err(HostError::Invalid {
+                what: "phone",
+                why: "an emulator phone needs an AVD name (--avd)".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl PhoneBackend for EmulatorBackend {
-    fn start(&mut self, progress: Progress) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
+    fn start(
+        &mut self,
+        progress: Progress,
+        _status: watch::Receiver<PhoneStatus>,
+    ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
         Box::pin(async move {
             check_kvm(Path::new("/dev/kvm"))?;
             let bin = emulator_binary(&self.cfg.sdk_root);

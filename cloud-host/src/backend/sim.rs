@@ -1,36 +1,121 @@
-//! The sim backend: a [`SimPhone`] serving EmulatorController on loopback.
+//! The sim backend: a [`SimPhone`] serving EmulatorController on loopback,
+//! painting the host's status for it (session, Bluetooth) on its screen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use super::{BoxFuture, PhoneBackend, PhoneEndpoint, Progress, random_token};
+use super::emulator::EmulatorKind;
+use super::{
+    BackendKind, Backends, BoxFuture, PhoneBackend, PhoneEndpoint, Progress, random_token,
+};
 use crate::HostError;
-use crate::sim::{SimPhone, SimPhoneConfig};
+use crate::phones::{ManagerConfig, PhoneSpec};
+use crate::registry::{Backend, PhoneRecord};
+use crate::sim::render::BluetoothView;
+use crate::sim::{MAX_DIMENSION, MIN_HEIGHT, MIN_WIDTH, SimPhone, SimPhoneConfig};
+use crate::status::{PhoneStatus, RadioStatus};
 use crate::threads::Priority;
 
-/// Runs a sim phone.
-#[derive(Debug)]
-pub struct SimBackend {
-    width: u32,
-    height: u32,
-    dpi: u32,
-    running: Option<(SimPhone, oneshot::Sender<()>)>,
+/// The sim as a backend kind. It keeps the running sim phones by name, so
+/// tests and the demo can look at a phone directly ([`SimKind::phone`]).
+#[derive(Clone, Debug, Default)]
+pub struct SimKind {
+    running: Arc<Mutex<HashMap<String, SimPhone>>>,
 }
 
-impl SimBackend {
-    /// A sim phone of this screen size.
-    pub fn new(width: u32, height: u32, dpi: u32) -> Self {
-        Self {
-            width,
-            height,
-            dpi,
+impl SimKind {
+    /// Every backend a host runs: sim phones through this kind, and the
+    /// Android Emulator.
+    #[must_use]
+    pub fn backends(&self) -> Backends {
+        Backends::default()
+            .with(Backend::Sim, Arc::new(self.clone()))
+            .with(Backend::Emulator, Arc::new(EmulatorKind))
+    }
+
+    /// The running sim phone `name`, if any.
+    #[must_use]
+    pub fn phone(&self, name: &str) -> Option<SimPhone> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+impl BackendKind for SimKind {
+    fn make(&self, record: &PhoneRecord, _: &ManagerConfig) -> Box<dyn PhoneBackend> {
+        Box::new(SimBackend {
+            name: record.name.clone(),
+            width: record.width,
+            height: record.height,
+            dpi: record.dpi,
+            registry: self.running.clone(),
             running: None,
+        })
+    }
+
+    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
+        let (w, h, _) = spec.display;
+        if (MIN_WIDTH..=MAX_DIMENSION).contains(&w) && (MIN_HEIGHT..=MAX_DIMENSION).contains(&h) {
+            Ok(())
+        } else {
+            Err(HostError::InvalidSize {
+                width: w,
+                height: h,
+                supported: format!(
+                    " (supported: {MIN_WIDTH}x{MIN_HEIGHT} up to {MAX_DIMENSION}x{MAX_DIMENSION})"
+                ),
+            })
         }
     }
 }
 
+/// Paints `status` on `phone`'s screen until the status ends.
+async fn paint(phone: SimPhone, mut status: watch::Receiver<PhoneStatus>) {
+    loop {
+        let s = status.borrow_and_update().clone();
+        phone.set_session(s.session);
+        phone.set_bluetooth(match s.radio {
+            RadioStatus::NoRadio => BluetoothView::NoRadio,
+            RadioStatus::RadioAttached => BluetoothView::RadioAttached,
+            RadioStatus::Connected {
+                peer_name,
+                address,
+                encrypted,
+            } => BluetoothView::Connected {
+                peer_name,
+                address,
+                encrypted,
+            },
+        });
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a sim phone.
+#[derive(Debug)]
+pub struct SimBackend {
+    name: String,
+    width: u32,
+    height: u32,
+    dpi: u32,
+    registry: Arc<Mutex<HashMap<String, SimPhone>>>,
+    running: Option<(SimPhone, oneshot::Sender<()>, tokio::task::AbortHandle)>,
+}
+
 impl PhoneBackend for SimBackend {
-    fn start(&mut self, progress: Progress) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
+    fn start(
+        &mut self,
+        progress: Progress,
+        status: watch::Receiver<PhoneStatus>,
+    ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
         Box::pin(async move {
             let token = random_token()?;
             let phone = SimPhone::start(SimPhoneConfig {
@@ -70,7 +155,12 @@ impl PhoneBackend for SimBackend {
                 }
             })?;
             progress(format!("sim phone serving EmulatorController on {addr}"));
-            self.running = Some((phone, stop));
+            let painter = tokio::spawn(paint(phone.clone(), status)).abort_handle();
+            self.registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.name.clone(), phone.clone());
+            self.running = Some((phone, stop, painter));
             Ok(PhoneEndpoint {
                 grpc_addr: addr.to_string(),
                 token: Some(token),
@@ -80,8 +170,13 @@ impl PhoneBackend for SimBackend {
 
     fn stop(&mut self) -> BoxFuture<'_, Result<(), HostError>> {
         Box::pin(async move {
-            if let Some((_, stop)) = self.running.take() {
+            if let Some((_, stop, painter)) = self.running.take() {
                 let _ = stop.send(());
+                painter.abort();
+                self.registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.name);
             }
             Ok(())
         })
@@ -90,9 +185,5 @@ impl PhoneBackend for SimBackend {
     fn exited(&self) -> BoxFuture<'static, String> {
         // The sim phone lives in this process: it only ends when stopped.
         Box::pin(std::future::pending())
-    }
-
-    fn sim(&self) -> Option<SimPhone> {
-        self.running.as_ref().map(|(p, _)| p.clone())
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use cloud_host::backend::sim::SimKind;
 use cloud_host::config::{ConfigLayer, HostConfig};
 use cloud_host::daemon::{Host, Listeners};
 use cloud_host::operator::Enroller;
@@ -95,7 +96,7 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
 
 async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&cfg).await?;
-    let host = Host::start(&cfg, listeners).await?;
+    let host = Host::start(&cfg, listeners, SimKind::default().backends()).await?;
     eprintln!("vphone-host {} ready", env!("CARGO_PKG_VERSION"));
     eprintln!("  data dir:     {}", cfg.data_dir.display());
     eprintln!(

@@ -31,8 +31,10 @@ use bt_raw::packet::{Command, opcodes, status};
 use bt_raw::policy::refusal;
 use bt_raw::{H4Packet, PacketType};
 
+pub use crate::status::RadioStatus;
+
 /// Commands from a stack that may wait for a radio to attach.
-pub(crate) const MAX_PENDING: usize = 16;
+pub const MAX_PENDING: usize = 16;
 
 /// How long the host waits for the controller's replies to its own orphan
 /// cleanup before it stops filtering them.
@@ -59,25 +61,6 @@ impl Default for LinkTiming {
             heartbeat_timeout: Duration::from_millis(1500),
         }
     }
-}
-
-/// What the phone's screen (or any status view) shows of its link.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
-pub enum LinkStatus {
-    /// No handset lends a radio.
-    #[default]
-    NoRadio,
-    /// A radio is lent; no connection.
-    RadioAttached,
-    /// Connected to a peripheral.
-    Connected {
-        /// The name it advertised, or "unknown device".
-        peer_name: String,
-        /// Its address, `AA:BB:CC:DD:EE:FF`.
-        address: String,
-        /// Whether the link is encrypted.
-        encrypted: bool,
-    },
 }
 
 /// What a phone's link is doing, for the operator.
@@ -139,7 +122,7 @@ pub enum Action {
         why: String,
     },
     /// Show this status (only emitted on change).
-    Status(LinkStatus),
+    Status(RadioStatus),
 }
 
 /// Why a stack could not attach.
@@ -201,7 +184,7 @@ pub struct LinkCore {
     waiting_since: Option<Instant>,
     /// The radio was lost: only HCI_Reset passes until the stack resets.
     resync: bool,
-    status: LinkStatus,
+    status: RadioStatus,
     /// Connections open when the radio was lost, and whose radio it was.
     orphans: Option<(String, Vec<u16>)>,
     cleanup: Cleanup,
@@ -222,7 +205,7 @@ impl LinkCore {
             tracker: LinkTracker::new(),
             waiting_since: None,
             resync: false,
-            status: LinkStatus::NoRadio,
+            status: RadioStatus::NoRadio,
             orphans: None,
             cleanup: Cleanup::default(),
             info: LinkInfo::default(),
@@ -243,7 +226,7 @@ impl LinkCore {
 
     /// The current status.
     #[must_use]
-    pub fn status(&self) -> &LinkStatus {
+    pub fn status(&self) -> &RadioStatus {
         &self.status
     }
 
@@ -560,9 +543,9 @@ impl LinkCore {
 
     fn update_status(&mut self) {
         let status = match (&self.radio, self.tracker.connections().next()) {
-            (None, _) => LinkStatus::NoRadio,
-            (Some(_), None) => LinkStatus::RadioAttached,
-            (Some(_), Some(c)) => LinkStatus::Connected {
+            (None, _) => RadioStatus::NoRadio,
+            (Some(_), None) => RadioStatus::RadioAttached,
+            (Some(_), Some(c)) => RadioStatus::Connected {
                 peer_name: self
                     .tracker
                     .name_of(&c.address)
@@ -737,7 +720,7 @@ mod tests {
         let generation = lent(&mut core, "s1", "h1", t0 + 100 * MS);
         let actions = drain(&mut core);
         assert!(actions.contains(&Action::AttachRadio { generation }));
-        assert!(actions.contains(&Action::Status(LinkStatus::RadioAttached)));
+        assert!(actions.contains(&Action::Status(RadioStatus::RadioAttached)));
         assert_eq!(to_radio(&actions), vec![reset(), read_bd_addr()]);
         assert_eq!(core.pending(), 0);
     }
@@ -775,7 +758,7 @@ mod tests {
             sent[2].as_bytes(),
             &[0x04, 0x10, 0x01, HARDWARE_ERROR_RADIO_LOST]
         );
-        assert!(actions.contains(&Action::Status(LinkStatus::NoRadio)));
+        assert!(actions.contains(&Action::Status(RadioStatus::NoRadio)));
         assert_eq!(core.info().radio_losses, 1);
 
         // Resync: a radio is back, but only HCI_Reset passes.
@@ -921,10 +904,10 @@ mod tests {
     #[test]
     fn status_follows_radio_connection_and_encryption() {
         let (mut core, id, t0) = with_stack();
-        assert_eq!(core.status(), &LinkStatus::NoRadio);
+        assert_eq!(core.status(), &RadioStatus::NoRadio);
         let g = lent(&mut core, "s1", "h1", t0);
         core.radio_packet(g, le_connected(0x40), t0);
-        let connected = LinkStatus::Connected {
+        let connected = RadioStatus::Connected {
             peer_name: "unknown device".into(),
             address: "F6:F5:F4:F3:F2:F1".into(),
             encrypted: false,
@@ -933,7 +916,7 @@ mod tests {
         core.radio_packet(g, encrypted(0x40), t0);
         assert!(matches!(
             drain(&mut core).last(),
-            Some(Action::Status(LinkStatus::Connected {
+            Some(Action::Status(RadioStatus::Connected {
                 encrypted: true,
                 ..
             }))
@@ -957,6 +940,6 @@ mod tests {
         let actions = drain(&mut core);
         assert!(to_stack(&actions).is_empty());
         assert!(!core.resyncing(), "no stack was told anything");
-        assert_eq!(core.status(), &LinkStatus::NoRadio);
+        assert_eq!(core.status(), &RadioStatus::NoRadio);
     }
 }

@@ -40,11 +40,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::metrics::Metrics;
 use crate::phones::PhoneManager;
 use crate::registry::Backend;
-use crate::sim::SimPhone;
-use crate::sim::render::BluetoothView;
+use crate::status::StatusHandle;
 
 use self::core::{Action, LinkCore};
-pub use self::core::{LinkInfo, LinkStatus, LinkTiming};
+pub use self::core::{LinkInfo, LinkTiming, RadioStatus};
 
 /// Packets queued towards a stack.
 const STACK_QUEUE: usize = 1024;
@@ -67,7 +66,6 @@ pub struct SnoopItem {
 enum Ev {
     StackAttach {
         who: String,
-        sim: Option<SimPhone>,
         reply: oneshot::Sender<Result<StackHandle, Status>>,
     },
     StackPacket(u64, H4Packet),
@@ -122,7 +120,6 @@ impl Bluetooth {
         let info = Arc::new(Mutex::new(LinkInfo::default()));
         let actor = Actor {
             phone: phone.to_owned(),
-            phones: self.phones.clone(),
             metrics: self.metrics.clone(),
             self_tx: tx.downgrade(),
             snoop: snoop.clone(),
@@ -131,7 +128,7 @@ impl Bluetooth {
             stack_out: None,
             radio: None,
             lending: None,
-            sim: None,
+            status: self.phones.status(phone),
         };
         tokio::spawn(actor.run(rx));
         let link = Arc::new(Link { tx, snoop, info });
@@ -170,7 +167,7 @@ impl Bluetooth {
 
     /// Which phone a stack's ChipInfo names: the phone of that name, or the
     /// emulator phone whose AVD has that name.
-    async fn resolve(&self, info: &ChipInfo) -> Result<(String, Option<SimPhone>), Status> {
+    async fn resolve(&self, info: &ChipInfo) -> Result<String, Status> {
         let device = info.device_info.as_ref().map(|d| d.name.as_str());
         let name = Some(info.name.as_str())
             .filter(|n| !n.is_empty())
@@ -202,12 +199,7 @@ impl Bluetooth {
                     }
                 ))
             })?;
-        let name = phone.record.name.clone();
-        let sim = match self.phones.connect(&name).await {
-            Ok((_, sim)) => sim,
-            Err(_) => None,
-        };
-        Ok((name, sim))
+        Ok(phone.record.name.clone())
     }
 
     /// The netsim `PacketStreamer` gRPC service.
@@ -273,13 +265,12 @@ impl PacketStreamer for NetsimService {
                 "vphone-host relays Bluetooth chips only; chip kind {kind} is not served"
             )));
         }
-        let (phone, sim) = self.bt.resolve(&info).await?;
+        let phone = self.bt.resolve(&info).await?;
         let who = format!("'{}' from {peer}", chip_name(&info));
         let link = self.bt.link(&phone);
         let (reply, answer) = oneshot::channel();
         let attach = Ev::StackAttach {
             who: who.clone(),
-            sim,
             reply,
         };
         link.tx
@@ -366,7 +357,6 @@ struct Radio {
 /// the core's actions.
 struct Actor {
     phone: String,
-    phones: PhoneManager,
     metrics: Arc<Metrics>,
     self_tx: mpsc::WeakSender<Ev>,
     snoop: broadcast::Sender<SnoopItem>,
@@ -376,7 +366,8 @@ struct Actor {
     radio: Option<Radio>,
     /// The session whose heartbeat is being handled.
     lending: Option<ServerSession>,
-    sim: Option<SimPhone>,
+    /// Where the phone shows the link's status.
+    status: StatusHandle,
 }
 
 impl Actor {
@@ -399,7 +390,7 @@ impl Actor {
     async fn on_event(&mut self, ev: Ev) {
         let now = Instant::now();
         match ev {
-            Ev::StackAttach { who, sim, reply } => match self.core.stack_attached(&who) {
+            Ev::StackAttach { who, reply } => match self.core.stack_attached(&who) {
                 Err(e) => {
                     let _ = reply.send(Err(Status::already_exists(format!(
                         "phone '{}' already has a Bluetooth stack attached ({}); \
@@ -416,10 +407,6 @@ impl Actor {
                     };
                     if reply.send(Ok(handle)).is_ok() {
                         self.stack_out = Some(out_tx);
-                        if sim.is_some() {
-                            self.sim = sim;
-                        }
-                        self.show(self.core.status().clone());
                     } else {
                         // The attaching call went away: undo the attach.
                         self.core.stack_abandoned(id);
@@ -469,16 +456,6 @@ impl Actor {
             })
         };
         tracing::info!(phone = %self.phone, session = %session.id(), "handset radio attached");
-        if self.sim.is_none() {
-            // A sim phone shows the radio even before a stack attaches.
-            self.sim = self
-                .phones
-                .connect(&self.phone)
-                .await
-                .ok()
-                .and_then(|(_, s)| s);
-            self.show(self.core.status().clone());
-        }
         if let Some(old) = self.radio.replace(Radio {
             session,
             generation,
@@ -517,7 +494,7 @@ impl Actor {
                         tracing::info!(phone = %self.phone, session = %r.session.id(), %why, "handset radio lost");
                     }
                 }
-                Action::Status(status) => self.show(status),
+                Action::Status(status) => self.status.set_radio(status),
             }
         }
         let info = self.core.info().clone();
@@ -561,25 +538,6 @@ impl Actor {
                 direction,
                 packet: pkt.clone(),
                 unix_us: crate::unix_ns() / 1000,
-            });
-        }
-    }
-
-    /// Shows `status` on the phone's screen (sim phones).
-    fn show(&self, status: LinkStatus) {
-        if let Some(sim) = &self.sim {
-            sim.set_bluetooth(match status {
-                LinkStatus::NoRadio => BluetoothView::NoRadio,
-                LinkStatus::RadioAttached => BluetoothView::RadioAttached,
-                LinkStatus::Connected {
-                    peer_name,
-                    address,
-                    encrypted,
-                } => BluetoothView::Connected {
-                    peer_name,
-                    address,
-                    encrypted,
-                },
             });
         }
     }

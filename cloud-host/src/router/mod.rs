@@ -202,17 +202,15 @@ impl Router {
         let registry = self.registry.clone();
         let _ = tokio::task::spawn_blocking(move || registry.session_started(&record)).await;
         let end = match self.phones.connect(&phone).await {
-            Ok((client, sim)) => {
-                if let Some(sim) = &sim {
-                    sim.set_session(Some(handset_name.clone()));
-                }
+            Ok(client) => {
+                // The phone shows who drives it (the sim paints it).
+                let status = self.phones.status(&phone);
+                status.set_session(Some(handset_name.clone()));
                 tracing::info!("attached");
                 let reason = self
                     .serve(s.clone(), client, frames, sensor_latency, radio_lent)
                     .await;
-                if let Some(sim) = &sim {
-                    sim.set_session(None);
-                }
+                status.set_session(None);
                 reason
             }
             Err(e) => {

@@ -67,20 +67,7 @@ impl Default for SimPhoneConfig {
     }
 }
 
-/// One rendered screen.
-#[derive(Debug)]
-pub struct Frame {
-    /// Increases by one per published frame, from 1.
-    pub seq: u32,
-    /// When it was rendered, Unix µs.
-    pub timestamp_us: u64,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Packed RGBA8888, top-down.
-    pub rgba: sensor_proto::bytes::Bytes,
-}
+pub use crate::video::Frame;
 
 /// Counters of what the phone received.
 #[derive(Debug, Default)]
@@ -459,9 +446,7 @@ impl SimPhone {
     }
 }
 
-/// `hardwareConfig` key under which the sim phone lists the sensors its
-/// screen listens to, as `name@hz` pairs separated by commas.
-pub const SENSORS_KEY: &str = "vphone.sensors.listening";
+pub use crate::emu_client::SENSORS_KEY;
 
 /// The sim display's refresh interval (60 Hz).
 const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);

@@ -209,7 +209,11 @@ pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, HostE
     let expected = (width as usize)
         .checked_mul(height as usize)
         .and_then(|n| n.checked_mul(4))
-        .ok_or(HostError::InvalidSize { width, height })?;
+        .ok_or(HostError::InvalidSize {
+            width,
+            height,
+            supported: String::new(),
+        })?;
     if rgba.len() != expected {
         return Err(HostError::BufferSize {
             expected,
@@ -605,7 +609,11 @@ impl Renderer {
         if !(MIN_WIDTH..=MAX_DIMENSION).contains(&width)
             || !(MIN_HEIGHT..=MAX_DIMENSION).contains(&height)
         {
-            return Err(HostError::InvalidSize { width, height });
+            return Err(HostError::InvalidSize {
+                width,
+                height,
+                supported: String::new(),
+            });
         }
         let pixmap = Pixmap::new(width, height).ok_or(HostError::Alloc { width, height })?;
         let s = scale_for(width, height);

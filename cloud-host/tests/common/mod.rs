@@ -17,5 +17,11 @@ pub(crate) async fn start_host(dir: &Path) -> Host {
     }
     .resolve(&|_| None);
     let listeners = Listeners::bind(&cfg).await.unwrap();
-    Host::start(&cfg, listeners).await.unwrap()
+    Host::start(
+        &cfg,
+        listeners,
+        cloud_host::backend::sim::SimKind::default().backends(),
+    )
+    .await
+    .unwrap()
 }
