@@ -168,7 +168,7 @@ fn main() {
             p_count += 1;
         }
         let t = Instant::now();
-        let (_, _, out) = dec.decode(&f.data).expect("decode").expect("picture");
+        let out = dec.decode(&f.data).expect("decode").expect("picture").rgba;
         dec_t.push(t.elapsed());
         let q = psnr(rgba, &out);
         psnr_min = psnr_min.min(q);
@@ -241,7 +241,7 @@ fn main() {
                     if i > 0 {
                         bytes += f.data.len();
                     }
-                    let (_, _, out) = dec.decode(&f.data).expect("decode").expect("picture");
+                    let out = dec.decode(&f.data).expect("decode").expect("picture").rgba;
                     q_sum += psnr(&frame, &out);
                 }
                 None => skipped += 1,

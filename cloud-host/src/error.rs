@@ -82,9 +82,9 @@ pub enum HostError {
     /// An enrollment token was refused.
     #[error("enrollment token {0}")]
     Token(&'static str),
-    /// The H.264 encoder or decoder failed (see [`crate::video`]).
-    #[error("video: {0}")]
-    Video(String),
+    /// A picture or the video codec failed.
+    #[error(transparent)]
+    Media(#[from] vphone_media::MediaError),
 }
 
 impl HostError {
@@ -108,7 +108,7 @@ impl From<HostError> for tonic::Status {
             | HostError::InvalidSize { .. }
             | HostError::BufferSize { .. } => Code::InvalidArgument,
             HostError::Token(_) => Code::PermissionDenied,
-            HostError::Video(_) => Code::Internal,
+            HostError::Media(m) if m.is_bad_input() => Code::InvalidArgument,
             _ => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

@@ -27,7 +27,8 @@ pub mod router;
 pub mod sim;
 pub mod status;
 mod threads;
-pub mod video;
+/// The video pipeline (the `vphone-media` crate, shared with the handset).
+pub use vphone_media as video;
 
 pub use error::HostError;
 

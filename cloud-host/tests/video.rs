@@ -137,10 +137,11 @@ fn video_round_trip_keeps_ripple_and_bubble_in_place() {
     let mut checked = 0;
     for (i, e) in encoded.iter().enumerate() {
         let touch = e.touch;
-        let (w, h, rgba) = dec
+        let pic = dec
             .decode(&e.frame.data)
             .unwrap()
             .unwrap_or_else(|| panic!("frame {i} decoded to nothing"));
+        let (w, h, rgba) = (pic.width, pic.height, pic.rgba);
         assert_eq!((w, h), (W, H));
         // Check the keyframe, a P-frame early on, and the last P-frame.
         if ![0, 1, encoded.len() - 1].contains(&i) {

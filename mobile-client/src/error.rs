@@ -197,3 +197,9 @@ impl ClientError {
         }
     }
 }
+
+impl From<vphone_media::MediaError> for ClientError {
+    fn from(e: vphone_media::MediaError) -> Self {
+        Self::Video(e.to_string())
+    }
+}

@@ -29,7 +29,6 @@
 use crate::HostError;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Cursor;
 
 use tiny_skia::{Color, FillRule, Paint, PathBuilder, Pixmap, Rect, Stroke, Transform};
 
@@ -204,33 +203,12 @@ pub fn listened_sensors() -> Vec<(SensorName, u32)> {
 // Errors and PNG
 // ---------------------------------------------------------------------------
 
-/// Encodes tightly packed, top-down RGBA8888 pixels as a PNG file.
+/// Encodes RGBA as PNG (see [`vphone_media::encode_png`]).
+///
+/// # Errors
+/// [`HostError::Media`].
 pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, HostError> {
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(4))
-        .ok_or(HostError::InvalidSize {
-            width,
-            height,
-            supported: String::new(),
-        })?;
-    if rgba.len() != expected {
-        return Err(HostError::BufferSize {
-            expected,
-            actual: rgba.len(),
-        });
-    }
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(Cursor::new(&mut out), width, height);
-        encoder.set_color(png::ColorType::Rgba);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(rgba)?;
-        writer.finish()?;
-    }
-    Ok(out)
+    Ok(vphone_media::encode_png(width, height, rgba)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -1267,7 +1245,7 @@ mod tests {
         let rgba = r.render(&demo_scene()).to_vec();
         let png_bytes = encode_png(w, h, &rgba).unwrap();
         assert_eq!(png_bytes, r.render_png(&demo_scene()).unwrap());
-        let decoder = png::Decoder::new(Cursor::new(&png_bytes));
+        let decoder = png::Decoder::new(std::io::Cursor::new(&png_bytes));
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
@@ -1278,7 +1256,9 @@ mod tests {
 
         assert!(matches!(
             encode_png(w, h, &rgba[4..]),
-            Err(HostError::BufferSize { .. })
+            Err(HostError::Media(
+                vphone_media::MediaError::BufferSize { .. }
+            ))
         ));
     }
 
