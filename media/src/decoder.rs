@@ -23,7 +23,7 @@ pub struct Picture {
 }
 
 /// Decodes Annex B H.264 access units to RGBA (OpenH264; BT.601 limited
-/// range, matching [`VideoEncoder`]).
+/// range, matching [`VideoEncoder`](crate::VideoEncoder)).
 pub struct VideoDecoder {
     decoder: Decoder,
 }
@@ -45,7 +45,7 @@ impl VideoDecoder {
         Ok(Self { decoder })
     }
 
-    /// Decodes one access unit (e.g. [`EncodedFrame::data`]; several NAL
+    /// Decodes one access unit (e.g. [`EncodedFrame::data`](crate::EncodedFrame::data); several NAL
     /// units with start codes). Returns the picture (RGBA, tightly packed,
     /// top-down, alpha 255), or `None` if the data completed no picture
     /// (e.g. parameter sets only).

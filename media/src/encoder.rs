@@ -184,7 +184,7 @@ fn build_encoder(cfg: &EncoderConfig, bitrate_bps: u32) -> Result<Encoder, Media
         .map_err(|e| video_err("cannot create the H.264 encoder", e))
 }
 
-/// Encodes RGBA screen frames to H.264 (see the [module docs](self)).
+/// Encodes RGBA screen frames to H.264 (see the [crate docs](crate)).
 ///
 /// Low latency by construction: Baseline profile (no B-frames, no
 /// reordering: every input produces its own access unit at once), OpenH264's
@@ -291,7 +291,7 @@ impl VideoEncoder {
     }
 
     /// Encodes one RGBA frame captured at `capture_time_us` (any µs clock,
-    /// e.g. [`Frame::timestamp_us`]); the capture time is also the pacing
+    /// e.g. [`Frame::timestamp_us`](crate::Frame::timestamp_us)); the capture time is also the pacing
     /// clock. Same as [`encode_at`](Self::encode_at) with
     /// `now_us = capture_time_us`.
     ///
@@ -318,7 +318,7 @@ impl VideoEncoder {
     /// `max_fps` is not thinned while a faster one is capped.
     /// Skipped frames are dropped, not queued; a caller that might have
     /// skipped the *last* change must offer the newest frame again at the
-    /// next slot (what [`LatestFrame`] does). If the pacing clock jumps back
+    /// next slot (what [`LatestFrame`](crate::LatestFrame) does). If the pacing clock jumps back
     /// by more than one interval, pacing and the keyframe timer restart.
     ///
     /// The frame is a keyframe if `force_keyframe` is set, a keyframe was

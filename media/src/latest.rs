@@ -14,7 +14,7 @@ pub struct PulledFrame {
     pub frame: Arc<Frame>,
     /// When it was taken, µs on a monotonic clock starting at the
     /// [`LatestFrame`]'s creation: pass it as `now_us` to
-    /// [`VideoEncoder::encode_at`].
+    /// [`VideoEncoder::encode_at`](crate::VideoEncoder::encode_at).
     pub now_us: u64,
 }
 
