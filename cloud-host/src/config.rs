@@ -156,16 +156,7 @@ impl ConfigLayer {
     }
 }
 
-/// `$XDG_DATA_HOME/vphone`, else `$HOME/.local/share/vphone`, else `./vphone-data`.
-pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    if let Some(x) = env("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("vphone");
-    }
-    if let Some(h) = env("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join(".local/share/vphone");
-    }
-    PathBuf::from("vphone-data")
-}
+pub use sensor_proto::layout::default_data_dir;
 
 impl HostConfig {
     /// The address for enrollment strings, given the bound QUIC address.

@@ -15,7 +15,6 @@ use crate::bluetooth::{Bluetooth, LinkTiming};
 use crate::config::HostConfig;
 use crate::enroll::BridgeEnroller;
 use crate::metrics::Metrics;
-use crate::operator::{Enroller, OperatorService, SessionDirectory, load_or_create_admin_token};
 use crate::phones::{DEFAULT_DISPLAY, ManagerConfig, PhoneManager, PhoneSpec};
 use crate::registry::{Backend, Registry};
 use crate::router::{Router, RouterConfig, Sessions};
@@ -74,22 +73,20 @@ pub struct Host {
     pub phones: PhoneManager,
     /// The registry.
     pub registry: Arc<Registry>,
-    /// Where the operator API listens.
-    pub operator_addr: SocketAddr,
     /// Where handsets connect (UDP).
     pub quic_addr: SocketAddr,
     /// The host's identity and token key.
     pub enroller: Arc<BridgeEnroller>,
     /// Live sessions.
     pub sessions: Arc<Sessions>,
-    /// The admin token.
-    pub admin_token: String,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Where phone Bluetooth stacks attach (netsim `PacketStreamer`).
     pub netsim_addr: SocketAddr,
     /// Bluetooth links of the phones.
     pub bluetooth: Arc<Bluetooth>,
+    /// The operator API's listener, until the operator API takes it.
+    operator_listener: Option<TcpListener>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Serves handsets (QUIC); last, so it stops after the tasks above
@@ -139,7 +136,6 @@ impl Host {
         if dangling > 0 {
             tracing::info!(dangling, "closed sessions left open by a previous run");
         }
-        let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
         let netsim_addr = listeners
             .netsim
             .local_addr()
@@ -165,38 +161,7 @@ impl Host {
         let metrics = Arc::new(Metrics::default());
         let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), LinkTiming::default());
         let sessions = Arc::new(Sessions::default());
-        let directory: Arc<dyn SessionDirectory> = sessions.clone();
-        let operator_addr = listeners
-            .operator
-            .local_addr()
-            .map_err(|e| HostError::io("reading the operator address", e))?;
-        // vphonectl finds the host through this file.
-        std::fs::write(
-            cfg.data_dir.join("operator.addr"),
-            format!("{operator_addr}\n"),
-        )
-        .map_err(|e| HostError::io("writing operator.addr", e))?;
         let (stop, stopped) = watch::channel(false);
-        let svc = OperatorService::new(
-            phones.clone(),
-            registry.clone(),
-            enroller.clone() as Arc<dyn Enroller>,
-            directory,
-            metrics.clone(),
-            bluetooth.clone(),
-        );
-        let token = admin_token.clone();
-        let mut rx = stopped.clone();
-        let operator_task = tokio::spawn(async move {
-            let res = svc
-                .serve(listeners.operator, token, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "operator API stopped");
-            }
-        });
         // Handsets are served on the latency runtime: real-time workers where
         // the process may, so a sensor datagram is read at once even while
         // video work keeps every core busy.
@@ -272,18 +237,37 @@ impl Host {
         Ok(Self {
             phones,
             registry,
-            operator_addr,
             quic_addr,
             enroller,
             sessions,
-            admin_token,
             metrics,
             netsim_addr,
             bluetooth,
+            operator_listener: Some(listeners.operator),
             stop,
-            tasks: vec![operator_task, router_task, netsim_task],
+            tasks: vec![router_task, netsim_task],
             latency,
         })
+    }
+
+    /// The operator API's listener (bound by [`Listeners::bind`]), for the
+    /// operator API to serve on; `None` once taken.
+    pub fn take_operator_listener(&mut self) -> Option<TcpListener> {
+        self.operator_listener.take()
+    }
+
+    /// Resolves when the host is shutting down (for servers added to it).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Makes `task` part of the host: [`Host::shutdown`] waits for it (up
+    /// to the grace period).
+    pub fn adopt(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.push(task);
     }
 
     /// Stops serving and waits for the servers to finish.

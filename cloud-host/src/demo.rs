@@ -95,7 +95,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     }
     .resolve(&|_| None);
     eprintln!("starting a host with a sim phone on loopback…");
-    let host = Host::start(
+    let host = crate::operator::ServedHost::start(
         &cfg,
         Listeners::bind(&cfg).await?,
         crate::backend::sim::SimKind::default().backends(),

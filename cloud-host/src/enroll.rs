@@ -7,7 +7,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use device_bridge::{HostIdentity, TokenKey};
 
 use crate::HostError;
-use crate::operator::{Enroller, MintedToken};
 
 /// Mints tokens with the host's token key and reports the host's pin.
 #[derive(Debug)]
@@ -98,4 +97,34 @@ mod tests {
             .unwrap();
         assert_eq!(v.id.to_string(), t.id);
     }
+}
+
+/// A freshly minted enrollment token.
+#[derive(Clone, Debug)]
+pub struct MintedToken {
+    /// Its public id (recorded in the registry).
+    pub id: String,
+    /// When it expires, Unix ms.
+    pub expires_at_ms: i64,
+    /// The secret text given to the handset.
+    pub text: String,
+}
+
+/// What the operator API needs from the host's QUIC identity.
+pub trait Enroller: Send + Sync + std::fmt::Debug {
+    /// Mints a single-use token valid for `ttl`.
+    ///
+    /// # Errors
+    /// [`HostError`] when no randomness or key is available.
+    fn mint(&self, ttl: Duration) -> Result<MintedToken, HostError>;
+    /// The host's certificate pin (`sha256:<hex>` of its public key).
+    fn pin(&self) -> String;
+    /// The `host:port` handsets dial.
+    fn public_addr(&self) -> String;
+}
+
+/// The one-line enrollment string a handset takes:
+/// `vphone://HOST:PORT?pin=PIN&token=TOKEN`.
+pub fn enrollment_string(addr: &str, pin: &str, token: &str) -> String {
+    format!("vphone://{addr}?pin={pin}&token={token}")
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,60 +22,88 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::HostError;
+use crate::backend::Backends;
 use crate::bluetooth::Bluetooth;
+use crate::config::HostConfig;
+use crate::daemon::{Host, Listeners};
+pub use crate::enroll::{Enroller, MintedToken, enrollment_string};
 use crate::metrics::Metrics;
 use crate::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
 use crate::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord};
+pub use crate::router::{NoSessions, SessionDirectory};
 
-/// A freshly minted enrollment token.
-#[derive(Clone, Debug)]
-pub struct MintedToken {
-    /// Its public id (recorded in the registry).
-    pub id: String,
-    /// When it expires, Unix ms.
-    pub expires_at_ms: i64,
-    /// The secret text given to the handset.
-    pub text: String,
+/// A whole host: the core ([`Host`]) and the operator API serving it.
+/// Derefs to the [`Host`].
+#[derive(Debug)]
+pub struct ServedHost {
+    /// The host's parts.
+    pub host: Host,
+    /// Where the operator API (and `/metrics`) listens.
+    pub operator_addr: SocketAddr,
+    /// The operator's admin token.
+    pub admin_token: String,
 }
 
-/// What the operator API needs from the host's QUIC identity.
-pub trait Enroller: Send + Sync + std::fmt::Debug {
-    /// Mints a single-use token valid for `ttl`.
+impl ServedHost {
+    /// Starts the host's core on `listeners` with `backends`, and the
+    /// operator API on the operator listener; writes `operator.addr` and
+    /// (at first start) `admin.token` into the data dir.
     ///
     /// # Errors
-    /// [`HostError`] when no randomness or key is available.
-    fn mint(&self, ttl: Duration) -> Result<MintedToken, HostError>;
-    /// The host's certificate pin (`sha256:<hex>` of its public key).
-    fn pin(&self) -> String;
-    /// The `host:port` handsets dial.
-    fn public_addr(&self) -> String;
-}
-
-/// What the operator API needs from the session router.
-pub trait SessionDirectory: Send + Sync + std::fmt::Debug {
-    /// The live sessions.
-    fn list(&self) -> Vec<op::Session>;
-    /// Ends a session with a reason.
-    ///
-    /// # Errors
-    /// [`HostError::NotFound`] for an unknown id.
-    fn kick(&self, id: &str, reason: &str) -> Result<(), HostError>;
-}
-
-/// No sessions (a host without a handset listener, and tests).
-#[derive(Debug, Default)]
-pub struct NoSessions;
-
-impl SessionDirectory for NoSessions {
-    fn list(&self) -> Vec<op::Session> {
-        Vec::new()
+    /// The first part that fails to start, with what to do.
+    pub async fn start(
+        cfg: &HostConfig,
+        listeners: Listeners,
+        backends: Backends,
+    ) -> Result<Self, HostError> {
+        let mut host = Host::start(cfg, listeners, backends).await?;
+        let listener = host
+            .take_operator_listener()
+            .ok_or_else(|| HostError::Invalid {
+                what: "operator API",
+                why: "its listener was already taken".to_owned(),
+            })?;
+        let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
+        let operator_addr = listener
+            .local_addr()
+            .map_err(|e| HostError::io("reading the operator address", e))?;
+        // vphonectl finds the host through this file.
+        let addr_file = sensor_proto::layout::operator_addr_path(&cfg.data_dir);
+        std::fs::write(&addr_file, format!("{operator_addr}\n"))
+            .map_err(|e| HostError::io(format!("writing {}", addr_file.display()), e))?;
+        let svc = OperatorService::new(
+            host.phones.clone(),
+            host.registry.clone(),
+            host.enroller.clone() as Arc<dyn Enroller>,
+            host.sessions.clone() as Arc<dyn SessionDirectory>,
+            host.metrics.clone(),
+            host.bluetooth.clone(),
+        );
+        let token = admin_token.clone();
+        let stopping = host.stopping();
+        host.adopt(tokio::spawn(async move {
+            if let Err(e) = svc.serve(listener, token, stopping).await {
+                tracing::error!(error = %e, "operator API stopped");
+            }
+        }));
+        Ok(Self {
+            host,
+            operator_addr,
+            admin_token,
+        })
     }
 
-    fn kick(&self, id: &str, _: &str) -> Result<(), HostError> {
-        Err(HostError::NotFound {
-            kind: "session",
-            name: id.to_owned(),
-        })
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(self) {
+        self.host.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for ServedHost {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
     }
 }
 
@@ -106,10 +134,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> Result<String, HostError> 
     Ok(token)
 }
 
-/// Where the admin token lives.
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
+pub use sensor_proto::layout::admin_token_path;
 
 /// The operator service.
 #[derive(Debug, Clone)]
@@ -178,12 +203,6 @@ fn handset_msg(h: &HandsetRecord) -> op::Handset {
         enrolled_at_unix_ms: h.enrolled_at_ms.max(0) as u64,
         last_seen_unix_ms: h.last_seen_ms.unwrap_or(0).max(0) as u64,
     }
-}
-
-/// The one-line enrollment string a handset takes:
-/// `vphone://HOST:PORT?pin=PIN&token=TOKEN`.
-pub fn enrollment_string(addr: &str, pin: &str, token: &str) -> String {
-    format!("vphone://{addr}?pin={pin}&token={token}")
 }
 
 impl OperatorService {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cloud_host::daemon::Host;
+use cloud_host::operator::ServedHost as Host;
 use sensor_proto::netsim::common::ChipKind;
 use sensor_proto::netsim::packet::packet_request::RequestType;
 use sensor_proto::netsim::packet::packet_response::ResponseType;

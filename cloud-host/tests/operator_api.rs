@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cloud_host::daemon::Host;
+use cloud_host::operator::ServedHost as Host;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -48,6 +48,7 @@ pub use tonic;
 mod error;
 mod ext;
 pub mod framing;
+pub mod layout;
 
 pub use error::ProtoError;
 

@@ -31,8 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloud_host::backend::sim::SimKind;
 use cloud_host::config::ConfigLayer;
-use cloud_host::daemon::{Host, Listeners};
+use cloud_host::daemon::Listeners;
 use cloud_host::emu_client::EmulatorClient;
+use cloud_host::operator::ServedHost;
 use cloud_host::operator::{Enroller, enrollment_string};
 use cloud_host::phones::PhoneSpec;
 use cloud_host::registry::{Backend, TokenRecord};
@@ -67,7 +68,7 @@ pub fn now_ns() -> u64 {
 #[derive(Debug)]
 pub struct TestHost {
     /// The running host (its phone actor, registry, sessions, metrics...).
-    pub host: Host,
+    pub host: ServedHost,
     /// The host's sim phones, to look at them directly.
     pub sims: SimKind,
     dir: tempfile::TempDir,
@@ -93,7 +94,7 @@ impl TestHost {
         .resolve(&|_| None);
         let listeners = Listeners::bind(&cfg).await.expect("binding the host");
         let sims = SimKind::default();
-        let host = Host::start(&cfg, listeners, sims.backends())
+        let host = ServedHost::start(&cfg, listeners, sims.backends())
             .await
             .expect("starting the host");
         host.phones

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use cloud_host::backend::sim::SimKind;
 use cloud_host::config::{ConfigLayer, HostConfig};
-use cloud_host::daemon::{Host, Listeners};
+use cloud_host::daemon::Listeners;
 use cloud_host::operator::Enroller;
+use cloud_host::operator::ServedHost;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -96,7 +97,7 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
 
 async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&cfg).await?;
-    let host = Host::start(&cfg, listeners, SimKind::default().backends()).await?;
+    let host = ServedHost::start(&cfg, listeners, SimKind::default().backends()).await?;
     eprintln!("vphone-host {} ready", env!("CARGO_PKG_VERSION"));
     eprintln!("  data dir:     {}", cfg.data_dir.display());
     eprintln!(

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use cloud_host::config::default_data_dir;
-use cloud_host::operator::admin_token_path;
+use sensor_proto::layout::{admin_token_path, default_data_dir, operator_addr_path};
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
 use serde_json::{Value, json};
@@ -284,7 +283,7 @@ async fn connect(cli: &Cli) -> Result<Client, CliError> {
         .unwrap_or_else(|| default_data_dir(&|k| std::env::var(k).ok()));
     let addr = match &cli.operator {
         Some(a) => a.clone(),
-        None => std::fs::read_to_string(data_dir.join("operator.addr"))
+        None => std::fs::read_to_string(operator_addr_path(&data_dir))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "127.0.0.1:4434".to_owned()),
     };

@@ -31,7 +31,7 @@ use self::input::input_loop;
 pub use self::sensors::active_sensors;
 use self::sensors::sensor_loop;
 use self::sessions::Live;
-pub use self::sessions::{LatencyLog, SensorLatency, Sessions};
+pub use self::sessions::{LatencyLog, NoSessions, SensorLatency, SessionDirectory, Sessions};
 use self::video::video_loop;
 
 use std::collections::HashMap;

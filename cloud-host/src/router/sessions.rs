@@ -9,7 +9,6 @@ use sensor_proto::bridge::CloseReason;
 use sensor_proto::operator as op;
 
 use crate::HostError;
-use crate::operator::SessionDirectory;
 
 use super::admission::{Busy, SessionTable};
 
@@ -184,5 +183,33 @@ impl SessionDirectory for Sessions {
         let reason = reason.to_owned();
         tokio::spawn(async move { s.close(CloseReason::Kicked, &reason).await });
         Ok(())
+    }
+}
+
+/// What the operator API needs from the session router.
+pub trait SessionDirectory: Send + Sync + std::fmt::Debug {
+    /// The live sessions.
+    fn list(&self) -> Vec<op::Session>;
+    /// Ends a session with a reason.
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`] for an unknown id.
+    fn kick(&self, id: &str, reason: &str) -> Result<(), HostError>;
+}
+
+/// No sessions (a host without a handset listener, and tests).
+#[derive(Debug, Default)]
+pub struct NoSessions;
+
+impl SessionDirectory for NoSessions {
+    fn list(&self) -> Vec<op::Session> {
+        Vec::new()
+    }
+
+    fn kick(&self, id: &str, _: &str) -> Result<(), HostError> {
+        Err(HostError::NotFound {
+            kind: "session",
+            name: id.to_owned(),
+        })
     }
 }

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use cloud_host::config::ConfigLayer;
-use cloud_host::daemon::{Host, Listeners};
+use cloud_host::daemon::Listeners;
+use cloud_host::operator::ServedHost;
 
 /// Starts a host in `dir` (its sim phone `phone-1` may still be booting).
-pub(crate) async fn start_host(dir: &Path) -> Host {
+pub(crate) async fn start_host(dir: &Path) -> ServedHost {
     let cfg = ConfigLayer {
         data_dir: Some(dir.to_path_buf()),
         operator_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -17,7 +18,7 @@ pub(crate) async fn start_host(dir: &Path) -> Host {
     }
     .resolve(&|_| None);
     let listeners = Listeners::bind(&cfg).await.unwrap();
-    Host::start(
+    ServedHost::start(
         &cfg,
         listeners,
         cloud_host::backend::sim::SimKind::default().backends(),
