@@ -61,7 +61,7 @@
 //! about 23 KiB each) then dominates: about 25 kbit/s at one every 10 s. On
 //! a reliable transport, set it to 0 and call
 //! [`VideoEncoder::request_keyframe`] when a viewer joins or loses data.
-//! `cargo bench -p cloud-host --bench encoder` measures all of this.
+//! `cargo bench -p sim-phone --bench encoder` measures all of this.
 //!
 //! Shared by the host (encoding a phone's screen) and the handset
 //! (decoding it); it knows nothing of sessions or phones.

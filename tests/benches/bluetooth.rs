@@ -157,12 +157,19 @@ impl Bins {
             }
             Ok(path)
         };
-        // The crates each binary is built from (cloud-host's demo embeds the
-        // companion, so the host needs them all).
-        let handset = ["bt-raw", "device-bridge", "mobile-client", "sensor-proto"];
+        // The source dirs each binary is built from (the host's demo embeds
+        // the companion, so the host needs them all).
+        let handset = [
+            "bt-raw",
+            "device-bridge",
+            "media",
+            "mobile-client",
+            "sensor-proto",
+        ];
         let all = [
             "bt-raw",
             "device-bridge",
+            "media",
             "mobile-client",
             "sensor-proto",
             "cloud-host",

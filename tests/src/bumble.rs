@@ -44,25 +44,7 @@ pub fn python() -> PathBuf {
     path
 }
 
-/// A built binary of the workspace (`vphone-companion`, `vphonectl`...).
-///
-/// # Panics
-/// When it has not been built, saying how to build it.
-pub fn binary(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps.
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build --bins; scripts/test does)",
-        path.display()
-    );
-    path
-}
+pub use vphone_testkit::binary;
 
 /// A free TCP port on 127.0.0.1.
 ///

@@ -1,7 +1,7 @@
 //! Shared fixtures for vphone's end-to-end tests: a testkit.
 //!
 //! Everything runs in-process on 127.0.0.1 only, the way `vphone-host demo`
-//! does it (see `cloud-host/src/demo.rs`):
+//! does it (see `cloud-host/vphone-host/src/demo.rs`):
 //!
 //! * [`TestHost`] starts a whole host (registry, phone actor with the sim
 //!   phone `phone-1`, operator API with `/metrics`, QUIC listener) in a
@@ -29,16 +29,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloud_host::backend::sim::SimKind;
-use cloud_host::config::ConfigLayer;
-use cloud_host::daemon::Listeners;
-use cloud_host::emu_client::EmulatorClient;
-use cloud_host::operator::ServedHost;
-use cloud_host::operator::{Enroller, enrollment_string};
-use cloud_host::phones::PhoneSpec;
-use cloud_host::registry::{Backend, TokenRecord};
-use cloud_host::sim::{Frame, SimPhone};
 use device_bridge::{BridgeClientConfig, ClientSession};
+use host_core::config::ConfigLayer;
+use host_core::daemon::Listeners;
+use host_core::emu_client::EmulatorClient;
+use host_core::phones::PhoneSpec;
+use host_core::registry::{Backend, TokenRecord};
 use mobile_client::ClientError;
 use mobile_client::session::{Companion, ConnectOptions};
 use mobile_client::video::Picture;
@@ -46,13 +42,17 @@ use sensor_proto::bridge::{
     Hello, Key, KeyAction, Pointer, Screen, SensorCapability, Touch, TouchAction, VideoCodec,
     input_message,
 };
+use sim_phone::SimKind;
+use sim_phone::{Frame, SimPhone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use vphone_operator::ServedHost;
+use vphone_operator::{Enroller, enrollment_string};
 
 /// Width of the sim phones' screen, pixels.
-pub const SCREEN_W: u32 = cloud_host::sim::DEFAULT_WIDTH;
+pub const SCREEN_W: u32 = sim_phone::DEFAULT_WIDTH;
 /// Height of the sim phones' screen, pixels.
-pub const SCREEN_H: u32 = cloud_host::sim::DEFAULT_HEIGHT;
+pub const SCREEN_H: u32 = sim_phone::DEFAULT_HEIGHT;
 
 /// Per-channel tolerance for colours that went through H.264.
 pub const VIDEO_TOLERANCE: u8 = 40;

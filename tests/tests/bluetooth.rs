@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bt_raw::btsnoop::{Direction, Record, read_all};
-use cloud_host::sim::render::BluetoothView;
 use mobile_client::radio::{RadioOptions, RadioSpec};
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::{Companion, ConnectOptions};
+use sim_phone::render::BluetoothView;
 use vphone_tests::bumble::{PERIPHERAL, SECRET, Script, Testbed, binary};
 use vphone_tests::{Handset, TestHost, eventually};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cloud_host::keymap::android_to_w3c;
+use host_core::keymap::android_to_w3c;
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
 use vphone_testkit::net::{FaultProxy, Faults, Loss};

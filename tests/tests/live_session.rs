@@ -7,10 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cloud_host::sim::{
-    BUBBLE_RGB, RIPPLE_RGB, bubble_center, bubble_radius, level_center_and_radius,
-    ripple_dot_radius,
-};
 use mobile_client::ClientError;
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
@@ -18,6 +14,10 @@ use sensor_proto::bridge::{
     SensorCapability, SensorKind, SensorSample, TouchAction, control_message,
 };
 use sensor_proto::emulator::sensor_value::SensorType;
+use sim_phone::{
+    BUBBLE_RGB, RIPPLE_RGB, bubble_center, bubble_radius, level_center_and_radius,
+    ripple_dot_radius,
+};
 use vphone_tests::{
     SCREEN_H, SCREEN_W, TestHost, VIDEO_TOLERANCE, eventually, find_colour, flat_recording, key,
     touch, wait_picture, wait_sim_frame, write_recording,

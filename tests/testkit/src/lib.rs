@@ -11,6 +11,7 @@
 
 pub mod net;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Polls `f` every 20 ms until it returns `Ok` or `timeout` passes; then
@@ -32,4 +33,25 @@ pub async fn eventually<T, F: Future<Output = Result<T, String>>>(
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+/// A built binary of the workspace (`vphone-host`, `vphonectl`,
+/// `vphone-companion`), next to the running test executable's directory.
+///
+/// # Panics
+/// When it has not been built, saying how to build it.
+pub fn binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --bins; scripts/test does)",
+        path.display()
+    );
+    path
 }

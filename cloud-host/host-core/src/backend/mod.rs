@@ -1,0 +1,133 @@
+//! Phone backends behind one trait: the real Android Emulator and the
+//! built-in sim phone. Both end up as an `EmulatorController` gRPC endpoint
+//! that [`crate::emu_client::EmulatorClient`] drives, so everything above
+//! this module is backend-agnostic. The host is given its backends
+//! ([`Backends`]) when it starts; nothing outside a backend names it.
+
+pub mod emulator;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::HostError;
+use crate::phones::{ManagerConfig, PhoneSpec};
+use crate::registry::{Backend, PhoneRecord};
+use crate::status::PhoneStatus;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a started phone's EmulatorController API answers.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct PhoneEndpoint {
+    /// `host:port` of the gRPC server.
+    pub grpc_addr: String,
+    /// The bearer token its gRPC API requires.
+    pub token: Option<String>,
+}
+
+/// Progress reports from a long start (an emulator boot takes minutes).
+pub type Progress = Box<dyn Fn(String) + Send + Sync>;
+
+/// A way to run a phone.
+pub trait PhoneBackend: Send + std::fmt::Debug {
+    /// Starts the phone and waits until its API answers and it has booted,
+    /// reporting progress on the way. `status` is the host's state for the
+    /// phone to show, if it can (the sim paints it on its screen).
+    fn start(
+        &mut self,
+        progress: Progress,
+        status: watch::Receiver<PhoneStatus>,
+    ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>>;
+
+    /// Stops the phone cleanly (forcefully after a grace period).
+    fn stop(&mut self) -> BoxFuture<'_, Result<(), HostError>>;
+
+    /// A future that resolves when the started phone exits on its own, with
+    /// the reason. It never resolves while the phone runs normally, after
+    /// [`Self::stop`], or for a phone that was never started.
+    fn exited(&self) -> BoxFuture<'static, String>;
+}
+
+/// A kind of backend: makes the backend of each phone recorded with it.
+pub trait BackendKind: Send + Sync + std::fmt::Debug {
+    /// The backend that runs `record`.
+    fn make(&self, record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend>;
+
+    /// Checks a phone to be created (its screen size, say).
+    ///
+    /// # Errors
+    /// What this backend cannot run, with why.
+    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
+        let _ = spec;
+        Ok(())
+    }
+}
+
+/// The backends a host runs phones with.
+#[derive(Clone, Debug, Default)]
+pub struct Backends {
+    kinds: HashMap<Backend, Arc<dyn BackendKind>>,
+}
+
+impl Backends {
+    /// These backends and `kind` for `backend`.
+    #[must_use]
+    pub fn with(mut self, backend: Backend, kind: Arc<dyn BackendKind>) -> Self {
+        self.kinds.insert(backend, kind);
+        self
+    }
+
+    /// The kind for `backend`, if this host has it.
+    #[must_use]
+    pub fn get(&self, backend: Backend) -> Option<&Arc<dyn BackendKind>> {
+        self.kinds.get(&backend)
+    }
+}
+
+/// The backend of a phone recorded with a backend this host does not run:
+/// starting it fails with a clear reason.
+#[derive(Debug)]
+pub(crate) struct Unavailable(pub(crate) Backend);
+
+impl PhoneBackend for Unavailable {
+    fn start(
+        &mut self,
+        _: Progress,
+        _: watch::Receiver<PhoneStatus>,
+    ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
+        let backend = self.0;
+        Box::pin(async move {
+            Err(HostError::Invalid {
+                what: "backend",
+                why: format!("this host does not run {} phones", backend.as_str()),
+            })
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, Result<(), HostError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn exited(&self) -> BoxFuture<'static, String> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// A random token for loopback gRPC authentication (hex, 32 bytes of entropy
+/// drawn from the OS).
+///
+/// # Errors
+/// [`HostError::Io`] when the OS has no randomness to give.
+pub fn random_token() -> Result<String, HostError> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| HostError::io("reading /dev/urandom", e))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}

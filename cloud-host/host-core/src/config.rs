@@ -1,0 +1,236 @@
+//! The host's configuration: built-in defaults, then a TOML file, then
+//! environment variables, then command-line flags, each overriding the one
+//! before.
+//!
+//! | setting | flag | environment | file key | default |
+//! |---|---|---|---|---|
+//! | data dir | `--data-dir` | `VPHONE_DATA_DIR` | `data_dir` | `$XDG_DATA_HOME/vphone` or `~/.local/share/vphone` |
+//! | handset QUIC | `--quic-listen` | `VPHONE_QUIC_LISTEN` | `quic_listen` | `0.0.0.0:4433` |
+//! | operator API | `--operator-listen` | `VPHONE_OPERATOR_LISTEN` | `operator_listen` | `127.0.0.1:4434` |
+//! | netsim endpoint | `--netsim-listen` | `VPHONE_NETSIM_LISTEN` | `netsim_listen` | `127.0.0.1:4435` |
+//! | address handsets dial | `--public-addr` | `VPHONE_PUBLIC_ADDR` | `public_addr` | `127.0.0.1:<quic port>` |
+//! | resume window | | | `resume_window_secs` | 10 |
+//! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
+//! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
+//! | extra emulator args | | | `emulator_args` | none |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::HostError;
+use crate::phones::RestartPolicy;
+
+/// The effective host configuration.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct HostConfig {
+    /// Where the registry, identity, tokens and logs live.
+    pub data_dir: PathBuf,
+    /// UDP address for handset QUIC connections.
+    pub quic_listen: SocketAddr,
+    /// TCP address of the operator gRPC API and `/metrics`.
+    pub operator_listen: SocketAddr,
+    /// TCP address of the netsim PacketStreamer server for phone Bluetooth stacks.
+    pub netsim_listen: SocketAddr,
+    /// `host:port` put in enrollment strings: where handsets connect.
+    /// `None`: `127.0.0.1` (or the QUIC listen address when it is not the
+    /// unspecified one) with the QUIC port actually bound.
+    pub public_addr: Option<String>,
+    /// How long a dropped handset may take to resume its session.
+    pub resume_window: Duration,
+    /// How long an emulator boot may take.
+    pub boot_timeout: Duration,
+    /// What happens when a phone dies.
+    pub restart: RestartPolicy,
+    /// Extra arguments for every emulator.
+    pub emulator_args: Vec<String>,
+}
+
+/// Values a layer may set (every field optional).
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// See [`HostConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`HostConfig::quic_listen`].
+    pub quic_listen: Option<SocketAddr>,
+    /// See [`HostConfig::operator_listen`].
+    pub operator_listen: Option<SocketAddr>,
+    /// See [`HostConfig::netsim_listen`].
+    pub netsim_listen: Option<SocketAddr>,
+    /// See [`HostConfig::public_addr`].
+    pub public_addr: Option<String>,
+    /// Seconds; see [`HostConfig::resume_window`].
+    pub resume_window_secs: Option<u64>,
+    /// Seconds; see [`HostConfig::boot_timeout`].
+    pub boot_timeout_secs: Option<u64>,
+    /// Restarts allowed after a crash (0 = mark Failed).
+    pub restart_max: Option<u32>,
+    /// See [`HostConfig::emulator_args`].
+    pub emulator_args: Option<Vec<String>>,
+}
+
+impl ConfigLayer {
+    /// Parses a TOML config file's text.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the file and the problem.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, HostError> {
+        toml::from_str(text).map_err(|e| HostError::Invalid {
+            what: "config file",
+            why: format!("{}: {e}", path.display()),
+        })
+    }
+
+    /// Reads the `VPHONE_*` environment variables through `env`.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the variable that does not parse.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, HostError> {
+        fn addr(
+            env: &dyn Fn(&str) -> Option<String>,
+            k: &'static str,
+        ) -> Result<Option<SocketAddr>, HostError> {
+            env(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse().map_err(|_| HostError::Invalid {
+                        what: "environment",
+                        why: format!("{k}={v:?} is not an address like 127.0.0.1:4434"),
+                    })
+                })
+                .transpose()
+        }
+        Ok(Self {
+            data_dir: env("VPHONE_DATA_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            quic_listen: addr(env, "VPHONE_QUIC_LISTEN")?,
+            operator_listen: addr(env, "VPHONE_OPERATOR_LISTEN")?,
+            netsim_listen: addr(env, "VPHONE_NETSIM_LISTEN")?,
+            public_addr: env("VPHONE_PUBLIC_ADDR").filter(|v| !v.is_empty()),
+            ..Self::default()
+        })
+    }
+
+    /// `other`'s values win where set.
+    pub fn overridden_by(self, other: Self) -> Self {
+        Self {
+            data_dir: other.data_dir.or(self.data_dir),
+            quic_listen: other.quic_listen.or(self.quic_listen),
+            operator_listen: other.operator_listen.or(self.operator_listen),
+            netsim_listen: other.netsim_listen.or(self.netsim_listen),
+            public_addr: other.public_addr.or(self.public_addr),
+            resume_window_secs: other.resume_window_secs.or(self.resume_window_secs),
+            boot_timeout_secs: other.boot_timeout_secs.or(self.boot_timeout_secs),
+            restart_max: other.restart_max.or(self.restart_max),
+            emulator_args: other.emulator_args.or(self.emulator_args),
+        }
+    }
+
+    /// Fills every unset value with its default.
+    pub fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> HostConfig {
+        let quic_listen = self
+            .quic_listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433)));
+        HostConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| default_data_dir(env)),
+            quic_listen,
+            operator_listen: self
+                .operator_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4434))),
+            netsim_listen: self
+                .netsim_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4435))),
+            public_addr: self.public_addr,
+            resume_window: Duration::from_secs(self.resume_window_secs.unwrap_or(10)),
+            boot_timeout: Duration::from_secs(self.boot_timeout_secs.unwrap_or(600)),
+            restart: match self.restart_max.unwrap_or(0) {
+                0 => RestartPolicy::Never,
+                n => RestartPolicy::OnFailure(n),
+            },
+            emulator_args: self.emulator_args.unwrap_or_default(),
+        }
+    }
+}
+
+pub use sensor_proto::layout::default_data_dir;
+
+impl HostConfig {
+    /// The address for enrollment strings, given the bound QUIC address.
+    pub fn public_addr_for(&self, bound: SocketAddr) -> String {
+        self.public_addr.clone().unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                format!("127.0.0.1:{}", bound.port())
+            } else {
+                bound.to_string()
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_with_no_configuration() {
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_owned());
+        let c = ConfigLayer::default().resolve(&env);
+        assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/vphone"));
+        assert_eq!(c.quic_listen.to_string(), "0.0.0.0:4433");
+        assert_eq!(c.operator_listen.to_string(), "127.0.0.1:4434");
+        assert_eq!(c.netsim_listen.to_string(), "127.0.0.1:4435");
+        assert_eq!(c.public_addr, None);
+        assert_eq!(c.resume_window, Duration::from_secs(10));
+        assert_eq!(c.restart, RestartPolicy::Never);
+    }
+
+    #[test]
+    fn file_then_env_then_flags_override_in_that_order() {
+        let file = ConfigLayer::from_toml(
+            Path::new("host.toml"),
+            "data_dir = \"/file\"\noperator_listen = \"127.0.0.1:1111\"\nnetsim_listen = \"127.0.0.1:2222\"\nrestart_max = 3\n",
+        )
+        .unwrap();
+        let env_fn = |k: &str| match k {
+            "VPHONE_OPERATOR_LISTEN" => Some("127.0.0.1:3333".to_owned()),
+            "VPHONE_DATA_DIR" => Some("/env".to_owned()),
+            _ => None,
+        };
+        let env = ConfigLayer::from_env(&env_fn).unwrap();
+        let flags = ConfigLayer {
+            data_dir: Some(PathBuf::from("/flag")),
+            ..ConfigLayer::default()
+        };
+        let c = file
+            .overridden_by(env)
+            .overridden_by(flags)
+            .resolve(&|_| None);
+        assert_eq!(c.data_dir, PathBuf::from("/flag"));
+        assert_eq!(c.operator_listen.to_string(), "127.0.0.1:3333");
+        assert_eq!(c.netsim_listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.restart, RestartPolicy::OnFailure(3));
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../../../infra/host.toml.example");
+        let c = ConfigLayer::from_toml(Path::new("host.toml.example"), text).unwrap();
+        assert_eq!(c.quic_listen.map(|a| a.port()), Some(4433));
+        assert_eq!(c.restart_max, Some(0));
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = ConfigLayer::from_toml(Path::new("h.toml"), "colour = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("h.toml") && e.contains("unknown field"), "{e}");
+        let env = |k: &str| (k == "VPHONE_QUIC_LISTEN").then(|| "nowhere".to_owned());
+        let e = ConfigLayer::from_env(&env).unwrap_err().to_string();
+        assert!(e.contains("VPHONE_QUIC_LISTEN"), "{e}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The host daemon's entry point, as a library function so tests can run a
+//! whole host in-process on listeners they bound to port 0.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::HostError;
+use crate::access::RegistryAuthorizer;
+use crate::backend::Backends;
+use crate::bluetooth::{Bluetooth, LinkTiming};
+use crate::config::HostConfig;
+use crate::enroll::BridgeEnroller;
+use crate::metrics::Metrics;
+use crate::phones::{DEFAULT_DISPLAY, ManagerConfig, PhoneManager, PhoneSpec};
+use crate::registry::{Backend, Registry};
+use crate::router::{Router, RouterConfig, Sessions};
+use crate::threads::LatencyRuntime;
+
+/// Sockets the host serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The operator API and `/metrics`.
+    pub operator: TcpListener,
+    /// Handset QUIC connections.
+    pub quic: std::net::UdpSocket,
+    /// The netsim `PacketStreamer` server for phone Bluetooth stacks.
+    pub netsim: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] naming an address that cannot be bound.
+    pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
+        let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
+            HostError::io(
+                format!(
+                    "binding the handset QUIC port {} (udp; is another vphone-host running?)",
+                    cfg.quic_listen
+                ),
+                e,
+            )
+        })?;
+        Ok(Self {
+            operator: TcpListener::bind(cfg.operator_listen).await.map_err(|e| {
+                HostError::io(
+                    format!(
+                        "binding the operator API on {} (is another vphone-host running?)",
+                        cfg.operator_listen
+                    ),
+                    e,
+                )
+            })?,
+            quic,
+            netsim: TcpListener::bind(cfg.netsim_listen).await.map_err(|e| {
+                HostError::io(
+                    format!(
+                        "binding the Bluetooth (netsim) port {} (tcp; is another vphone-host \
+                         running? set --netsim-listen)",
+                        cfg.netsim_listen
+                    ),
+                    e,
+                )
+            })?,
+        })
+    }
+}
+
+/// How long each server may take to finish its open streams at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A running host, for callers that want its parts (tests, `demo`).
+#[derive(Debug)]
+pub struct Host {
+    /// The phone actor.
+    pub phones: PhoneManager,
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// Where handsets connect (UDP).
+    pub quic_addr: SocketAddr,
+    /// The host's identity and token key.
+    pub enroller: Arc<BridgeEnroller>,
+    /// Live sessions.
+    pub sessions: Arc<Sessions>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Where phone Bluetooth stacks attach (netsim `PacketStreamer`).
+    pub netsim_addr: SocketAddr,
+    /// Bluetooth links of the phones.
+    pub bluetooth: Arc<Bluetooth>,
+    /// The operator API's listener, until the operator API takes it.
+    operator_listener: Option<TcpListener>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Serves handsets (QUIC); last, so it stops after the tasks above
+    /// were asked to.
+    latency: LatencyRuntime,
+}
+
+/// Creates the data dir with mode 0700 (it holds keys and tokens).
+///
+/// # Errors
+/// [`HostError::Io`].
+pub fn prepare_data_dir(dir: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| HostError::io(format!("creating data dir {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Starts every part of the host on `listeners`, running phones with
+    /// `backends`. When the registry holds no phone and the host runs sim
+    /// phones, it creates and starts the sim phone `phone-1`.
+    ///
+    /// # Errors
+    /// The first part that fails to start, with what to do.
+    pub async fn start(
+        cfg: &HostConfig,
+        listeners: Listeners,
+        backends: Backends,
+    ) -> Result<Self, HostError> {
+        prepare_data_dir(&cfg.data_dir)?;
+        let quic_bound = listeners
+            .quic
+            .local_addr()
+            .map_err(|e| HostError::io("reading the QUIC address", e))?;
+        let enroller = Arc::new(BridgeEnroller::load_or_create(
+            &cfg.data_dir,
+            cfg.public_addr_for(quic_bound),
+        )?);
+        let registry = Arc::new(Registry::open(&cfg.data_dir.join("registry.sqlite3"))?);
+        let dangling = registry.close_dangling_sessions("host restarted", crate::unix_ms())?;
+        if dangling > 0 {
+            tracing::info!(dangling, "closed sessions left open by a previous run");
+        }
+        let netsim_addr = listeners
+            .netsim
+            .local_addr()
+            .map_err(|e| HostError::io("reading the netsim address", e))?;
+        let phones = PhoneManager::spawn(
+            registry.clone(),
+            ManagerConfig {
+                data_dir: cfg.data_dir.clone(),
+                packet_streamer: netsim_addr.to_string(),
+                boot_timeout: cfg.boot_timeout,
+                restart: cfg.restart,
+                emulator_args: cfg.emulator_args.clone(),
+                first_phone: backends.get(Backend::Sim).map(|_| PhoneSpec {
+                    name: "phone-1".to_owned(),
+                    backend: Backend::Sim,
+                    display: DEFAULT_DISPLAY,
+                    avd: None,
+                    start: true,
+                }),
+                backends,
+            },
+        )?;
+        let metrics = Arc::new(Metrics::default());
+        let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), LinkTiming::default());
+        let sessions = Arc::new(Sessions::default());
+        let (stop, stopped) = watch::channel(false);
+        // Handsets are served on the latency runtime: real-time workers where
+        // the process may, so a sensor datagram is read at once even while
+        // video work keeps every core busy.
+        let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4));
+        let latency = LatencyRuntime::start("bridge", workers)?;
+        match latency.priority().await {
+            device_bridge::LatencyPriority::RealTime => tracing::info!(
+                workers,
+                priority = device_bridge::LATENCY_RT_PRIORITY,
+                "handset sessions run at real-time priority"
+            ),
+            device_bridge::LatencyPriority::Normal => tracing::warn!(
+                "handset sessions run at normal priority: this process may not use real-time \
+                 priority, so on a busy host a sensor sample can wait a scheduler tick (4 ms at \
+                 250 Hz) behind video work; grant it with systemd's LimitRTPRIO=1 (see \
+                 infra/systemd) or CAP_SYS_NICE"
+            ),
+        }
+        // Handsets: QUIC sessions admitted by the registry, routed to phones.
+        let mut bridge_cfg = device_bridge::BridgeServerConfig::new(
+            enroller.identity().clone(),
+            Arc::new(RegistryAuthorizer::new(
+                registry.clone(),
+                enroller.key().clone(),
+                sessions.clone(),
+            )),
+        );
+        bridge_cfg.resume_window = cfg.resume_window;
+        let server = {
+            // The endpoint's socket and tasks belong to the runtime entered here.
+            let _on_latency_runtime = latency.handle().enter();
+            device_bridge::BridgeServer::with_socket(listeners.quic, bridge_cfg).map_err(|e| {
+                HostError::Invalid {
+                    what: "QUIC listener",
+                    why: e.to_string(),
+                }
+            })?
+        };
+        let quic_addr = server.local_addr().map_err(|e| HostError::Invalid {
+            what: "QUIC listener",
+            why: e.to_string(),
+        })?;
+        let router = Arc::new(Router::new(
+            phones.clone(),
+            registry.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            RouterConfig::default(),
+            bluetooth.clone(),
+        ));
+        let mut rx = stopped.clone();
+        let router_task = latency.handle().spawn(router.run(server, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let mut rx = stopped.clone();
+        // Phone Bluetooth stacks stay at ordinary priority: their peer (the
+        // emulator, or bumble in tests) is an ordinary process that a
+        // real-time thread would preempt on its core instead of using an
+        // idle one (measured: half the L2CAP throughput).
+        let netsim_task = tokio::spawn({
+            let bt = bluetooth.clone();
+            async move {
+                let res = bt
+                    .serve(listeners.netsim, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "netsim server stopped");
+                }
+            }
+        });
+        Ok(Self {
+            phones,
+            registry,
+            quic_addr,
+            enroller,
+            sessions,
+            metrics,
+            netsim_addr,
+            bluetooth,
+            operator_listener: Some(listeners.operator),
+            stop,
+            tasks: vec![router_task, netsim_task],
+            latency,
+        })
+    }
+
+    /// The operator API's listener (bound by [`Listeners::bind`]), for the
+    /// operator API to serve on; `None` once taken.
+    pub fn take_operator_listener(&mut self) -> Option<TcpListener> {
+        self.operator_listener.take()
+    }
+
+    /// Resolves when the host is shutting down (for servers added to it).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Makes `task` part of the host: [`Host::shutdown`] waits for it (up
+    /// to the grace period).
+    pub fn adopt(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for mut t in self.tasks {
+            // Servers drain gracefully; a client that keeps a stream open
+            // (a Bluetooth stack, a capture) does not hold the host forever.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+        // Whatever the grace period left running there stops now.
+        drop(self.latency);
+    }
+}

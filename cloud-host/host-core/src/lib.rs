@@ -1,0 +1,43 @@
+//! # host-core: the vphone host's core
+//!
+//! Everything a host does except the sim phone (crate `sim-phone`), the
+//! operator API (crate `vphone-operator`) and the binaries: the phone actor
+//! and the backend trait with the Android Emulator backend ([`phones`],
+//! [`backend`]), the SQLite [`registry`], handset admission ([`access`],
+//! [`enroll`]), the session [`router`], the Bluetooth links ([`bluetooth`]),
+//! what a phone shows of the host ([`status`]), [`metrics`], [`config`] and
+//! [`daemon::Host::start`], which assembles them.
+
+pub mod access;
+pub mod backend;
+pub mod bluetooth;
+pub mod config;
+pub mod daemon;
+pub mod emu_client;
+pub mod enroll;
+mod error;
+pub mod keymap;
+pub mod metrics;
+pub mod phones;
+mod region;
+pub mod registry;
+pub mod router;
+pub mod status;
+pub mod threads;
+/// The video pipeline (the `vphone-media` crate, shared with the handset).
+pub use vphone_media as video;
+
+pub use error::HostError;
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it):
+/// the time base of the registry, the audit and the operator API.
+pub fn unix_ms() -> i64 {
+    unix_ns() / 1_000_000
+}
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

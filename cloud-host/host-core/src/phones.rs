@@ -1,0 +1,638 @@
+//! The one owner of phone state: an actor task that receives typed commands.
+//!
+//! Every phone has an explicit lifecycle ([`Lifecycle`]): Creating, Booting,
+//! Running, Stopping, Stopped, or Failed with a reason. Long operations (an
+//! emulator boot takes minutes) run in tasks that report back to the actor,
+//! so it always answers at once. What the operator wants (running or
+//! stopped) is recorded in the registry first, so after a restart, even
+//! after `kill -9`, every phone comes back in its recorded desired state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::HostError;
+use crate::backend::{Backends, PhoneBackend, PhoneEndpoint, Unavailable};
+use crate::emu_client::EmulatorClient;
+use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
+use crate::status::{StatusBoard, StatusHandle};
+
+/// The screen a phone gets when none is asked for: width, height (pixels)
+/// and density (dpi).
+pub const DEFAULT_DISPLAY: (u32, u32, u32) = (720, 1280, 320);
+
+/// Where a phone is in its life.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Lifecycle {
+    /// Being set up.
+    Creating,
+    /// Starting; not yet usable.
+    Booting,
+    /// Up and serving its API.
+    Running,
+    /// Shutting down.
+    Stopping,
+    /// Not running.
+    Stopped,
+    /// Crashed or could not start; the reason says why.
+    Failed(String),
+}
+
+impl Lifecycle {
+    /// A short lowercase name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Booting => "booting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What to do when a running phone dies on its own.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum RestartPolicy {
+    /// Mark it Failed.
+    Never,
+    /// Restart it, at most this many times in a row.
+    OnFailure(u32),
+}
+
+/// A phone as the actor sees it.
+#[derive(Clone, Debug)]
+pub struct PhoneView {
+    /// The recorded phone.
+    pub record: PhoneRecord,
+    /// Its current lifecycle state.
+    pub state: Lifecycle,
+    /// The latest progress message of a boot.
+    pub progress: Option<String>,
+    /// Where its API answers, while running.
+    pub endpoint: Option<PhoneEndpoint>,
+}
+
+/// A request to create a phone.
+#[derive(Clone, Debug)]
+pub struct PhoneSpec {
+    /// Unique name.
+    pub name: String,
+    /// Backend.
+    pub backend: Backend,
+    /// Screen width, height (pixels) and density (dpi).
+    pub display: (u32, u32, u32),
+    /// AVD name (emulator only).
+    pub avd: Option<String>,
+    /// Start it right away.
+    pub start: bool,
+}
+
+/// Settings of the phone manager.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// The host's data dir (emulator logs go under `logs/`).
+    pub data_dir: PathBuf,
+    /// The PacketStreamer endpoint phones' Bluetooth stacks use.
+    pub packet_streamer: String,
+    /// How long an emulator boot may take.
+    pub boot_timeout: Duration,
+    /// What to do when a phone dies.
+    pub restart: RestartPolicy,
+    /// Extra emulator arguments.
+    pub emulator_args: Vec<String>,
+    /// The backends phones run with.
+    pub backends: Backends,
+    /// The phone created (and started) when the registry has none.
+    pub first_phone: Option<PhoneSpec>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, HostError>>;
+type BootResult = Result<(PhoneEndpoint, EmulatorClient), HostError>;
+
+enum Cmd {
+    Create(PhoneSpec, Reply<PhoneView>),
+    List(Reply<Vec<PhoneView>>),
+    Get(String, Reply<PhoneView>),
+    Start(String, Reply<PhoneView>),
+    Stop(String, Reply<PhoneView>),
+    Delete(String, bool, Reply<()>),
+    Connect(String, Reply<EmulatorClient>),
+    Booted(String, u64, Box<BootResult>),
+    StopDone(String, u64),
+    Exited(String, u64, String),
+    Progress(String, u64, String),
+}
+
+/// A handle to the phone actor. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PhoneManager {
+    tx: mpsc::Sender<Cmd>,
+    status: StatusBoard,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl PhoneManager {
+    /// Starts the actor: loads every recorded phone and starts those whose
+    /// desired state is running. When the registry has no phone at all, it
+    /// first creates [`ManagerConfig::first_phone`].
+    ///
+    /// # Errors
+    /// [`HostError::Registry`] when the registry cannot be read.
+    pub fn spawn(registry: Arc<Registry>, cfg: ManagerConfig) -> Result<Self, HostError> {
+        let (tx, rx) = mpsc::channel(64);
+        let status = StatusBoard::default();
+        let mut actor = Actor {
+            registry,
+            cfg,
+            phones: HashMap::new(),
+            tx: tx.clone(),
+            status: status.clone(),
+        };
+        if let Some(first) = actor.cfg.first_phone.clone()
+            && actor.registry.phones()?.is_empty()
+        {
+            let (width, height, dpi) = first.display;
+            actor.registry.insert_phone(&PhoneRecord {
+                name: first.name.clone(),
+                backend: first.backend,
+                desired: if first.start {
+                    DesiredState::Running
+                } else {
+                    DesiredState::Stopped
+                },
+                width,
+                height,
+                dpi,
+                avd: first.avd,
+                created_at_ms: crate::unix_ms(),
+            })?;
+            tracing::info!(
+                "no phone recorded: created {} phone {}",
+                first.backend.as_str(),
+                first.name
+            );
+        }
+        for record in actor.registry.phones()? {
+            let want = record.desired;
+            let name = record.name.clone();
+            actor
+                .phones
+                .insert(name.clone(), Entry::new(record, &actor.cfg));
+            if want == DesiredState::Running {
+                actor.begin_start(&name);
+            }
+        }
+        tokio::spawn(actor.run(rx));
+        Ok(Self { tx, status })
+    }
+
+    /// Where the host writes what `phone` shows of its state (its session,
+    /// its Bluetooth link); works whether or not the phone runs.
+    #[must_use]
+    pub fn status(&self, phone: &str) -> StatusHandle {
+        self.status.handle(phone)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, HostError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Creates a phone (and starts it when the spec asks).
+    ///
+    /// # Errors
+    /// [`HostError::AlreadyExists`], [`HostError::Invalid`].
+    pub async fn create(&self, spec: PhoneSpec) -> Result<PhoneView, HostError> {
+        self.call(|r| Cmd::Create(spec, r)).await
+    }
+
+    /// Every phone.
+    ///
+    /// # Errors
+    /// Only if the actor is gone.
+    pub async fn list(&self) -> Result<Vec<PhoneView>, HostError> {
+        self.call(Cmd::List).await
+    }
+
+    /// One phone.
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`].
+    pub async fn get(&self, name: &str) -> Result<PhoneView, HostError> {
+        self.call(|r| Cmd::Get(name.to_owned(), r)).await
+    }
+
+    /// Starts a phone (returns at once, in Booting).
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`].
+    pub async fn start(&self, name: &str) -> Result<PhoneView, HostError> {
+        self.call(|r| Cmd::Start(name.to_owned(), r)).await
+    }
+
+    /// Stops a phone (returns at once, in Stopping or Stopped).
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`].
+    pub async fn stop(&self, name: &str) -> Result<PhoneView, HostError> {
+        self.call(|r| Cmd::Stop(name.to_owned(), r)).await
+    }
+
+    /// Deletes a phone; a running one only with `force` (it is stopped first).
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`], [`HostError::Invalid`] for a running phone
+    /// without `force`.
+    pub async fn delete(&self, name: &str, force: bool) -> Result<(), HostError> {
+        self.call(|r| Cmd::Delete(name.to_owned(), force, r)).await
+    }
+
+    /// A gRPC client for a running phone.
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`], or [`HostError::Conflict`] when it is not running.
+    pub async fn connect(&self, name: &str) -> Result<EmulatorClient, HostError> {
+        self.call(|r| Cmd::Connect(name.to_owned(), r)).await
+    }
+
+    /// Waits until the phone is Running (or Failed / Stopped: an error).
+    ///
+    /// # Errors
+    /// The failure reason, or a timeout.
+    pub async fn wait_running(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<PhoneView, HostError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.get(name).await?;
+            match &v.state {
+                Lifecycle::Running => return Ok(v),
+                Lifecycle::Failed(why) => {
+                    return Err(HostError::Invalid {
+                        what: "phone",
+                        why: format!("'{name}' failed: {why}"),
+                    });
+                }
+                Lifecycle::Stopped => {
+                    return Err(HostError::Invalid {
+                        what: "phone",
+                        why: format!("'{name}' is stopped; start it first"),
+                    });
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HostError::Invalid {
+                    what: "phone",
+                    why: format!(
+                        "'{name}' is still {} after {}s",
+                        v.state.name(),
+                        timeout.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn gone() -> HostError {
+    HostError::Invalid {
+        what: "host",
+        why: "the phone manager has stopped".to_owned(),
+    }
+}
+
+struct Entry {
+    record: PhoneRecord,
+    state: Lifecycle,
+    progress: Option<String>,
+    backend: Arc<Mutex<Box<dyn PhoneBackend>>>,
+    running: Option<(PhoneEndpoint, EmulatorClient)>,
+    generation: u64,
+    boot: Option<tokio::task::AbortHandle>,
+    restarts: u32,
+}
+
+fn make_backend(record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
+    match cfg.backends.get(record.backend) {
+        Some(kind) => kind.make(record, cfg),
+        None => Box::new(Unavailable(record.backend)),
+    }
+}
+
+impl Entry {
+    fn new(record: PhoneRecord, cfg: &ManagerConfig) -> Self {
+        Self {
+            backend: Arc::new(Mutex::new(make_backend(&record, cfg))),
+            record,
+            state: Lifecycle::Stopped,
+            progress: None,
+            running: None,
+            generation: 0,
+            boot: None,
+            restarts: 0,
+        }
+    }
+
+    fn view(&self) -> PhoneView {
+        PhoneView {
+            record: self.record.clone(),
+            state: self.state.clone(),
+            progress: self.progress.clone(),
+            endpoint: self.running.as_ref().map(|r| r.0.clone()),
+        }
+    }
+}
+
+struct Actor {
+    registry: Arc<Registry>,
+    cfg: ManagerConfig,
+    phones: HashMap<String, Entry>,
+    tx: mpsc::Sender<Cmd>,
+    status: StatusBoard,
+}
+
+fn not_found(name: &str) -> HostError {
+    HostError::NotFound {
+        kind: "phone",
+        name: name.to_owned(),
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.recv().await {
+            self.handle(cmd);
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Create(spec, r) => {
+                let _ = r.send(self.create(spec));
+            }
+            Cmd::List(r) => {
+                let mut v: Vec<_> = self.phones.values().map(Entry::view).collect();
+                v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+                let _ = r.send(Ok(v));
+            }
+            Cmd::Get(name, r) => {
+                let _ = r.send(
+                    self.phones
+                        .get(&name)
+                        .map(Entry::view)
+                        .ok_or_else(|| not_found(&name)),
+                );
+            }
+            Cmd::Start(name, r) => {
+                let res = self.set_desired(&name, DesiredState::Running).map(|()| {
+                    self.begin_start(&name);
+                    self.phones[&name].view()
+                });
+                let _ = r.send(res);
+            }
+            Cmd::Stop(name, r) => {
+                let res = self.set_desired(&name, DesiredState::Stopped).map(|()| {
+                    self.begin_stop(&name);
+                    self.phones[&name].view()
+                });
+                let _ = r.send(res);
+            }
+            Cmd::Delete(name, force, r) => {
+                let _ = r.send(self.delete(&name, force));
+            }
+            Cmd::Connect(name, r) => {
+                let res = match self.phones.get(&name) {
+                    None => Err(not_found(&name)),
+                    Some(e) => match &e.running {
+                        Some((_, c)) if e.state == Lifecycle::Running => Ok(c.clone()),
+                        _ => Err(HostError::Conflict(format!(
+                            "phone '{name}' is {}, not running",
+                            e.state.name()
+                        ))),
+                    },
+                };
+                let _ = r.send(res);
+            }
+            Cmd::Booted(name, generation, res) => self.booted(&name, generation, *res),
+            Cmd::StopDone(name, generation) => {
+                if let Some(e) = self.phones.get_mut(&name)
+                    && e.generation == generation
+                    && e.state == Lifecycle::Stopping
+                {
+                    e.state = Lifecycle::Stopped;
+                    tracing::info!(phone = %name, "stopped");
+                }
+            }
+            Cmd::Exited(name, generation, reason) => self.exited(&name, generation, reason),
+            Cmd::Progress(name, generation, msg) => {
+                if let Some(e) = self.phones.get_mut(&name)
+                    && e.generation == generation
+                {
+                    tracing::info!(phone = %name, "{msg}");
+                    e.progress = Some(msg);
+                }
+            }
+        }
+    }
+
+    fn create(&mut self, spec: PhoneSpec) -> Result<PhoneView, HostError> {
+        validate_name("phone name", &spec.name)?;
+        let (w, h, dpi) = spec.display;
+        let kind = self
+            .cfg
+            .backends
+            .get(spec.backend)
+            .ok_or_else(|| HostError::Invalid {
+                what: "backend",
+                why: format!("this host does not run {} phones", spec.backend.as_str()),
+            })?;
+        kind.check(&spec)?;
+        if !(120..=640).contains(&dpi) {
+            return Err(HostError::Invalid {
+                what: "display",
+                why: format!("density {dpi} dpi is outside 120..640"),
+            });
+        }
+        if self.phones.contains_key(&spec.name) {
+            return Err(HostError::AlreadyExists {
+                kind: "phone",
+                name: spec.name,
+            });
+        }
+        let record = PhoneRecord {
+            name: spec.name.clone(),
+            backend: spec.backend,
+            desired: if spec.start {
+                DesiredState::Running
+            } else {
+                DesiredState::Stopped
+            },
+            width: w,
+            height: h,
+            dpi,
+            avd: spec.avd,
+            created_at_ms: crate::unix_ms(),
+        };
+        self.registry.insert_phone(&record)?;
+        let mut entry = Entry::new(record, &self.cfg);
+        entry.state = Lifecycle::Creating;
+        self.phones.insert(spec.name.clone(), entry);
+        if spec.start {
+            self.begin_start(&spec.name);
+        } else if let Some(e) = self.phones.get_mut(&spec.name) {
+            e.state = Lifecycle::Stopped;
+        }
+        Ok(self.phones[&spec.name].view())
+    }
+
+    fn set_desired(&mut self, name: &str, desired: DesiredState) -> Result<(), HostError> {
+        let e = self.phones.get_mut(name).ok_or_else(|| not_found(name))?;
+        self.registry.set_desired_state(name, desired)?;
+        e.record.desired = desired;
+        Ok(())
+    }
+
+    fn begin_start(&mut self, name: &str) {
+        let tx = self.tx.clone();
+        let Some(e) = self.phones.get_mut(name) else {
+            return;
+        };
+        if matches!(e.state, Lifecycle::Booting | Lifecycle::Running) {
+            return;
+        }
+        e.generation += 1;
+        e.state = Lifecycle::Booting;
+        e.progress = None;
+        let generation = e.generation;
+        let backend = e.backend.clone();
+        let n = name.to_owned();
+        let status = self.status.subscribe(name);
+        let task = tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let pn = n.clone();
+            let progress: crate::backend::Progress = Box::new(move |msg| {
+                let _ = progress_tx.try_send(Cmd::Progress(pn.clone(), generation, msg));
+            });
+            let res = async {
+                let mut b = backend.lock().await;
+                let ep = b.start(progress, status).await?;
+                drop(b);
+                let client = EmulatorClient::connect(&ep.grpc_addr, ep.token.as_deref()).await?;
+                client.wait_booted(Duration::from_secs(600), |_| {}).await?;
+                Ok((ep, client))
+            }
+            .await;
+            let _ = tx.send(Cmd::Booted(n, generation, Box::new(res))).await;
+        });
+        e.boot = Some(task.abort_handle());
+    }
+
+    fn booted(&mut self, name: &str, generation: u64, res: BootResult) {
+        let tx = self.tx.clone();
+        let Some(e) = self.phones.get_mut(name) else {
+            return;
+        };
+        if e.generation != generation || e.state != Lifecycle::Booting {
+            return;
+        }
+        e.boot = None;
+        match res {
+            Ok(running) => {
+                tracing::info!(phone = %name, api = %running.0.grpc_addr, "running");
+                e.state = Lifecycle::Running;
+                e.running = Some(running);
+                let backend = e.backend.clone();
+                let n = name.to_owned();
+                tokio::spawn(async move {
+                    let exited = backend.lock().await.exited();
+                    let reason = exited.await;
+                    let _ = tx.send(Cmd::Exited(n, generation, reason)).await;
+                });
+            }
+            Err(err) => {
+                tracing::error!(phone = %name, error = %err, "failed to start");
+                e.state = Lifecycle::Failed(err.to_string());
+                let backend = e.backend.clone();
+                tokio::spawn(async move {
+                    let _ = backend.lock().await.stop().await;
+                });
+            }
+        }
+    }
+
+    fn exited(&mut self, name: &str, generation: u64, reason: String) {
+        let Some(e) = self.phones.get_mut(name) else {
+            return;
+        };
+        if e.generation != generation || e.state != Lifecycle::Running {
+            return;
+        }
+        tracing::error!(phone = %name, %reason, "phone died");
+        e.running = None;
+        e.state = Lifecycle::Failed(reason);
+        if let RestartPolicy::OnFailure(max) = self.cfg.restart
+            && e.restarts < max
+            && e.record.desired == DesiredState::Running
+        {
+            e.restarts += 1;
+            tracing::warn!(phone = %name, attempt = e.restarts, "restarting after failure");
+            self.begin_start(name);
+        }
+    }
+
+    fn begin_stop(&mut self, name: &str) {
+        let tx = self.tx.clone();
+        let Some(e) = self.phones.get_mut(name) else {
+            return;
+        };
+        if let Some(boot) = e.boot.take() {
+            boot.abort();
+        }
+        if matches!(e.state, Lifecycle::Stopped) {
+            return;
+        }
+        e.generation += 1;
+        e.state = Lifecycle::Stopping;
+        e.running = None;
+        e.restarts = 0;
+        let generation = e.generation;
+        let backend = e.backend.clone();
+        let n = name.to_owned();
+        tokio::spawn(async move {
+            if let Err(err) = backend.lock().await.stop().await {
+                tracing::error!(phone = %n, error = %err, "stop failed");
+            }
+            let _ = tx.send(Cmd::StopDone(n, generation)).await;
+        });
+    }
+
+    fn delete(&mut self, name: &str, force: bool) -> Result<(), HostError> {
+        let e = self.phones.get(name).ok_or_else(|| not_found(name))?;
+        if !force && matches!(e.state, Lifecycle::Running | Lifecycle::Booting) {
+            return Err(HostError::Conflict(format!(
+                "phone '{name}' is {}; stop it first or use --force",
+                e.state.name()
+            )));
+        }
+        self.begin_stop(name);
+        self.registry.delete_phone(name)?;
+        self.phones.remove(name);
+        self.status.remove(name);
+        Ok(())
+    }
+}

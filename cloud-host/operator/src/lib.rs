@@ -1,0 +1,644 @@
+//! The operator API (`vphone.operator.v1.Operator`, used by `vphonectl`) and
+//! the Prometheus `/metrics` endpoint, served together on the operator port.
+//!
+//! Every gRPC call needs `authorization: Bearer <admin token>`; the token is
+//! created at first start in `<data dir>/admin.token` with mode 0600, so only
+//! the host's user can drive the host. `/metrics` needs no token (it carries
+//! no secrets; the operator port is on loopback by default).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sensor_proto::emulator::image_format::ImgFormat;
+use sensor_proto::operator as op;
+use sensor_proto::operator::operator_server::{Operator, OperatorServer};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use host_core::HostError;
+use host_core::backend::Backends;
+use host_core::bluetooth::Bluetooth;
+use host_core::config::HostConfig;
+use host_core::daemon::{Host, Listeners};
+pub use host_core::enroll::{Enroller, MintedToken, enrollment_string};
+use host_core::metrics::Metrics;
+use host_core::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
+use host_core::registry::{
+    Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord,
+};
+pub use host_core::router::{NoSessions, SessionDirectory};
+
+/// A whole host: the core ([`Host`]) and the operator API serving it.
+/// Derefs to the [`Host`].
+#[derive(Debug)]
+pub struct ServedHost {
+    /// The host's parts.
+    pub host: Host,
+    /// Where the operator API (and `/metrics`) listens.
+    pub operator_addr: SocketAddr,
+    /// The operator's admin token.
+    pub admin_token: String,
+}
+
+impl ServedHost {
+    /// Starts the host's core on `listeners` with `backends`, and the
+    /// operator API on the operator listener; writes `operator.addr` and
+    /// (at first start) `admin.token` into the data dir.
+    ///
+    /// # Errors
+    /// The first part that fails to start, with what to do.
+    pub async fn start(
+        cfg: &HostConfig,
+        listeners: Listeners,
+        backends: Backends,
+    ) -> Result<Self, HostError> {
+        let mut host = Host::start(cfg, listeners, backends).await?;
+        let listener = host
+            .take_operator_listener()
+            .ok_or_else(|| HostError::Invalid {
+                what: "operator API",
+                why: "its listener was already taken".to_owned(),
+            })?;
+        let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
+        let operator_addr = listener
+            .local_addr()
+            .map_err(|e| HostError::io("reading the operator address", e))?;
+        // vphonectl finds the host through this file.
+        let addr_file = sensor_proto::layout::operator_addr_path(&cfg.data_dir);
+        std::fs::write(&addr_file, format!("{operator_addr}\n"))
+            .map_err(|e| HostError::io(format!("writing {}", addr_file.display()), e))?;
+        let svc = OperatorService::new(
+            host.phones.clone(),
+            host.registry.clone(),
+            host.enroller.clone() as Arc<dyn Enroller>,
+            host.sessions.clone() as Arc<dyn SessionDirectory>,
+            host.metrics.clone(),
+            host.bluetooth.clone(),
+        );
+        let token = admin_token.clone();
+        let stopping = host.stopping();
+        host.adopt(tokio::spawn(async move {
+            if let Err(e) = svc.serve(listener, token, stopping).await {
+                tracing::error!(error = %e, "operator API stopped");
+            }
+        }));
+        Ok(Self {
+            host,
+            operator_addr,
+            admin_token,
+        })
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(self) {
+        self.host.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for ServedHost {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+/// Reads the admin token from `<data dir>/admin.token`, creating it (mode
+/// 0600, 32 random bytes as hex) when absent.
+///
+/// # Errors
+/// [`HostError::Io`] naming the file.
+pub fn load_or_create_admin_token(data_dir: &Path) -> Result<String, HostError> {
+    let path = admin_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(HostError::io(format!("reading {}", path.display()), e)),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| HostError::io(format!("creating {}", data_dir.display()), e))?;
+    let token = host_core::backend::random_token()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
+    writeln!(f, "{token}").map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
+    Ok(token)
+}
+
+pub use sensor_proto::layout::admin_token_path;
+
+/// The operator service.
+#[derive(Debug, Clone)]
+pub struct OperatorService {
+    phones: PhoneManager,
+    registry: Arc<Registry>,
+    enroller: Arc<dyn Enroller>,
+    sessions: Arc<dyn SessionDirectory>,
+    metrics: Arc<Metrics>,
+    bluetooth: Arc<Bluetooth>,
+    started: Instant,
+}
+
+fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
+    let r = &v.record;
+    op::Phone {
+        name: r.name.clone(),
+        backend: match r.backend {
+            Backend::Sim => op::Backend::Sim,
+            Backend::Emulator => op::Backend::Emulator,
+        } as i32,
+        state: match v.state {
+            Lifecycle::Creating => op::PhoneState::Creating,
+            Lifecycle::Booting => op::PhoneState::Booting,
+            Lifecycle::Running => op::PhoneState::Running,
+            Lifecycle::Stopping => op::PhoneState::Stopping,
+            Lifecycle::Stopped => op::PhoneState::Stopped,
+            Lifecycle::Failed(_) => op::PhoneState::Failed,
+        } as i32,
+        desired_state: match r.desired {
+            DesiredState::Running => op::DesiredState::Running,
+            DesiredState::Stopped => op::DesiredState::Stopped,
+        } as i32,
+        failure_reason: match &v.state {
+            Lifecycle::Failed(why) => why.clone(),
+            _ => String::new(),
+        },
+        display: Some(op::DisplaySpec {
+            width_px: r.width,
+            height_px: r.height,
+            dpi: r.dpi,
+        }),
+        avd: r.avd.clone().unwrap_or_default(),
+        allowed_handsets: handsets
+            .iter()
+            .filter(|h| {
+                h.state == HandsetState::Enrolled
+                    && (h.phones.is_empty() || h.phones.contains(&r.name))
+            })
+            .map(|h| h.name.clone())
+            .collect(),
+        created_at_unix_ms: r.created_at_ms.max(0) as u64,
+        attached_session_id: String::new(),
+    }
+}
+
+fn handset_msg(h: &HandsetRecord) -> op::Handset {
+    op::Handset {
+        fingerprint: h.fingerprint.clone(),
+        name: h.name.clone(),
+        state: match h.state {
+            HandsetState::Enrolled => op::HandsetState::Enrolled,
+            HandsetState::Revoked => op::HandsetState::Revoked,
+        } as i32,
+        allowed_phones: h.phones.clone(),
+        enrolled_at_unix_ms: h.enrolled_at_ms.max(0) as u64,
+        last_seen_unix_ms: h.last_seen_ms.unwrap_or(0).max(0) as u64,
+    }
+}
+
+impl OperatorService {
+    /// Builds the service.
+    pub fn new(
+        phones: PhoneManager,
+        registry: Arc<Registry>,
+        enroller: Arc<dyn Enroller>,
+        sessions: Arc<dyn SessionDirectory>,
+        metrics: Arc<Metrics>,
+        bluetooth: Arc<Bluetooth>,
+    ) -> Self {
+        Self {
+            phones,
+            registry,
+            enroller,
+            sessions,
+            metrics,
+            bluetooth,
+            started: Instant::now(),
+        }
+    }
+
+    async fn phone(&self, name: &str) -> Result<op::Phone, Status> {
+        let v = self.phones.get(name).await?;
+        Ok(phone_msg(&v, &self.registry.handsets()?))
+    }
+
+    /// The Prometheus text exposition of the host's state and counters.
+    pub async fn metrics_text(&self) -> String {
+        let phones = self.phones.list().await.unwrap_or_default();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP vphone_phones Phones by lifecycle state.\n# TYPE vphone_phones gauge"
+        );
+        for state in [
+            "creating", "booting", "running", "stopping", "stopped", "failed",
+        ] {
+            let n = phones.iter().filter(|p| p.state.name() == state).count();
+            let _ = writeln!(out, "vphone_phones{{state=\"{state}\"}} {n}");
+        }
+        let sessions = self.sessions.list();
+        let _ = writeln!(
+            out,
+            "# HELP vphone_sessions Live handset sessions.\n# TYPE vphone_sessions gauge"
+        );
+        let _ = writeln!(out, "vphone_sessions {}", sessions.len());
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "vphone_sessions_total",
+                "Sessions attached since start.",
+                &m.sessions_total,
+            ),
+            (
+                "vphone_bytes_up_total",
+                "Bytes received from handsets.",
+                &m.bytes_up,
+            ),
+            (
+                "vphone_bytes_down_total",
+                "Bytes sent to handsets.",
+                &m.bytes_down,
+            ),
+            (
+                "vphone_frames_sent_total",
+                "Video frames sent.",
+                &m.frames_sent,
+            ),
+            (
+                "vphone_sensor_samples_total",
+                "Sensor samples applied.",
+                &m.sensor_samples,
+            ),
+            (
+                "vphone_sensor_dropped_total",
+                "Sensor samples dropped.",
+                &m.sensor_dropped,
+            ),
+            (
+                "vphone_hci_packets_total",
+                "HCI packets relayed.",
+                &m.hci_packets,
+            ),
+            (
+                "vphone_operator_auth_failures_total",
+                "Operator calls refused.",
+                &m.auth_failures,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vphone_uptime_seconds Host uptime.\n# TYPE vphone_uptime_seconds gauge\nvphone_uptime_seconds {}",
+            self.started.elapsed().as_secs()
+        );
+        out
+    }
+
+    /// Serves the operator API (admin token required) and `/metrics` on
+    /// `listener` until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// [`HostError::Io`] if the server fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        admin_token: String,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), HostError> {
+        let want = format!("Bearer {admin_token}");
+        let metrics = self.metrics.clone();
+        let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
+            match req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(v) if v == want => Ok(req),
+                found => {
+                    metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(Status::unauthenticated(if found.is_some() {
+                        "operator token rejected"
+                    } else {
+                        "operator token missing"
+                    }))
+                }
+            }
+        };
+        let scrape = self.clone();
+        let grpc = OperatorServer::with_interceptor(self, auth);
+        let router = tonic::service::Routes::new(grpc).into_axum_router().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let s = scrape.clone();
+                async move { s.metrics_text().await }
+            }),
+        );
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
+            .map_err(|e| HostError::io("operator API server", std::io::Error::other(e)))
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn create_phone(
+        &self,
+        req: Request<op::CreatePhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let r = req.into_inner();
+        let backend = match op::Backend::try_from(r.backend) {
+            Ok(op::Backend::Sim) | Ok(op::Backend::Unspecified) => Backend::Sim,
+            Ok(op::Backend::Emulator) => Backend::Emulator,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown backend {}",
+                    r.backend
+                )));
+            }
+        };
+        let d = r.display.unwrap_or_default();
+        let (w, h, dpi) = host_core::phones::DEFAULT_DISPLAY;
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        let display = (or(d.width_px, w), or(d.height_px, h), or(d.dpi, dpi));
+        let v = self
+            .phones
+            .create(PhoneSpec {
+                name: r.name,
+                backend,
+                display,
+                avd: (!r.avd.is_empty()).then_some(r.avd),
+                start: r.start,
+            })
+            .await?;
+        Ok(Response::new(phone_msg(&v, &self.registry.handsets()?)))
+    }
+
+    async fn list_phones(
+        &self,
+        _: Request<op::ListPhonesRequest>,
+    ) -> Result<Response<op::ListPhonesResponse>, Status> {
+        let handsets = self.registry.handsets()?;
+        let phones = self
+            .phones
+            .list()
+            .await?
+            .iter()
+            .map(|v| phone_msg(v, &handsets))
+            .collect();
+        Ok(Response::new(op::ListPhonesResponse { phones }))
+    }
+
+    async fn get_phone(
+        &self,
+        req: Request<op::GetPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        Ok(Response::new(self.phone(&req.into_inner().name).await?))
+    }
+
+    async fn start_phone(
+        &self,
+        req: Request<op::StartPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let name = req.into_inner().name;
+        self.phones.start(&name).await?;
+        Ok(Response::new(self.phone(&name).await?))
+    }
+
+    async fn stop_phone(
+        &self,
+        req: Request<op::StopPhoneRequest>,
+    ) -> Result<Response<op::Phone>, Status> {
+        let name = req.into_inner().name;
+        self.phones.stop(&name).await?;
+        Ok(Response::new(self.phone(&name).await?))
+    }
+
+    async fn delete_phone(
+        &self,
+        req: Request<op::DeletePhoneRequest>,
+    ) -> Result<Response<op::DeletePhoneResponse>, Status> {
+        let r = req.into_inner();
+        self.phones.delete(&r.name, r.force).await?;
+        Ok(Response::new(op::DeletePhoneResponse {}))
+    }
+
+    async fn get_screenshot(
+        &self,
+        req: Request<op::GetScreenshotRequest>,
+    ) -> Result<Response<op::Screenshot>, Status> {
+        let r = req.into_inner();
+        let client = self.phones.connect(&r.name).await?;
+        let img = client.screenshot(ImgFormat::Png).await?;
+        let f = img.format.unwrap_or_default();
+        Ok(Response::new(op::Screenshot {
+            png: img.image,
+            width: f.width,
+            height: f.height,
+            captured_at_unix_ms: img.timestamp_us / 1000,
+        }))
+    }
+
+    async fn enroll_handset(
+        &self,
+        req: Request<op::EnrollHandsetRequest>,
+    ) -> Result<Response<op::EnrollHandsetResponse>, Status> {
+        let r = req.into_inner();
+        for p in &r.allowed_phones {
+            self.phones.get(p).await?;
+        }
+        if let Some(n) = &r.name {
+            host_core::registry::validate_name("handset name", n)?;
+        }
+        let ttl = Duration::from_secs(u64::from(if r.ttl_seconds == 0 {
+            600
+        } else {
+            r.ttl_seconds
+        }));
+        if ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(Status::invalid_argument(
+                "ttl_seconds may be at most one week",
+            ));
+        }
+        let minted = self.enroller.mint(ttl)?;
+        self.registry.insert_token(
+            &TokenRecord {
+                id: minted.id.clone(),
+                name: r.name,
+                phones: r.allowed_phones,
+                expires_at_ms: minted.expires_at_ms,
+                used_at_ms: None,
+            },
+            host_core::unix_ms(),
+        )?;
+        let pin = self.enroller.pin();
+        Ok(Response::new(op::EnrollHandsetResponse {
+            enrollment: enrollment_string(&self.enroller.public_addr(), &pin, &minted.text),
+            expires_at_unix_ms: minted.expires_at_ms.max(0) as u64,
+            host_pin: pin,
+        }))
+    }
+
+    async fn list_handsets(
+        &self,
+        req: Request<op::ListHandsetsRequest>,
+    ) -> Result<Response<op::ListHandsetsResponse>, Status> {
+        let all = req.into_inner().include_revoked;
+        let handsets = self
+            .registry
+            .handsets()?
+            .iter()
+            .filter(|h| all || h.state == HandsetState::Enrolled)
+            .map(handset_msg)
+            .collect();
+        Ok(Response::new(op::ListHandsetsResponse { handsets }))
+    }
+
+    async fn revoke_handset(
+        &self,
+        req: Request<op::RevokeHandsetRequest>,
+    ) -> Result<Response<op::Handset>, Status> {
+        let h = self
+            .registry
+            .revoke_handset(&req.into_inner().handset, host_core::unix_ms())?;
+        // A revoked handset loses its live sessions at once.
+        for s in self.sessions.list() {
+            if s.handset_fingerprint == h.fingerprint {
+                let _ = self.sessions.kick(&s.id, "handset revoked");
+            }
+        }
+        Ok(Response::new(handset_msg(&h)))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<op::ListSessionsRequest>,
+    ) -> Result<Response<op::ListSessionsResponse>, Status> {
+        Ok(Response::new(op::ListSessionsResponse {
+            sessions: self.sessions.list(),
+        }))
+    }
+
+    async fn kick_session(
+        &self,
+        req: Request<op::KickSessionRequest>,
+    ) -> Result<Response<op::KickSessionResponse>, Status> {
+        let r = req.into_inner();
+        let reason = if r.reason.is_empty() {
+            "kicked by the operator"
+        } else {
+            &r.reason
+        };
+        self.sessions.kick(&r.id, reason)?;
+        Ok(Response::new(op::KickSessionResponse {}))
+    }
+
+    async fn get_host_stats(
+        &self,
+        _: Request<op::GetHostStatsRequest>,
+    ) -> Result<Response<op::HostStats>, Status> {
+        let phones = self.phones.list().await?;
+        let sessions = self.sessions.list();
+        Ok(Response::new(op::HostStats {
+            phones: phones.len() as u32,
+            phones_running: phones
+                .iter()
+                .filter(|p| p.state == Lifecycle::Running)
+                .count() as u32,
+            handsets: self
+                .registry
+                .handsets()?
+                .iter()
+                .filter(|h| h.state == HandsetState::Enrolled)
+                .count() as u32,
+            sessions: sessions.len() as u32,
+            sessions_connected: sessions
+                .iter()
+                .filter(|s| s.state == op::SessionState::Connected as i32)
+                .count() as u32,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            bytes_up: self.metrics.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.metrics.bytes_down.load(Ordering::Relaxed),
+        }))
+    }
+
+    type StreamBtSnoopStream = tonic::codegen::BoxStream<op::BtSnoopRecord>;
+
+    async fn stream_bt_snoop(
+        &self,
+        req: Request<op::StreamBtSnoopRequest>,
+    ) -> Result<Response<Self::StreamBtSnoopStream>, Status> {
+        let req = req.into_inner();
+        let phone = req.phone;
+        self.phones.get(&phone).await?;
+        let unredacted = req.unredacted;
+        if unredacted {
+            tracing::warn!(%phone, "serving an UNREDACTED Bluetooth capture: keys travel in clear");
+        } else {
+            tracing::info!(%phone, "serving a Bluetooth capture (keys redacted)");
+        }
+        let mut rx = self.bluetooth.subscribe(&phone);
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut dropped = 0u64;
+            loop {
+                let item = match rx.recv().await {
+                    Ok(item) => item,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        dropped += n;
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let carries_keys = bt_raw::redact::carries_keys(&item.packet);
+                let h4 = if unredacted {
+                    item.packet.as_bytes().to_vec()
+                } else {
+                    bt_raw::redact::redacted(&item.packet)
+                };
+                let record = op::BtSnoopRecord {
+                    direction: match item.direction {
+                        bt_raw::btsnoop::Direction::HostToController => {
+                            op::SnoopDirection::HostToController
+                        }
+                        bt_raw::btsnoop::Direction::ControllerToHost => {
+                            op::SnoopDirection::ControllerToHost
+                        }
+                    } as i32,
+                    h4: h4.into(),
+                    timestamp_us: item.unix_us.max(0) as u64,
+                    redacted: carries_keys && !unredacted,
+                    dropped_before: std::mem::take(&mut dropped),
+                };
+                if tx.send(Ok(record)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+}

@@ -1,0 +1,359 @@
+//! The emulator client code (`emu_client`) runs against the sim phone's
+//! EmulatorController server over real gRPC on loopback: screenshot stream,
+//! touch, key, sensors, GPS, battery, and token authentication.
+
+use std::time::Duration;
+
+use host_core::emu_client::{EmulatorClient, listened_sensors};
+use sensor_proto::emulator::{
+    BatteryState, GpsState, Image, KeyboardEvent, Touch, TouchEvent, image_format::ImgFormat,
+    keyboard_event, sensor_value::SensorType,
+};
+use sim_phone::{RIPPLE_RGB, SimPhone, SimPhoneConfig};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+const TOKEN: &str = "test-token-0123456789";
+
+async fn start() -> (SimPhone, String, tokio::sync::oneshot::Sender<()>) {
+    let phone = SimPhone::start(SimPhoneConfig {
+        auth_token: Some(TOKEN.to_owned()),
+        ..SimPhoneConfig::default()
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let p = phone.clone();
+    tokio::spawn(async move {
+        p.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (phone, addr, stop)
+}
+
+fn pixel(img: &Image, x: u32, y: u32) -> [u8; 3] {
+    let w = img.format.as_ref().unwrap().width;
+    let i = ((y * w + x) * 3) as usize;
+    [img.image[i], img.image[i + 1], img.image[i + 2]]
+}
+
+/// Centroid of RIPPLE_RGB pixels in an RGB888 image.
+fn ripple_centroid(img: &Image) -> Option<(f32, f32)> {
+    let f = img.format.as_ref().unwrap();
+    let (mut sx, mut sy, mut n) = (0f64, 0f64, 0f64);
+    for y in 0..f.height {
+        for x in 0..f.width {
+            if pixel(img, x, y) == RIPPLE_RGB {
+                sx += f64::from(x);
+                sy += f64::from(y);
+                n += 1.0;
+            }
+        }
+    }
+    (n > 0.0).then(|| ((sx / n) as f32, (sy / n) as f32))
+}
+
+#[tokio::test]
+async fn emulator_client_drives_the_sim_phone() {
+    let (_phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+
+    let status = client.status().await.unwrap();
+    assert!(status.booted);
+    let listening = listened_sensors(&status);
+    assert!(
+        listening.contains(&("acceleration".to_owned(), 60)),
+        "{listening:?}"
+    );
+    assert!(listening.contains(&("gps".to_owned(), 1)), "{listening:?}");
+
+    // Sensors: what was set is what is read back.
+    client
+        .set_sensor(SensorType::Acceleration, &[1.5, -2.25, 9.0])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.sensor(SensorType::Acceleration).await.unwrap(),
+        vec![1.5, -2.25, 9.0]
+    );
+    client
+        .set_sensor(SensorType::Gyroscope, &[0.1, 0.2, 0.3])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.sensor(SensorType::Gyroscope).await.unwrap(),
+        vec![0.1, 0.2, 0.3]
+    );
+    assert!(
+        client
+            .set_sensor(SensorType::Light, &[f32::NAN])
+            .await
+            .is_err()
+    );
+
+    // GPS and battery round trips.
+    let gps = GpsState {
+        passive_update: false,
+        latitude: 48.858_370,
+        longitude: 2.294_481,
+        speed: 1.5,
+        bearing: 90.0,
+        altitude: 35.0,
+        satellites: 7,
+    };
+    client.set_gps(gps).await.unwrap();
+    assert_eq!(client.gps().await.unwrap(), gps);
+    let bad = GpsState {
+        latitude: 123.0,
+        ..gps
+    };
+    assert!(client.set_gps(bad).await.is_err());
+    let battery = BatteryState {
+        has_battery: true,
+        is_present: true,
+        charger: 0,
+        charge_level: 42,
+        health: 0,
+        status: 2,
+    };
+    client.set_battery(battery).await.unwrap();
+    assert_eq!(client.battery().await.unwrap(), battery);
+
+    // Screenshot stream: a touch puts the ripple where it landed.
+    let mut frames = client.screenshots(ImgFormat::Rgb888).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), frames.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.format.as_ref().unwrap().width, 720);
+    assert_eq!(first.format.as_ref().unwrap().height, 1280);
+    assert_eq!(first.image.len(), 720 * 1280 * 3);
+    client
+        .send_touch(TouchEvent {
+            touches: vec![Touch {
+                x: 200,
+                y: 900,
+                identifier: 1,
+                pressure: 1,
+                ..Touch::default()
+            }],
+            display: 0,
+        })
+        .await
+        .unwrap();
+    let mut found = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while found.is_none() && tokio::time::Instant::now() < deadline {
+        let img = tokio::time::timeout(Duration::from_secs(5), frames.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(img.seq > first.seq);
+        found = ripple_centroid(&img);
+    }
+    let (cx, cy) = found.expect("a frame with the ripple");
+    assert!(
+        (cx - 200.0).abs() <= 2.0 && (cy - 900.0).abs() <= 2.0,
+        "ripple at {cx},{cy}"
+    );
+
+    // A key changes the picture too.
+    let before = client.screenshot(ImgFormat::Rgba8888).await.unwrap();
+    client
+        .send_key(KeyboardEvent {
+            code_type: 0,
+            event_type: keyboard_event::KeyEventType::Keypress as i32,
+            key_code: 0,
+            key: "GoHome".into(),
+            text: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut changed = false;
+    for _ in 0..50 {
+        let now = client.screenshot(ImgFormat::Rgba8888).await.unwrap();
+        if now.seq != before.seq && now.image != before.image {
+            changed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(changed, "key press did not change the screen");
+
+    // PNG screenshots decode with an independent decoder.
+    let png = client.screenshot(ImgFormat::Png).await.unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png.image.to_vec()));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (720, 1280));
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_is_refused() {
+    let (_phone, addr, _stop) = start().await;
+    let none = EmulatorClient::connect(&addr, None).await.unwrap();
+    let e = none.status().await.unwrap_err().to_string();
+    assert!(
+        e.contains("missing authorization header") && e.contains("Unauthenticated"),
+        "{e}"
+    );
+    let wrong = EmulatorClient::connect(&addr, Some("nope")).await.unwrap();
+    let e = wrong.status().await.unwrap_err().to_string();
+    assert!(e.contains("wrong bearer token"), "{e}");
+}
+
+#[tokio::test]
+async fn input_stream_applies_events_in_order() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let (tx, done) = client.input_stream();
+    for i in 0..20 {
+        let ev = sensor_proto::emulator::InputEvent {
+            r#type: Some(sensor_proto::emulator::input_event::Type::KeyEvent(
+                KeyboardEvent {
+                    key: format!("k{i}"),
+                    event_type: keyboard_event::KeyEventType::Keydown as i32,
+                    ..KeyboardEvent::default()
+                },
+            )),
+        };
+        tx.send(ev).await.unwrap();
+    }
+    drop(tx);
+    done.await.unwrap().unwrap();
+    assert_eq!(
+        phone
+            .stats()
+            .input_events
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
+    // The last key shown is the last one sent.
+    assert_eq!(phone.last_key().as_deref(), Some("k19 down"));
+}
+
+/// A file directly in the temp dir (where the sim accepts regions), removed
+/// when dropped.
+struct TempRegion(std::path::PathBuf);
+
+impl TempRegion {
+    fn path(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("vphone-sim-grpc-{}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for TempRegion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The emulator's MMAP transport: the pixels land in the client's region,
+/// the messages carry none, and bad regions get specific errors.
+#[tokio::test]
+async fn screenshots_through_a_shared_region() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let region = TempRegion::path("screen");
+    let side = 1280u32;
+    std::fs::File::create(&region.0)
+        .unwrap()
+        .set_len(u64::from(side * side * 4))
+        .unwrap();
+
+    // Same frame (seq) both ways: identical pixels.
+    let mut matched = false;
+    for _ in 0..10 {
+        let mut shared = client
+            .screenshots_into(ImgFormat::Rgba8888, (side, side), &region.0)
+            .await
+            .unwrap();
+        let img = shared.next().await.unwrap().unwrap();
+        let f = img.format.clone().unwrap();
+        assert_eq!(
+            (f.width, f.height),
+            (720, 1280),
+            "native size in the square box"
+        );
+        assert!(
+            img.image.is_empty(),
+            "pixels travel in the region, not the message"
+        );
+        let in_region = std::fs::read(&region.0).unwrap();
+        let mut inline = client.screenshots(ImgFormat::Rgba8888).await.unwrap();
+        let reference = inline.next().await.unwrap().unwrap();
+        if reference.seq != img.seq {
+            continue; // the screen changed in between
+        }
+        assert_eq!(&in_region[..reference.image.len()], &reference.image[..]);
+        matched = true;
+        break;
+    }
+    assert!(matched, "never caught the same frame both ways");
+    assert!(
+        phone
+            .stats()
+            .region_images
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+
+    // Too small for a frame: the stream says how much it needs.
+    let small = TempRegion::path("small");
+    std::fs::File::create(&small.0)
+        .unwrap()
+        .set_len(16)
+        .unwrap();
+    let mut s = client
+        .screenshots_into(ImgFormat::Rgba8888, (side, side), &small.0)
+        .await
+        .unwrap();
+    let err = s.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("holds 16 bytes"), "{err:?}");
+
+    // Refused up front: a symlink, a FIFO (not waited on), a file outside
+    // the allowed dirs, a missing file, a hard-linked file, PNG.
+    let link = TempRegion::path("link");
+    std::os::unix::fs::symlink(&region.0, &link.0).unwrap();
+    let fifo = TempRegion::path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo.0)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sub = tempfile::tempdir().unwrap();
+    let nested = sub.path().join("screen");
+    std::fs::File::create(&nested)
+        .unwrap()
+        .set_len(u64::from(side * side * 4))
+        .unwrap();
+    let missing = TempRegion::path("missing");
+    let hard = TempRegion::path("hard");
+    std::fs::hard_link(&region.0, &hard.0).unwrap();
+    for (path, format, why) in [
+        (&link.0, ImgFormat::Rgba8888, "symbolic link"),
+        // Refused (ENXIO: no reader) instead of blocking the phone's API.
+        (&fifo.0, ImgFormat::Rgba8888, "fifo: No such device"),
+        (&nested, ImgFormat::Rgba8888, "only directly in"),
+        (&missing.0, ImgFormat::Rgba8888, "No such file"),
+        (&hard.0, ImgFormat::Rgba8888, "one link"),
+        (&region.0, ImgFormat::Png, "not PNG"),
+    ] {
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.screenshots_into(format, (side, side), path),
+        )
+        .await
+        .expect("answered at once")
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(why), "{path:?} {format:?}: {err}");
+    }
+    assert!(!missing.0.exists(), "the phone never creates a region");
+}

@@ -1,0 +1,199 @@
+//! `vphone-host`: the vphone cloud host daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod demo;
+use host_core::config::{ConfigLayer, HostConfig};
+use host_core::daemon::Listeners;
+use sim_phone::SimKind;
+use vphone_operator::Enroller;
+use vphone_operator::ServedHost;
+
+const EXAMPLES: &str = "\
+Examples:
+  vphone-host serve                          # defaults: sim phone phone-1, operator on 127.0.0.1:4434
+  vphone-host serve --data-dir /var/lib/vphone --public-addr phones.example.net:4433
+  VPHONE_OPERATOR_LISTEN=127.0.0.1:9000 vphone-host serve --config /etc/vphone/host.toml
+
+Settings come from built-in defaults, then the TOML file given with --config,
+then VPHONE_* environment variables, then flags. Operate the host with
+`vphonectl` (it finds the operator address and admin token in the data dir).";
+
+/// The vphone cloud host: virtual phones, handset sessions, Bluetooth bridge.
+#[derive(Debug, Parser)]
+#[command(name = "vphone-host", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the host until interrupted (Ctrl-C or SIGTERM).
+    Serve(ServeArgs),
+    /// Everything on this machine, no setup: a host with a sim phone and an
+    /// enrolled companion streaming synthetic sensors and scripted touches
+    /// over QUIC on loopback; prints live stats, writes DIR/last-frame.png
+    /// and DIR/session.h264.
+    Demo {
+        /// How long to stream.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Output directory.
+        #[arg(long, default_value = "vphone-demo")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data dir: registry, host identity, admin token, logs
+    /// (default: $XDG_DATA_HOME/vphone or ~/.local/share/vphone).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// UDP address for handset QUIC connections (default: 0.0.0.0:4433).
+    #[arg(long)]
+    quic_listen: Option<SocketAddr>,
+    /// Operator API and /metrics address (default: 127.0.0.1:4434).
+    #[arg(long)]
+    operator_listen: Option<SocketAddr>,
+    /// netsim PacketStreamer address for phone Bluetooth stacks (default: 127.0.0.1:4435).
+    #[arg(long)]
+    netsim_listen: Option<SocketAddr>,
+    /// host:port that handsets dial, put in enrollment strings (default: 127.0.0.1 and the bound QUIC port).
+    #[arg(long)]
+    public_addr: Option<String>,
+    /// TOML config file (keys: data_dir, quic_listen, operator_listen, netsim_listen,
+    /// public_addr, resume_window_secs, boot_timeout_secs, restart_max, emulator_args).
+    #[arg(long, env = "VPHONE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
+    let env = |k: &str| std::env::var(k).ok();
+    let file = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", p.display()))?;
+            ConfigLayer::from_toml(p, &text)?
+        }
+        None => ConfigLayer::default(),
+    };
+    let flags = ConfigLayer {
+        data_dir: a.data_dir,
+        quic_listen: a.quic_listen,
+        operator_listen: a.operator_listen,
+        netsim_listen: a.netsim_listen,
+        public_addr: a.public_addr,
+        ..ConfigLayer::default()
+    };
+    Ok(file
+        .overridden_by(ConfigLayer::from_env(&env)?)
+        .overridden_by(flags)
+        .resolve(&env))
+}
+
+async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&cfg).await?;
+    let host = ServedHost::start(&cfg, listeners, SimKind::default().backends()).await?;
+    eprintln!("vphone-host {} ready", env!("CARGO_PKG_VERSION"));
+    eprintln!("  data dir:     {}", cfg.data_dir.display());
+    eprintln!(
+        "  operator API: {} (admin token in {})",
+        host.operator_addr,
+        cfg.data_dir.join("admin.token").display()
+    );
+    eprintln!("  metrics:      http://{}/metrics", host.operator_addr);
+    eprintln!("  host pin:     {}", host.enroller.pin());
+    eprintln!(
+        "  handsets:     udp {}; enrollment strings point at {} (set --public-addr for other machines)",
+        host.quic_addr,
+        cfg.public_addr_for(host.quic_addr)
+    );
+    eprintln!(
+        "  enroll one:   vphonectl --data-dir {} handset enroll",
+        cfg.data_dir.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("shutting down");
+    host.shutdown().await;
+    Ok(())
+}
+
+async fn demo(seconds: f64, out: PathBuf) -> anyhow::Result<()> {
+    let r = demo::run(demo::DemoOptions {
+        seconds,
+        out,
+        live_stats: true,
+    })
+    .await?;
+    let c = &r.companion;
+    println!("demo finished: {seconds:.0}s of phone-1 streamed to a companion over QUIC");
+    println!(
+        "  video:            {} frames ({} keyframes, {} decoded, {} skipped), {:.1} fps, {:.1} kbit/s at the end",
+        c.frames,
+        c.keyframes,
+        c.decoded,
+        c.skipped,
+        c.fps,
+        c.bitrate_bps / 1000.0
+    );
+    println!(
+        "  glass-to-glass:   p50 {:.1} ms, p99 {:.1} ms",
+        c.g2g_p50_ms, c.g2g_p99_ms
+    );
+    println!(
+        "  sensors:          {} samples sent; applied in the phone p50 {:.2} ms, p99 {:.2} ms",
+        c.sensor_samples, r.sensor_latency_ms.0, r.sensor_latency_ms.1
+    );
+    println!("  input:            {} touches and keys", r.taps);
+    println!(
+        "  wrote:            {} and {} ({} frames)",
+        r.last_frame.display(),
+        r.video.display(),
+        c.recorded_frames
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Demo { .. }) {
+                    "warn"
+                } else {
+                    "info"
+                })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vphone-host: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Serve(a) => config(a).and_then(|cfg| rt.block_on(serve(cfg))),
+        Cmd::Demo { seconds, out } => rt.block_on(demo(seconds, out)),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vphone-host: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The real binaries: `vphone-host serve` driven by `vphonectl`, a
+//! screenshot checked by ffprobe, one-line errors with exit codes, and the
+//! registry surviving `kill -9`.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The built `vphone-host` (scripts/test builds the binaries first).
+fn host_bin() -> std::path::PathBuf {
+    vphone_testkit::binary("vphone-host")
+}
+
+/// The built `vphonectl`.
+fn ctl_bin() -> std::path::PathBuf {
+    vphone_testkit::binary("vphonectl")
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_host(dir: &Path) -> Daemon {
+    let _ = std::fs::remove_file(dir.join("operator.addr"));
+    let child = Command::new(host_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--operator-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--netsim-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("VPHONE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vphone-host");
+    let t = Instant::now();
+    while !dir.join("operator.addr").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "vphone-host did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon(child)
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(ctl_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run vphonectl")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = ctl(dir, args);
+    assert!(
+        o.status.success(),
+        "vphonectl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn wait_for_state(dir: &Path, phone: &str, state: &str) {
+    let t = Instant::now();
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(dir, &["--json", "phone", "show", phone])).unwrap();
+        if v["state"] == state {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{phone} stuck in {}",
+            v["state"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn screenshot_is_a_png_that_ffprobe_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let _host = start_host(dir.path());
+    wait_for_state(dir.path(), "phone-1", "running");
+    let out = dir.path().join("shot.png");
+    let msg = ok(
+        dir.path(),
+        &[
+            "phone",
+            "screenshot",
+            "phone-1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(msg.contains("(720x1280)"), "{msg}");
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output();
+    match probe {
+        Ok(p) => {
+            assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+            assert_eq!(String::from_utf8_lossy(&p.stdout).trim(), "png,720,1280");
+        }
+        Err(_) => assert!(
+            std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
+            "ffprobe not found: run scripts/test (it installs ffmpeg)"
+        ),
+    }
+}
+
+#[test]
+fn errors_are_one_line_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let _host = start_host(dir.path());
+    let o = ctl(dir.path(), &["phone", "show", "ghost"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "vphonectl: phone 'ghost' not found\n"
+    );
+    let bad = dir.path().join("bad.token");
+    std::fs::write(&bad, "nope\n").unwrap();
+    let o = ctl(
+        dir.path(),
+        &["--token-file", bad.to_str().unwrap(), "phone", "list"],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "vphonectl: operator token rejected\n"
+    );
+    let o = ctl(dir.path(), &["--operator", "127.0.0.1:1", "phone", "list"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is it running?"));
+    // Enrollment: --quiet prints only the string.
+    let s = ok(
+        dir.path(),
+        &[
+            "handset", "enroll", "--name", "alice", "--phone", "phone-1", "--quiet",
+        ],
+    );
+    assert_eq!(s.lines().count(), 1, "{s}");
+    assert!(s.starts_with("vphone://127.0.0.1:"), "{s}");
+    let full = ok(dir.path(), &["handset", "enroll"]);
+    assert!(
+        full.contains('█') || full.contains('▀'),
+        "no QR code: {full}"
+    );
+}
+
+#[test]
+fn registry_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = start_host(dir.path());
+    wait_for_state(dir.path(), "phone-1", "running");
+    ok(dir.path(), &["phone", "create", "lab", "--size", "480x800"]);
+    ok(dir.path(), &["phone", "create", "idle", "--no-start"]);
+    wait_for_state(dir.path(), "lab", "running");
+    ok(dir.path(), &["phone", "stop", "phone-1"]);
+    // SIGKILL: no chance to flush or clean up.
+    host.0.kill().unwrap();
+    host.0.wait().unwrap();
+    drop(host);
+    let _host = start_host(dir.path());
+    wait_for_state(dir.path(), "lab", "running");
+    wait_for_state(dir.path(), "phone-1", "stopped");
+    wait_for_state(dir.path(), "idle", "stopped");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["--json", "phone", "list"])).unwrap();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["idle", "lab", "phone-1"]);
+}
