@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::HostError;
-use crate::backend::{Backends, PhoneBackend, PhoneEndpoint, Unavailable};
+use crate::backend::{BackendContext, Backends, PhoneBackend, PhoneEndpoint, Unavailable};
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
 use crate::status::{StatusBoard, StatusHandle};
@@ -327,9 +327,21 @@ struct Entry {
     restarts: u32,
 }
 
+impl ManagerConfig {
+    /// What backends need to know about this host.
+    fn backend_context(&self) -> BackendContext {
+        BackendContext {
+            data_dir: self.data_dir.clone(),
+            packet_streamer: self.packet_streamer.clone(),
+            boot_timeout: self.boot_timeout,
+            emulator_args: self.emulator_args.clone(),
+        }
+    }
+}
+
 fn make_backend(record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
     match cfg.backends.get(record.backend) {
-        Some(kind) => kind.make(record, cfg),
+        Some(kind) => kind.make(record, &cfg.backend_context()),
         None => Box::new(Unavailable(record.backend)),
     }
 }
@@ -461,19 +473,6 @@ impl Actor {
                 what: "backend",
                 why: format!("this host does not run {} phones", spec.backend.as_str()),
             })?;
-        kind.check(&spec)?;
-        if !(120..=640).contains(&dpi) {
-            return Err(HostError::Invalid {
-                what: "display",
-                why: format!("density {dpi} dpi is outside 120..640"),
-            });
-        }
-        if self.phones.contains_key(&spec.name) {
-            return Err(HostError::AlreadyExists {
-                kind: "phone",
-                name: spec.name,
-            });
-        }
         let record = PhoneRecord {
             name: spec.name.clone(),
             backend: spec.backend,
@@ -488,6 +487,19 @@ impl Actor {
             avd: spec.avd,
             created_at_ms: crate::unix_ms(),
         };
+        kind.check(&record)?;
+        if !(120..=640).contains(&dpi) {
+            return Err(HostError::Invalid {
+                what: "display",
+                why: format!("density {dpi} dpi is outside 120..640"),
+            });
+        }
+        if self.phones.contains_key(&spec.name) {
+            return Err(HostError::AlreadyExists {
+                kind: "phone",
+                name: spec.name,
+            });
+        }
         self.registry.insert_phone(&record)?;
         let mut entry = Entry::new(record, &self.cfg);
         entry.state = Lifecycle::Creating;

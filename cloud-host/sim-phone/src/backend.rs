@@ -12,9 +12,9 @@ use crate::{MAX_DIMENSION, MIN_HEIGHT, MIN_WIDTH, SimPhone, SimPhoneConfig};
 use host_core::HostError;
 use host_core::backend::emulator::EmulatorKind;
 use host_core::backend::{
-    BackendKind, Backends, BoxFuture, PhoneBackend, PhoneEndpoint, Progress, random_token,
+    BackendContext, BackendKind, Backends, BoxFuture, PhoneBackend, PhoneEndpoint, Progress,
+    random_token,
 };
-use host_core::phones::{ManagerConfig, PhoneSpec};
 use host_core::registry::{Backend, PhoneRecord};
 use host_core::status::{PhoneStatus, RadioStatus};
 use host_core::threads::Priority;
@@ -48,7 +48,7 @@ impl SimKind {
 }
 
 impl BackendKind for SimKind {
-    fn make(&self, record: &PhoneRecord, _: &ManagerConfig) -> Box<dyn PhoneBackend> {
+    fn make(&self, record: &PhoneRecord, _: &BackendContext) -> Box<dyn PhoneBackend> {
         Box::new(SimBackend {
             name: record.name.clone(),
             width: record.width,
@@ -59,8 +59,8 @@ impl BackendKind for SimKind {
         })
     }
 
-    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
-        let (w, h, _) = spec.display;
+    fn check(&self, record: &PhoneRecord) -> Result<(), HostError> {
+        let (w, h) = (record.width, record.height);
         if (MIN_WIDTH..=MAX_DIMENSION).contains(&w) && (MIN_HEIGHT..=MAX_DIMENSION).contains(&h) {
             Ok(())
         } else {

@@ -17,10 +17,9 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
-use super::{BackendKind, BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
+use super::{BackendContext, BackendKind, BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
 use crate::HostError;
 use crate::emu_client::EmulatorClient;
-use crate::phones::{ManagerConfig, PhoneSpec};
 use crate::registry::PhoneRecord;
 use crate::status::PhoneStatus;
 
@@ -210,7 +209,7 @@ impl EmulatorBackend {
 pub struct EmulatorKind;
 
 impl BackendKind for EmulatorKind {
-    fn make(&self, record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
+    fn make(&self, record: &PhoneRecord, cfg: &BackendContext) -> Box<dyn PhoneBackend> {
         Box::new(EmulatorBackend::new(EmulatorConfig {
             sdk_root: find_sdk(&|k| std::env::var(k).ok()).unwrap_or_default(),
             avd: record.avd.clone().unwrap_or_default(),
@@ -224,8 +223,8 @@ impl BackendKind for EmulatorKind {
         }))
     }
 
-    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
-        if spec.avd.as_deref().unwrap_or("").is_empty() {
+    fn check(&self, record: &PhoneRecord) -> Result<(), HostError> {
+        if record.avd.as_deref().unwrap_or("").is_empty() {
             return Err(HostError::Invalid {
                 what: "phone",
                 why: "an emulator phone needs an AVD name (--avd)".to_owned(),

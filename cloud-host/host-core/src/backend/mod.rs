@@ -8,13 +8,14 @@ pub mod emulator;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::HostError;
-use crate::phones::{ManagerConfig, PhoneSpec};
 use crate::registry::{Backend, PhoneRecord};
 use crate::status::PhoneStatus;
 
@@ -53,17 +54,30 @@ pub trait PhoneBackend: Send + std::fmt::Debug {
     fn exited(&self) -> BoxFuture<'static, String>;
 }
 
+/// What a backend needs to know about the host it runs phones for.
+#[derive(Clone, Debug)]
+pub struct BackendContext {
+    /// The host's data dir (emulator logs go under `logs/`).
+    pub data_dir: PathBuf,
+    /// The PacketStreamer endpoint phones' Bluetooth stacks use.
+    pub packet_streamer: String,
+    /// How long an emulator boot may take.
+    pub boot_timeout: Duration,
+    /// Extra emulator arguments.
+    pub emulator_args: Vec<String>,
+}
+
 /// A kind of backend: makes the backend of each phone recorded with it.
 pub trait BackendKind: Send + Sync + std::fmt::Debug {
     /// The backend that runs `record`.
-    fn make(&self, record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend>;
+    fn make(&self, record: &PhoneRecord, host: &BackendContext) -> Box<dyn PhoneBackend>;
 
-    /// Checks a phone to be created (its screen size, say).
+    /// Checks a phone about to be created (its screen size, say).
     ///
     /// # Errors
     /// What this backend cannot run, with why.
-    fn check(&self, spec: &PhoneSpec) -> Result<(), HostError> {
-        let _ = spec;
+    fn check(&self, record: &PhoneRecord) -> Result<(), HostError> {
+        let _ = record;
         Ok(())
     }
 }
