@@ -196,6 +196,25 @@ impl H4Packet {
         Self::parse(v)
     }
 
+    /// An HCI command: `opcode` (16 bits, little-endian on the wire) and its
+    /// parameters.
+    ///
+    /// # Errors
+    /// [`Error`] when `params` is longer than 255 bytes.
+    pub fn command(opcode: u16, params: &[u8]) -> Result<Self, Error> {
+        let len = u8::try_from(params.len()).map_err(|_| Error::TooLarge {
+            kind: PacketType::Command,
+            len: params.len(),
+            max: 255,
+        })?;
+        let mut v = Vec::with_capacity(4 + params.len());
+        v.push(PacketType::Command.byte());
+        v.extend_from_slice(&opcode.to_le_bytes());
+        v.push(len);
+        v.extend_from_slice(params);
+        Self::parse(v)
+    }
+
     /// The packet type.
     pub fn kind(&self) -> PacketType {
         // Invariant: construction validated the first byte.

@@ -296,7 +296,7 @@ pub fn disconnection_complete(handle: u16, reason: u8) -> H4Packet {
 /// stack left open in a controller.
 pub fn disconnect_command(handle: u16, reason: u8) -> H4Packet {
     let [lo, hi] = (handle & 0x0FFF).to_le_bytes();
-    H4Packet::from_parts(PacketType::Command, &[0x06, 0x04, 3, lo, hi, reason])
+    H4Packet::command(crate::packet::opcodes::DISCONNECT.0, &[lo, hi, reason])
         .unwrap_or_else(|_| unreachable!("disconnect is well formed"))
 }
 

@@ -489,11 +489,7 @@ mod tests {
     use crate::packet::Event;
 
     fn cmd(op: u16, params: &[u8]) -> H4Packet {
-        let mut v = vec![0x01];
-        v.extend_from_slice(&op.to_le_bytes());
-        v.push(params.len() as u8);
-        v.extend_from_slice(params);
-        H4Packet::parse(v).unwrap()
+        H4Packet::command(op, params).unwrap()
     }
 
     fn denied(p: &mut Policy, op: u16) -> Option<Denial> {

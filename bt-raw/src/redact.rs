@@ -121,11 +121,7 @@ mod tests {
     use super::*;
 
     fn cmd(op: u16, params: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x01];
-        v.extend_from_slice(&op.to_le_bytes());
-        v.push(params.len() as u8);
-        v.extend_from_slice(params);
-        v
+        H4Packet::command(op, params).unwrap().as_bytes().to_vec()
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub use sensors::{LatestWins, SampleVerdict, UnknownSensor};
 pub use server::{BridgeServer, BridgeServerConfig, DEFAULT_RESUME_WINDOW, ServerSession};
 pub use session::{GopWriter, SessionEnd, SessionStats, VideoFrame};
 pub use token::{TokenId, TokenKey, VerifiedToken};
+pub use util::random_token;
 
 /// Re-exported wire types used in this crate's API.
 pub use sensor_proto::bridge as proto;

@@ -48,6 +48,16 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], BridgeError> {
     Ok(out)
 }
 
+/// A random secret as lowercase hex: 32 bytes from the system CSPRNG
+/// (tokens that authenticate loopback APIs, the operator's admin token).
+///
+/// # Errors
+///
+/// [`BridgeError::Identity`] if the OS has no entropy source.
+pub fn random_token() -> Result<String, BridgeError> {
+    Ok(hex_encode(&random_bytes::<32>()?))
+}
+
 /// Host wall clock, nanoseconds since the Unix epoch (0 before 1970).
 pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now()

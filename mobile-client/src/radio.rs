@@ -844,8 +844,7 @@ mod tests {
     }
 
     fn cmd(op: u16) -> H4Packet {
-        let [lo, hi] = op.to_le_bytes();
-        p(&[0x01, lo, hi, 0x00])
+        H4Packet::command(op, &[]).unwrap()
     }
 
     fn acl(handle: u16, byte: u8) -> H4Packet {

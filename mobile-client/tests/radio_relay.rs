@@ -211,8 +211,7 @@ async fn next_event(host: &ServerSession) -> H4Packet {
 }
 
 fn cmd(op: u16) -> H4Packet {
-    let [lo, hi] = op.to_le_bytes();
-    H4Packet::parse(vec![0x01, lo, hi, 0x00]).unwrap()
+    H4Packet::command(op, &[]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,11 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_bridge::{BridgeClientConfig, ClientSession};
-use host_core::config::ConfigLayer;
-use host_core::daemon::Listeners;
 use host_core::emu_client::EmulatorClient;
 use host_core::phones::PhoneSpec;
-use host_core::registry::{Backend, TokenRecord};
+use host_core::registry::Backend;
 use mobile_client::ClientError;
 use mobile_client::session::{Companion, ConnectOptions};
 use mobile_client::video::Picture;
@@ -47,7 +45,6 @@ use sim_phone::{Frame, SimPhone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use vphone_operator::ServedHost;
-use vphone_operator::{Enroller, enrollment_string};
 
 /// Width of the sim phones' screen, pixels.
 pub const SCREEN_W: u32 = sim_phone::DEFAULT_WIDTH;
@@ -83,18 +80,8 @@ impl TestHost {
     /// When the host or the phone does not start.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let loopback = |p| Some(SocketAddr::from(([127, 0, 0, 1], p)));
-        let cfg = ConfigLayer {
-            data_dir: Some(dir.path().join("host")),
-            quic_listen: loopback(0),
-            operator_listen: loopback(0),
-            netsim_listen: loopback(0),
-            ..ConfigLayer::default()
-        }
-        .resolve(&|_| None);
-        let listeners = Listeners::bind(&cfg).await.expect("binding the host");
         let sims = SimKind::default();
-        let host = ServedHost::start(&cfg, listeners, sims.backends())
+        let host = ServedHost::start_on_loopback(dir.path().join("host"), sims.backends())
             .await
             .expect("starting the host");
         host.phones
@@ -140,27 +127,15 @@ impl TestHost {
     /// On any failure.
     pub fn enroll(&mut self, name: &str, phones: &[&str]) -> Handset {
         let host = &self.host;
-        let minted = host
-            .enroller
-            .mint(Duration::from_secs(120))
-            .expect("minting a token");
-        host.registry
-            .insert_token(
-                &TokenRecord {
-                    id: minted.id.clone(),
-                    name: Some(name.to_owned()),
-                    phones: phones.iter().map(|p| (*p).to_owned()).collect(),
-                    expires_at_ms: minted.expires_at_ms,
-                    used_at_ms: None,
-                },
-                (now_ns() / 1_000_000) as i64,
-            )
-            .expect("recording the token");
-        let enrollment = enrollment_string(
-            &host.enroller.public_addr(),
-            &host.enroller.pin(),
-            &minted.text,
-        );
+        let enrollment = host_core::enroll::offer_enrollment(
+            &host.registry,
+            host.enroller.as_ref(),
+            Some(name.to_owned()),
+            phones.iter().map(|p| (*p).to_owned()).collect(),
+            Duration::from_secs(120),
+        )
+        .expect("offering an enrollment")
+        .enrollment;
         self.handsets += 1;
         let dir = self.dir.path().join(format!("handset-{}", self.handsets));
         mobile_client::config::enroll(&dir, &enrollment, name).expect("enrolling");

@@ -159,6 +159,21 @@ impl ConfigLayer {
 pub use sensor_proto::layout::default_data_dir;
 
 impl HostConfig {
+    /// A host on 127.0.0.1 with every port chosen by the OS, keeping its
+    /// state in `data_dir` (tests, the demo).
+    #[must_use]
+    pub fn loopback(data_dir: PathBuf) -> Self {
+        let any = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        ConfigLayer {
+            data_dir: Some(data_dir),
+            quic_listen: any,
+            operator_listen: any,
+            netsim_listen: any,
+            ..ConfigLayer::default()
+        }
+        .resolve(&|_| None)
+    }
+
     /// The address for enrollment strings, given the bound QUIC address.
     pub fn public_addr_for(&self, bound: SocketAddr) -> String {
         self.public_addr.clone().unwrap_or_else(|| {

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use device_bridge::{HostIdentity, TokenKey};
 
 use crate::HostError;
+use crate::registry::{Registry, TokenRecord, validate_name};
 
 /// Mints tokens with the host's token key and reports the host's pin.
 #[derive(Debug)]
@@ -127,4 +128,62 @@ pub trait Enroller: Send + Sync + std::fmt::Debug {
 /// `vphone://HOST:PORT?pin=PIN&token=TOKEN`.
 pub fn enrollment_string(addr: &str, pin: &str, token: &str) -> String {
     format!("vphone://{addr}?pin={pin}&token={token}")
+}
+
+/// The longest an enrollment offer may stay valid.
+pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// An enrollment the host offers a handset.
+#[derive(Clone, Debug)]
+pub struct Offer {
+    /// The one-line string the handset takes (`vphone://...`); it holds
+    /// the single-use token, so never log it.
+    pub enrollment: String,
+    /// The host's certificate pin.
+    pub pin: String,
+    /// When the token expires, Unix ms.
+    pub expires_at_ms: i64,
+}
+
+/// The enrollment use case, the one place it lives (the operator API, the
+/// demo and the tests call it): mints a single-use token valid for `ttl`
+/// for a handset to be called `name` that may use `phones` (empty: every
+/// phone), records it, and returns the enrollment string.
+///
+/// # Errors
+/// [`HostError::Invalid`] for a bad name or a ttl over a week; registry and
+/// token errors.
+pub fn offer_enrollment(
+    registry: &Registry,
+    enroller: &dyn Enroller,
+    name: Option<String>,
+    phones: Vec<String>,
+    ttl: Duration,
+) -> Result<Offer, HostError> {
+    if let Some(n) = &name {
+        validate_name("handset name", n)?;
+    }
+    if ttl > MAX_ENROLLMENT_TTL {
+        return Err(HostError::Invalid {
+            what: "ttl",
+            why: "an enrollment may stay valid for at most one week".to_owned(),
+        });
+    }
+    let minted = enroller.mint(ttl)?;
+    registry.insert_token(
+        &TokenRecord {
+            id: minted.id.clone(),
+            name,
+            phones,
+            expires_at_ms: minted.expires_at_ms,
+            used_at_ms: None,
+        },
+        crate::unix_ms(),
+    )?;
+    let pin = enroller.pin();
+    Ok(Offer {
+        enrollment: enrollment_string(&enroller.public_addr(), &pin, &minted.text),
+        pin,
+        expires_at_ms: minted.expires_at_ms,
+    })
 }

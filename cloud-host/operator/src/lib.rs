@@ -29,9 +29,7 @@ use host_core::daemon::{Host, Listeners};
 pub use host_core::enroll::{Enroller, MintedToken, enrollment_string};
 use host_core::metrics::Metrics;
 use host_core::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
-use host_core::registry::{
-    Backend, DesiredState, HandsetRecord, HandsetState, Registry, TokenRecord,
-};
+use host_core::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry};
 pub use host_core::router::{NoSessions, SessionDirectory};
 
 /// A whole host: the core ([`Host`]) and the operator API serving it.
@@ -93,6 +91,20 @@ impl ServedHost {
             operator_addr,
             admin_token,
         })
+    }
+
+    /// A whole host on 127.0.0.1 (every port chosen by the OS) in
+    /// `data_dir`: what tests and the demo run.
+    ///
+    /// # Errors
+    /// As [`ServedHost::start`].
+    pub async fn start_on_loopback(
+        data_dir: std::path::PathBuf,
+        backends: Backends,
+    ) -> Result<Self, HostError> {
+        let cfg = HostConfig::loopback(data_dir);
+        let listeners = Listeners::bind(&cfg).await?;
+        Self::start(&cfg, listeners, backends).await
     }
 
     /// Stops serving and waits for the servers to finish.
@@ -468,35 +480,22 @@ impl Operator for OperatorService {
         for p in &r.allowed_phones {
             self.phones.get(p).await?;
         }
-        if let Some(n) = &r.name {
-            host_core::registry::validate_name("handset name", n)?;
-        }
         let ttl = Duration::from_secs(u64::from(if r.ttl_seconds == 0 {
             600
         } else {
             r.ttl_seconds
         }));
-        if ttl > Duration::from_secs(7 * 24 * 3600) {
-            return Err(Status::invalid_argument(
-                "ttl_seconds may be at most one week",
-            ));
-        }
-        let minted = self.enroller.mint(ttl)?;
-        self.registry.insert_token(
-            &TokenRecord {
-                id: minted.id.clone(),
-                name: r.name,
-                phones: r.allowed_phones,
-                expires_at_ms: minted.expires_at_ms,
-                used_at_ms: None,
-            },
-            host_core::unix_ms(),
+        let offer = host_core::enroll::offer_enrollment(
+            &self.registry,
+            self.enroller.as_ref(),
+            r.name,
+            r.allowed_phones,
+            ttl,
         )?;
-        let pin = self.enroller.pin();
         Ok(Response::new(op::EnrollHandsetResponse {
-            enrollment: enrollment_string(&self.enroller.public_addr(), &pin, &minted.text),
-            expires_at_unix_ms: minted.expires_at_ms.max(0) as u64,
-            host_pin: pin,
+            enrollment: offer.enrollment,
+            expires_at_unix_ms: offer.expires_at_ms.max(0) as u64,
+            host_pin: offer.pin,
         }))
     }
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::render::BluetoothView;
 use crate::{MAX_DIMENSION, MIN_HEIGHT, MIN_WIDTH, SimPhone, SimPhoneConfig};
 use host_core::HostError;
 use host_core::backend::emulator::EmulatorKind;
@@ -16,7 +15,7 @@ use host_core::backend::{
     random_token,
 };
 use host_core::registry::{Backend, PhoneRecord};
-use host_core::status::{PhoneStatus, RadioStatus};
+use host_core::status::PhoneStatus;
 use host_core::threads::Priority;
 
 /// The sim as a backend kind. It keeps the running sim phones by name, so
@@ -80,19 +79,7 @@ async fn paint(phone: SimPhone, mut status: watch::Receiver<PhoneStatus>) {
     loop {
         let s = status.borrow_and_update().clone();
         phone.set_session(s.session);
-        phone.set_bluetooth(match s.radio {
-            RadioStatus::NoRadio => BluetoothView::NoRadio,
-            RadioStatus::RadioAttached => BluetoothView::RadioAttached,
-            RadioStatus::Connected {
-                peer_name,
-                address,
-                encrypted,
-            } => BluetoothView::Connected {
-                peer_name,
-                address,
-                encrypted,
-            },
-        });
+        phone.set_bluetooth(s.radio);
         if status.changed().await.is_err() {
             return;
         }

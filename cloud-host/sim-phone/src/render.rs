@@ -66,24 +66,9 @@ const GRAVITY: f32 = 9.81;
 // Scene model
 // ---------------------------------------------------------------------------
 
-/// What the sim phone's Bluetooth shows.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum BluetoothView {
-    /// No Bluetooth radio is attached to the sim phone (Bluetooth off).
-    #[default]
-    NoRadio,
-    /// A radio is attached but no peer is connected.
-    RadioAttached,
-    /// Connected to a peer.
-    Connected {
-        /// The peer's human-readable name.
-        peer_name: String,
-        /// The peer's address, e.g. `"AA:BB:CC:DD:EE:FF"`.
-        address: String,
-        /// Whether the link is encrypted.
-        encrypted: bool,
-    },
-}
+/// What the sim phone's Bluetooth area shows: the host's status of the
+/// phone's link, as is.
+pub use host_core::status::RadioStatus as BluetoothView;
 
 /// A GPS fix as shown on screen.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]

@@ -12,10 +12,7 @@ use mobile_client::session::{Companion, ConnectOptions, Report};
 use sensor_proto::bridge::{Key, KeyAction, Pointer, Touch, TouchAction, input_message};
 
 use host_core::HostError;
-use host_core::config::ConfigLayer;
-use host_core::daemon::{Host, Listeners};
-use host_core::registry::TokenRecord;
-use vphone_operator::{Enroller, enrollment_string};
+use host_core::daemon::Host;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -85,19 +82,9 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     }
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| HostError::io(format!("creating {}", opts.out.display()), e))?;
-    let loopback = |p| Some(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
-    let cfg = ConfigLayer {
-        data_dir: Some(host_dir),
-        quic_listen: loopback(0),
-        operator_listen: loopback(0),
-        netsim_listen: loopback(0),
-        ..ConfigLayer::default()
-    }
-    .resolve(&|_| None);
     eprintln!("starting a host with a sim phone on loopback…");
-    let host = vphone_operator::ServedHost::start(
-        &cfg,
-        Listeners::bind(&cfg).await?,
+    let host = vphone_operator::ServedHost::start_on_loopback(
+        host_dir,
         sim_phone::SimKind::default().backends(),
     )
     .await?;
@@ -108,23 +95,14 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     let (w, h) = (phone.record.width as f32, phone.record.height as f32);
 
     // Enroll a companion exactly as a handset would: single-use token.
-    let minted = host.enroller.mint(Duration::from_secs(120))?;
-    let now_ms = (now_ns() / 1_000_000) as i64;
-    host.registry.insert_token(
-        &TokenRecord {
-            id: minted.id.clone(),
-            name: Some("demo-handset".into()),
-            phones: vec!["phone-1".into()],
-            expires_at_ms: minted.expires_at_ms,
-            used_at_ms: None,
-        },
-        now_ms,
+    let offer = host_core::enroll::offer_enrollment(
+        &host.registry,
+        host.enroller.as_ref(),
+        Some("demo-handset".into()),
+        vec!["phone-1".into()],
+        Duration::from_secs(120),
     )?;
-    let enrollment = enrollment_string(
-        &host.enroller.public_addr(),
-        &host.enroller.pin(),
-        &minted.text,
-    );
+    let enrollment = offer.enrollment;
     mobile_client::config::enroll(&companion_dir, &enrollment, "demo-handset").map_err(demo_err)?;
     let last_frame = opts.out.join("last-frame.png");
     let video = opts.out.join("session.h264");

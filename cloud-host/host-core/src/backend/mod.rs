@@ -132,16 +132,14 @@ impl PhoneBackend for Unavailable {
     }
 }
 
-/// A random token for loopback gRPC authentication (hex, 32 bytes of entropy
-/// drawn from the OS).
+/// A random token for loopback gRPC authentication (hex, 32 bytes from the
+/// system CSPRNG; the one generator `device-bridge` uses for its secrets).
 ///
 /// # Errors
-/// [`HostError::Io`] when the OS has no randomness to give.
+/// [`HostError::Invalid`] when the OS has no randomness to give.
 pub fn random_token() -> Result<String, HostError> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| HostError::io("reading /dev/urandom", e))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    device_bridge::random_token().map_err(|e| HostError::Invalid {
+        what: "randomness",
+        why: e.to_string(),
+    })
 }

@@ -578,15 +578,15 @@ mod tests {
     }
 
     fn reset() -> H4Packet {
-        pkt(&[0x01, 0x03, 0x0C, 0x00])
+        H4Packet::command(0x0C03, &[]).unwrap()
     }
 
     fn read_bd_addr() -> H4Packet {
-        pkt(&[0x01, 0x09, 0x10, 0x00])
+        H4Packet::command(0x1009, &[]).unwrap()
     }
 
     fn le_scan_enable() -> H4Packet {
-        pkt(&[0x01, 0x0C, 0x20, 0x02, 0x01, 0x00])
+        H4Packet::command(0x200C, &[0x01, 0x00]).unwrap()
     }
 
     fn complete(op: u16) -> H4Packet {
