@@ -97,6 +97,7 @@
 
 mod auth;
 mod client;
+pub mod clock;
 mod config;
 mod error;
 pub mod hci;

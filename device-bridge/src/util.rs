@@ -1,7 +1,5 @@
 //! Small helpers: hex, randomness, clocks.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ring::rand::SecureRandom as _;
 
 use crate::BridgeError;
@@ -60,10 +58,7 @@ pub fn random_token() -> Result<String, BridgeError> {
 
 /// Host wall clock, nanoseconds since the Unix epoch (0 before 1970).
 pub(crate) fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    u64::try_from(crate::clock::unix_ns()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use device_bridge::{
     BridgeClientConfig, BridgeError, ClientSession, SessionEnd, TransportSettings,
@@ -128,11 +128,7 @@ const G2G_KEEP: usize = 4096;
 const MAX_DECODE_BACKLOG: usize = 3;
 const WINDOW: Duration = Duration::from_secs(3);
 
-fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+use device_bridge::clock::unix_ns;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

@@ -27,7 +27,7 @@ pub mod bumble;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use device_bridge::{BridgeClientConfig, ClientSession};
 use host_core::emu_client::EmulatorClient;
@@ -56,9 +56,7 @@ pub const VIDEO_TOLERANCE: u8 = 40;
 
 /// Unix time, ns.
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    u64::try_from(device_bridge::clock::unix_ns()).unwrap_or(0)
 }
 
 /// A whole host running in-process on loopback, in a temporary data dir.

@@ -29,15 +29,6 @@ pub use vphone_media as video;
 
 pub use error::HostError;
 
-/// Now, in milliseconds since the Unix epoch (0 if the clock is before it):
-/// the time base of the registry, the audit and the operator API.
-pub fn unix_ms() -> i64 {
-    unix_ns() / 1_000_000
-}
-
-/// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+/// The wall clock (`unix_ms` is the time base of the registry, the audit
+/// and the operator API).
+pub use device_bridge::clock::{unix_ms, unix_ns};

@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sensor_proto::emulator::emulator_controller_server::{
     EmulatorController, EmulatorControllerServer,
@@ -123,10 +123,9 @@ pub struct SimPhone {
     shared: Arc<Shared>,
 }
 
+/// Now, Unix µs (the timestamps of screen images).
 fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    u64::try_from(device_bridge::clock::unix_us()).unwrap_or(0)
 }
 
 impl SimPhone {

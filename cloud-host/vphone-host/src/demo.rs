@@ -6,7 +6,7 @@
 //! live statistics, and writes `last-frame.png` and `session.h264`.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mobile_client::session::{Companion, ConnectOptions, Report};
 use sensor_proto::bridge::{Key, KeyAction, Pointer, Touch, TouchAction, input_message};
@@ -46,9 +46,7 @@ fn demo_err(e: impl std::fmt::Display) -> HostError {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    u64::try_from(device_bridge::clock::unix_ns()).unwrap_or(0)
 }
 
 fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
