@@ -9,8 +9,10 @@
 //! the reserved colours ([`RIPPLE_RGB`], [`BUBBLE_RGB`]).
 
 mod backend;
+pub mod geometry;
 pub mod phone;
 pub mod render;
+pub mod scene;
 
 pub use backend::{SimBackend, SimKind};
 

@@ -32,157 +32,15 @@ use std::fmt;
 
 use tiny_skia::{Color, FillRule, Paint, PathBuilder, Pixmap, Rect, Stroke, Transform};
 
-/// Default sim phone screen width in pixels.
-pub const DEFAULT_WIDTH: u32 = 720;
-/// Default sim phone screen height in pixels.
-pub const DEFAULT_HEIGHT: u32 = 1280;
-/// Smallest supported screen width in pixels.
-pub const MIN_WIDTH: u32 = 240;
-/// Smallest supported screen height in pixels.
-pub const MIN_HEIGHT: u32 = 320;
-/// Largest supported screen width or height in pixels.
-pub const MAX_DIMENSION: u32 = 8192;
-
-/// Colour of touch ripples: the solid centre dot of every visible ripple is
-/// drawn in exactly this RGB (opaque, radius [`ripple_dot_radius`]), centred
-/// on the touch point. No other element of the screen uses this colour.
-/// The ripple's expanding disc and ring are translucent tints of it, so they
-/// never produce this exact value over the (non-ripple) background.
-pub const RIPPLE_RGB: [u8; 3] = [255, 0, 255];
-
-/// Colour of the bubble of the bubble level (an opaque filled circle of
-/// radius [`bubble_radius`] centred at [`bubble_center`]). No other element
-/// of the screen uses this colour.
-pub const BUBBLE_RGB: [u8; 3] = [0, 200, 100];
-
-/// A touch ripple is drawn while its age is below this many milliseconds
-/// (see [`Ripple::is_visible`]); its ring grows and fades over this time.
-pub const RIPPLE_LIFETIME_MS: u32 = 600;
-
-/// Standard gravity used to map accelerometer readings to the bubble level.
-const GRAVITY: f32 = 9.81;
-
-// ---------------------------------------------------------------------------
-// Scene model
-// ---------------------------------------------------------------------------
-
-/// What the sim phone's Bluetooth area shows: the host's status of the
-/// phone's link, as is.
-pub use host_core::status::RadioStatus as BluetoothView;
-
-/// A GPS fix as shown on screen.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub struct Gps {
-    /// Latitude in degrees (shown with 6 decimals).
-    pub lat: f64,
-    /// Longitude in degrees (shown with 6 decimals).
-    pub lon: f64,
-    /// Altitude in metres above WGS84.
-    pub alt: f64,
-    /// Ground speed in m/s.
-    pub speed: f32,
-    /// Bearing in degrees, clockwise from true north.
-    pub bearing: f32,
-}
-
-/// A touch ripple: a marker where a touch landed.
-///
-/// Drawn as a solid dot of colour [`RIPPLE_RGB`] centred exactly at
-/// `(x, y)`, plus a translucent disc and ring whose radius grows with
-/// `age_ms` and which fade out over [`RIPPLE_LIFETIME_MS`]. The caller ages
-/// ripples and prunes invisible ones; the renderer skips invisible ones.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub struct Ripple {
-    /// Touch x in screen pixels (0 = left edge).
-    pub x: f32,
-    /// Touch y in screen pixels (0 = top edge).
-    pub y: f32,
-    /// Milliseconds since the touch landed.
-    pub age_ms: u32,
-    /// Pointer id of the touch (for the caller's bookkeeping).
-    pub id: i32,
-}
-
-impl Ripple {
-    /// Whether this ripple is still drawn (`age_ms < RIPPLE_LIFETIME_MS`).
-    pub fn is_visible(&self) -> bool {
-        self.age_ms < RIPPLE_LIFETIME_MS
-    }
-}
-
-/// Everything the sim phone's screen shows. Rendering is a pure function of
-/// this value and the screen size.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct SceneState {
-    /// Wall clock, Unix seconds; the status bar shows it as `HH:MM:SS UTC`.
-    pub clock_unix_s: i64,
-    /// Battery level in percent (values above 100 are shown as 100).
-    pub battery_percent: u8,
-    /// Whether the battery is charging (a bolt is drawn on the battery).
-    pub charging: bool,
-    /// Bluetooth state.
-    pub bluetooth: BluetoothView,
-    /// Accelerometer, m/s², including gravity, Android axes (+x right, +y up
-    /// the screen, +z out of the screen). Lying flat reads about `[0, 0, 9.81]`.
-    pub accel: [f32; 3],
-    /// Gyroscope, rad/s, Android axes.
-    pub gyro: [f32; 3],
-    /// Magnetometer, µT, Android axes.
-    pub mag: [f32; 3],
-    /// Orientation in degrees: azimuth, pitch, roll.
-    pub orientation: [f32; 3],
-    /// Latest GPS fix, if any.
-    pub gps: Option<Gps>,
-    /// Touch ripples, drawn in order, on top of everything.
-    pub touches: Vec<Ripple>,
-    /// Last key event, e.g. `"KEYCODE_A (29) down"`.
-    pub last_key: Option<String>,
-    /// Name of the attached (driving) handset, if any.
-    pub session: Option<String>,
-}
-
-impl SceneState {
-    /// The ripples that are still visible (see [`Ripple::is_visible`]).
-    pub fn visible_ripples(&self) -> impl Iterator<Item = &Ripple> + '_ {
-        self.touches.iter().filter(|r| r.is_visible())
-    }
-
-    /// Drops ripples that are no longer visible.
-    pub fn prune_ripples(&mut self) {
-        self.touches.retain(Ripple::is_visible);
-    }
-}
-
-/// A sensor the Sensor Lab screen listens to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SensorName {
-    /// Accelerometer (m/s², including gravity).
-    Accelerometer,
-    /// Gyroscope (rad/s).
-    Gyroscope,
-    /// Magnetometer (µT).
-    Magnetometer,
-    /// Orientation (azimuth, pitch, roll in degrees).
-    Orientation,
-    /// GPS location.
-    Gps,
-}
-
-/// The sensors the Sensor Lab screen listens to and their sampling rates in
-/// Hz; the host asks the handset to sample only these.
-pub const LISTENED_SENSORS: [(SensorName, u32); 5] = [
-    (SensorName::Accelerometer, 60),
-    (SensorName::Gyroscope, 60),
-    (SensorName::Magnetometer, 60),
-    (SensorName::Orientation, 60),
-    (SensorName::Gps, 1),
-];
-
-/// The sensors the Sensor Lab screen listens to, with rates in Hz
-/// (same as [`LISTENED_SENSORS`]).
-pub fn listened_sensors() -> Vec<(SensorName, u32)> {
-    LISTENED_SENSORS.to_vec()
-}
+use crate::geometry::*;
+pub use crate::geometry::{
+    bubble_center, bubble_radius, level_center_and_radius, ripple_dot_radius,
+};
+pub use crate::scene::{
+    BUBBLE_RGB, BluetoothView, DEFAULT_HEIGHT, DEFAULT_WIDTH, Gps, LISTENED_SENSORS, MAX_DIMENSION,
+    MIN_HEIGHT, MIN_WIDTH, RIPPLE_LIFETIME_MS, RIPPLE_RGB, Ripple, SceneState, SensorName,
+    listened_sensors,
+};
 
 // ---------------------------------------------------------------------------
 // Errors and PNG
@@ -194,85 +52,6 @@ pub fn listened_sensors() -> Vec<(SensorName, u32)> {
 /// [`HostError::Media`].
 pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, HostError> {
     Ok(vphone_media::encode_png(width, height, rgba)?)
-}
-
-// ---------------------------------------------------------------------------
-// Geometry
-// ---------------------------------------------------------------------------
-
-/// Width of the design grid, in design units.
-const DESIGN_W: f32 = 720.0;
-/// Height of the design grid, in design units.
-const DESIGN_H: f32 = 1280.0;
-/// Left/right margin of the content column, design units.
-const MARGIN: f32 = 28.0;
-/// Height of the status bar, design units.
-const STATUS_BAR_H: f32 = 56.0;
-/// Where the top block (status bar, title, sensor table) ends, design units.
-const TOP_BLOCK_END: f32 = 470.0;
-/// Height reserved at the bottom for the Bluetooth section and key row.
-const BOTTOM_BLOCK_H: f32 = 290.0;
-/// Radius of the level, design units (0.28 of the design width).
-const LEVEL_RADIUS: f32 = 0.28 * DESIGN_W;
-/// Bubble radius as a fraction of the level radius.
-const BUBBLE_FRACTION: f32 = 0.17;
-/// Radius of a ripple's solid dot, design units.
-const RIPPLE_DOT: f32 = 12.0;
-/// How far a ripple's ring grows over its lifetime, design units.
-const RIPPLE_GROWTH: f32 = 64.0;
-
-/// Pixels per design unit for a screen size.
-fn scale_for(width: u32, height: u32) -> f32 {
-    (width as f32 / DESIGN_W).min(height as f32 / DESIGN_H)
-}
-
-/// Where the Bluetooth section starts, design units from the top.
-fn bottom_block_start(width: u32, height: u32) -> f32 {
-    height as f32 / scale_for(width, height) - BOTTOM_BLOCK_H
-}
-
-/// Centre `(x, y)` and radius of the bubble level's ring, in screen pixels.
-///
-/// The level is centred horizontally, in the lower half of the screen,
-/// between the sensor table and the Bluetooth section. Its radius is
-/// `0.28 * width` on portrait screens (aspect ≤ 9:16).
-pub fn level_center_and_radius(width: u32, height: u32) -> (f32, f32, f32) {
-    let s = scale_for(width, height);
-    let cy_units = (TOP_BLOCK_END + bottom_block_start(width, height)) / 2.0;
-    (width as f32 / 2.0, cy_units * s, LEVEL_RADIUS * s)
-}
-
-/// Radius of the level's bubble in screen pixels.
-pub fn bubble_radius(width: u32, height: u32) -> f32 {
-    level_center_and_radius(width, height).2 * BUBBLE_FRACTION
-}
-
-/// Centre of the level's bubble in screen pixels for an accelerometer
-/// reading (m/s², Android axes).
-///
-/// The bubble sits at `centre + (ax / 9.81, -ay / 9.81) * (R - r)` where `R`
-/// is the level radius and `r` the bubble radius; the offset is clamped to
-/// length `R - r` so the bubble stays inside the ring. Like a real spirit
-/// level, the bubble moves toward the raised side: a positive x reading
-/// (the phone's +x side up) moves it right, a positive y reading (the top of
-/// the phone up) moves it up the screen. Non-finite readings count as 0.
-pub fn bubble_center(width: u32, height: u32, accel: [f32; 3]) -> (f32, f32) {
-    let (cx, cy, r) = level_center_and_radius(width, height);
-    let travel = r - bubble_radius(width, height);
-    let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
-    let mut dx = finite(accel[0]) / GRAVITY;
-    let mut dy = -finite(accel[1]) / GRAVITY;
-    let len = dx.hypot(dy);
-    if len > 1.0 {
-        dx /= len;
-        dy /= len;
-    }
-    (cx + dx * travel, cy + dy * travel)
-}
-
-/// Radius in screen pixels of a ripple's solid [`RIPPLE_RGB`] dot.
-pub fn ripple_dot_radius(width: u32, height: u32) -> f32 {
-    (RIPPLE_DOT * scale_for(width, height)).max(3.0)
 }
 
 // ---------------------------------------------------------------------------
@@ -953,6 +732,7 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scene::GRAVITY;
 
     fn demo_scene() -> SceneState {
         SceneState {
