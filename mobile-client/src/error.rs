@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use sensor_proto::bridge::AppErrorCode;
+
 /// Everything that can go wrong in the handset library.
 ///
 /// Messages never contain the enrollment token.
@@ -9,10 +11,11 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ClientError {
     /// The host refused the session; the reason is the host's own words.
-    #[error("the host refused this handset ({code}): {reason}")]
+    #[error("the host refused this handset ({code:?}): {reason}")]
     Refused {
-        /// The application error code name (e.g. `Revoked`).
-        code: String,
+        /// Why, as the bridge's stable code (e.g. `Revoked`): match on it,
+        /// never on the text.
+        code: AppErrorCode,
         /// The host's explanation.
         reason: String,
     },

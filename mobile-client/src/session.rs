@@ -176,10 +176,7 @@ pub struct Companion {
 
 fn map_connect_error(host: &str, e: BridgeError) -> ClientError {
     match e {
-        BridgeError::Refused { code, reason } => ClientError::Refused {
-            code: format!("{code:?}"),
-            reason,
-        },
+        BridgeError::Refused { code, reason } => ClientError::Refused { code, reason },
         BridgeError::PinMismatch { expected, actual } => ClientError::PinMismatch {
             expected: expected.to_string(),
             actual: actual.to_string(),

@@ -585,7 +585,12 @@ async fn second_handset_on_a_busy_phone_is_refused() {
 
     match second.connect(&rec).await {
         Err(ClientError::Refused { code, reason }) => {
-            eprintln!("refused ({code}): {reason}");
+            eprintln!("refused ({code:?}): {reason}");
+            assert_eq!(
+                code,
+                sensor_proto::bridge::AppErrorCode::PhoneBusy,
+                "the refusal carries the typed code, not text"
+            );
             assert!(
                 reason.contains("in use") && reason.contains("phone-1"),
                 "the reason should say phone-1 is in use: {reason}"

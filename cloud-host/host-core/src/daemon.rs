@@ -202,13 +202,13 @@ impl Host {
             // The endpoint's socket and tasks belong to the runtime entered here.
             let _on_latency_runtime = latency.handle().enter();
             device_bridge::BridgeServer::with_socket(listeners.quic, bridge_cfg).map_err(|e| {
-                HostError::Invalid {
+                HostError::Internal {
                     what: "QUIC listener",
                     why: e.to_string(),
                 }
             })?
         };
-        let quic_addr = server.local_addr().map_err(|e| HostError::Invalid {
+        let quic_addr = server.local_addr().map_err(|e| HostError::Internal {
             what: "QUIC listener",
             why: e.to_string(),
         })?;

@@ -46,7 +46,7 @@ const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 
 fn rpc_error(what: &str, target: &str, s: Status) -> HostError {
-    HostError::Invalid {
+    HostError::Unavailable {
         what: "phone call",
         why: format!(
             "{what} on {target} failed: {} ({:?})",
@@ -328,7 +328,7 @@ impl EmulatorClient {
             }
             let t = start.elapsed();
             if t >= timeout {
-                return Err(HostError::Invalid {
+                return Err(HostError::Unavailable {
                     what: "phone boot",
                     why: format!(
                         "{} did not finish booting within {}s",

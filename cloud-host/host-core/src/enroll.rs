@@ -18,7 +18,7 @@ pub struct BridgeEnroller {
 }
 
 fn bridge_err(what: &'static str, e: device_bridge::BridgeError) -> HostError {
-    HostError::Invalid {
+    HostError::Internal {
         what,
         why: e.to_string(),
     }

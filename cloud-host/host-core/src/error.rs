@@ -59,6 +59,25 @@ pub enum HostError {
         /// Why.
         why: String,
     },
+    /// Something the request needs cannot serve it now: KVM or the SDK is
+    /// missing, a phone failed or is still booting, the manager stopped.
+    /// Retrying later, or after the operator fixes the host, may succeed.
+    #[error("{what} unavailable: {why}")]
+    Unavailable {
+        /// What is unavailable.
+        what: &'static str,
+        /// Why, and where a person can act, what to do.
+        why: String,
+    },
+    /// The host broke its own expectations (a thread ended early, a listener
+    /// was taken twice, the OS refused randomness). Not the caller's fault.
+    #[error("internal error in {what}: {why}")]
+    Internal {
+        /// Which part failed.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -87,7 +106,52 @@ pub enum HostError {
     Media(#[from] vphone_media::MediaError),
 }
 
+/// What kind of failure a [`HostError`] is: who can act on it. The operator
+/// API's status code, the CLI's exit code and log levels follow the kind,
+/// not the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong; sending it again will fail again.
+    BadInput,
+    /// Something named does not exist.
+    NotFound,
+    /// Something with this name already exists.
+    AlreadyExists,
+    /// The request is valid but the current state does not allow it.
+    Conflict,
+    /// A credential was refused.
+    Denied,
+    /// A dependency (KVM, the SDK, a phone, the manager) cannot serve now.
+    Unavailable,
+    /// The host's own fault.
+    Internal,
+}
+
 impl HostError {
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid { .. } | Self::InvalidSize { .. } | Self::BufferSize { .. } => {
+                ErrorKind::BadInput
+            }
+            Self::Media(m) if m.is_bad_input() => ErrorKind::BadInput,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Token(_) => ErrorKind::Denied,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Alloc { .. }
+            | Self::Font(_)
+            | Self::Png(_)
+            | Self::Demo(_)
+            | Self::Internal { .. }
+            | Self::Io { .. }
+            | Self::Registry(_)
+            | Self::Media(_) => ErrorKind::Internal,
+        }
+    }
+
     /// Wraps an I/O error with a description of what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
@@ -100,16 +164,14 @@ impl HostError {
 impl From<HostError> for tonic::Status {
     fn from(e: HostError) -> Self {
         use tonic::Code;
-        let code = match &e {
-            HostError::NotFound { .. } => Code::NotFound,
-            HostError::AlreadyExists { .. } => Code::AlreadyExists,
-            HostError::Conflict(_) => Code::FailedPrecondition,
-            HostError::Invalid { .. }
-            | HostError::InvalidSize { .. }
-            | HostError::BufferSize { .. } => Code::InvalidArgument,
-            HostError::Token(_) => Code::PermissionDenied,
-            HostError::Media(m) if m.is_bad_input() => Code::InvalidArgument,
-            _ => Code::Internal,
+        let code = match e.kind() {
+            ErrorKind::BadInput => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::Conflict => Code::FailedPrecondition,
+            ErrorKind::Denied => Code::PermissionDenied,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

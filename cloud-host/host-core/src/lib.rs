@@ -27,7 +27,7 @@ pub mod threads;
 /// The video pipeline (the `vphone-media` crate, shared with the handset).
 pub use vphone_media as video;
 
-pub use error::HostError;
+pub use error::{ErrorKind, HostError};
 
 /// The wall clock (`unix_ms` is the time base of the registry, the audit
 /// and the operator API).

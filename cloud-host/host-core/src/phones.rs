@@ -42,6 +42,12 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Every state's [`name`](Self::name), in lifecycle order: the one list
+    /// that `/metrics` and the CLI iterate, so a new state cannot drop out.
+    pub const NAMES: [&'static str; 6] = [
+        "creating", "booting", "running", "stopping", "stopped", "failed",
+    ];
+
     /// A short lowercase name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -52,6 +58,36 @@ impl Lifecycle {
             Self::Stopped => "stopped",
             Self::Failed(_) => "failed",
         }
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::Lifecycle;
+
+    #[test]
+    fn names_lists_every_state_once_in_order() {
+        let all = [
+            Lifecycle::Creating,
+            Lifecycle::Booting,
+            Lifecycle::Running,
+            Lifecycle::Stopping,
+            Lifecycle::Stopped,
+            Lifecycle::Failed(String::new()),
+        ];
+        // A new variant breaks this match until NAMES and `all` learn it.
+        for l in &all {
+            match l {
+                Lifecycle::Creating
+                | Lifecycle::Booting
+                | Lifecycle::Running
+                | Lifecycle::Stopping
+                | Lifecycle::Stopped
+                | Lifecycle::Failed(_) => {}
+            }
+        }
+        let names: Vec<_> = all.iter().map(Lifecycle::name).collect();
+        assert_eq!(names, Lifecycle::NAMES);
     }
 }
 
@@ -281,21 +317,20 @@ impl PhoneManager {
             match &v.state {
                 Lifecycle::Running => return Ok(v),
                 Lifecycle::Failed(why) => {
-                    return Err(HostError::Invalid {
+                    return Err(HostError::Unavailable {
                         what: "phone",
                         why: format!("'{name}' failed: {why}"),
                     });
                 }
                 Lifecycle::Stopped => {
-                    return Err(HostError::Invalid {
-                        what: "phone",
-                        why: format!("'{name}' is stopped; start it first"),
-                    });
+                    return Err(HostError::Conflict(format!(
+                        "phone '{name}' is stopped; start it first"
+                    )));
                 }
                 _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(HostError::Invalid {
+                return Err(HostError::Unavailable {
                     what: "phone",
                     why: format!(
                         "'{name}' is still {} after {}s",
@@ -310,7 +345,7 @@ impl PhoneManager {
 }
 
 fn gone() -> HostError {
-    HostError::Invalid {
+    HostError::Unavailable {
         what: "host",
         why: "the phone manager has stopped".to_owned(),
     }
@@ -469,7 +504,7 @@ impl Actor {
             .cfg
             .backends
             .get(spec.backend)
-            .ok_or_else(|| HostError::Invalid {
+            .ok_or_else(|| HostError::Unavailable {
                 what: "backend",
                 why: format!("this host does not run {} phones", spec.backend.as_str()),
             })?;

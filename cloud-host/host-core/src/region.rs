@@ -121,7 +121,7 @@ impl ScreenRegion {
     /// when reading fails.
     pub(crate) fn read(&self, len: usize) -> Result<Vec<u8>, HostError> {
         if len as u64 > self.len {
-            return Err(HostError::Invalid {
+            return Err(HostError::Internal {
                 what: "screen image",
                 why: format!("{len} bytes do not fit the {}-byte region", self.len),
             });

@@ -276,7 +276,7 @@ impl Registry {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
-            return Err(HostError::Invalid {
+            return Err(HostError::Internal {
                 what: "registry",
                 why: format!(
                     "schema version {version} is newer than this vphone-host understands ({}); upgrade vphone-host",

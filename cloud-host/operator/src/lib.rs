@@ -6,15 +6,17 @@
 //! the host's user can drive the host. `/metrics` needs no token (it carries
 //! no secrets; the operator port is on loopback by default).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry as PromRegistry, Unit};
 use sensor_proto::emulator::image_format::ImgFormat;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_server::{Operator, OperatorServer};
@@ -59,7 +61,7 @@ impl ServedHost {
         let mut host = Host::start(cfg, listeners, backends).await?;
         let listener = host
             .take_operator_listener()
-            .ok_or_else(|| HostError::Invalid {
+            .ok_or_else(|| HostError::Internal {
                 what: "operator API",
                 why: "its listener was already taken".to_owned(),
             })?;
@@ -245,80 +247,31 @@ impl OperatorService {
         Ok(phone_msg(&v, &self.registry.handsets()?))
     }
 
-    /// The Prometheus text exposition of the host's state and counters.
+    /// The Prometheus (OpenMetrics) text exposition of the host's state
+    /// and counters, encoded by `prometheus-client`.
     pub async fn metrics_text(&self) -> String {
         let phones = self.phones.list().await.unwrap_or_default();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP vphone_phones Phones by lifecycle state.\n# TYPE vphone_phones gauge"
-        );
-        for state in [
-            "creating", "booting", "running", "stopping", "stopped", "failed",
-        ] {
+        let mut registry = PromRegistry::with_prefix("vphone");
+        let by_state = Family::<StateLabel, Gauge>::default();
+        // Every state is exported, zero or not, so a dashboard's series do
+        // not appear and vanish; `Lifecycle::NAMES` is the one list.
+        for state in Lifecycle::NAMES {
             let n = phones.iter().filter(|p| p.state.name() == state).count();
-            let _ = writeln!(out, "vphone_phones{{state=\"{state}\"}} {n}");
+            by_state
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let sessions = self.sessions.list();
-        let _ = writeln!(
-            out,
-            "# HELP vphone_sessions Live handset sessions.\n# TYPE vphone_sessions gauge"
-        );
-        let _ = writeln!(out, "vphone_sessions {}", sessions.len());
-        let m = &self.metrics;
-        for (name, help, v) in [
-            (
-                "vphone_sessions_total",
-                "Sessions attached since start.",
-                &m.sessions_total,
-            ),
-            (
-                "vphone_bytes_up_total",
-                "Bytes received from handsets.",
-                &m.bytes_up,
-            ),
-            (
-                "vphone_bytes_down_total",
-                "Bytes sent to handsets.",
-                &m.bytes_down,
-            ),
-            (
-                "vphone_frames_sent_total",
-                "Video frames sent.",
-                &m.frames_sent,
-            ),
-            (
-                "vphone_sensor_samples_total",
-                "Sensor samples applied.",
-                &m.sensor_samples,
-            ),
-            (
-                "vphone_sensor_dropped_total",
-                "Sensor samples dropped.",
-                &m.sensor_dropped,
-            ),
-            (
-                "vphone_hci_packets_total",
-                "HCI packets relayed.",
-                &m.hci_packets,
-            ),
-            (
-                "vphone_operator_auth_failures_total",
-                "Operator calls refused.",
-                &m.auth_failures,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP vphone_uptime_seconds Host uptime.\n# TYPE vphone_uptime_seconds gauge\nvphone_uptime_seconds {}",
-            self.started.elapsed().as_secs()
-        );
+        registry.register("phones", "Phones by lifecycle state", by_state);
+        let live = Gauge::<i64>::default();
+        live.set(i64::try_from(self.sessions.list().len()).unwrap_or(i64::MAX));
+        registry.register("sessions", "Live handset sessions", live);
+        self.metrics.register(&mut registry);
+        let uptime = Gauge::<i64>::default();
+        uptime.set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
+        registry.register_with_unit("uptime", "Host uptime", Unit::Seconds, uptime);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 
@@ -343,7 +296,7 @@ impl OperatorService {
             {
                 Some(v) if v == want => Ok(req),
                 found => {
-                    metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.auth_failures.inc();
                     Err(Status::unauthenticated(if found.is_some() {
                         "operator token rejected"
                     } else {
@@ -358,7 +311,15 @@ impl OperatorService {
             "/metrics",
             axum::routing::get(move || {
                 let s = scrape.clone();
-                async move { s.metrics_text().await }
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        s.metrics_text().await,
+                    )
+                }
             }),
         );
         tonic::transport::Server::builder()
@@ -371,6 +332,12 @@ impl OperatorService {
             .await
             .map_err(|e| HostError::io("operator API server", std::io::Error::other(e)))
     }
+}
+
+/// The `state` label of `vphone_phones`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 #[tonic::async_trait]
@@ -578,8 +545,8 @@ impl Operator for OperatorService {
                 .count() as u32,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            bytes_up: self.metrics.bytes_up.load(Ordering::Relaxed),
-            bytes_down: self.metrics.bytes_down.load(Ordering::Relaxed),
+            bytes_up: self.metrics.bytes_up.get(),
+            bytes_down: self.metrics.bytes_down.get(),
         }))
     }
 

@@ -243,6 +243,20 @@ async fn lifecycle_and_bad_requests_through_the_operator_api() {
         metrics.contains("# TYPE vphone_sessions gauge"),
         "{metrics}"
     );
+    // Every lifecycle state is a series, zero or not; counters follow the
+    // OpenMetrics `_total` convention and the exposition ends with # EOF.
+    for state in host_core::phones::Lifecycle::NAMES {
+        assert!(
+            metrics.contains(&format!("vphone_phones{{state=\"{state}\"}}")),
+            "{state} missing:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("# TYPE vphone_sessions_attached counter"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vphone_uptime_seconds "), "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
     host.shutdown().await;
 }
 

@@ -125,8 +125,13 @@ async fn an_emulator_phone_without_kvm_or_sdk_fails_with_the_reason() {
     let e = m
         .wait_running("emu", Duration::from_secs(10))
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    // A host that cannot run emulators is unavailable, not bad input: the
+    // operator API answers UNAVAILABLE and the CLI exits with its code.
+    assert_eq!(e.kind(), host_core::ErrorKind::Unavailable, "{e}");
+    let status = tonic::Status::from(e);
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let e = status.message().to_owned();
     // Which reason depends on the machine: no KVM, or no SDK binary.
     assert!(e.contains("'emu' failed:"), "{e}");
     assert!(e.contains("KVM") || e.contains("emulator"), "{e}");

@@ -78,7 +78,7 @@ pub fn find_sdk(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, HostErr
             if emulator_binary(&root).is_file() {
                 return Ok(root);
             }
-            return Err(HostError::Invalid {
+            return Err(HostError::Unavailable {
                 what: "Android SDK",
                 why: format!(
                     "{var}={} has no emulator/emulator; install it with `sdkmanager emulator`",
@@ -87,7 +87,7 @@ pub fn find_sdk(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, HostErr
             });
         }
     }
-    Err(HostError::Invalid {
+    Err(HostError::Unavailable {
         what: "Android SDK",
         why: "neither ANDROID_SDK_ROOT nor ANDROID_HOME is set; point one at an SDK with the emulator \
               installed, or use the sim backend (`--backend sim`)"
@@ -107,14 +107,14 @@ pub fn emulator_binary(sdk: &Path) -> PathBuf {
 pub fn check_kvm(dev: &Path) -> Result<(), HostError> {
     match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostError::Invalid {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostError::Unavailable {
             what: "KVM",
             why: format!(
                 "{} does not exist: enable hardware virtualization (and nested virtualization in a VM)",
                 dev.display()
             ),
         }),
-        Err(e) => Err(HostError::Invalid {
+        Err(e) => Err(HostError::Unavailable {
             what: "KVM",
             why: format!(
                 "cannot open {}: {e}; add this user to the `kvm` group",
@@ -300,13 +300,13 @@ impl PhoneBackend for EmulatorBackend {
                     break d;
                 }
                 if let Some(reason) = exit_rx.borrow().clone() {
-                    return Err(HostError::Invalid {
+                    return Err(HostError::Unavailable {
                         what: "emulator",
                         why: reason,
                     });
                 }
                 if started.elapsed() > Duration::from_secs(120) {
-                    return Err(HostError::Invalid {
+                    return Err(HostError::Unavailable {
                         what: "emulator",
                         why: format!(
                             "no discovery file pid_{pid}.ini appeared in {} within 120s; see {}",

@@ -116,7 +116,7 @@ impl PhoneBackend for Unavailable {
     ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
         let backend = self.0;
         Box::pin(async move {
-            Err(HostError::Invalid {
+            Err(HostError::Unavailable {
                 what: "backend",
                 why: format!("this host does not run {} phones", backend.as_str()),
             })
@@ -138,7 +138,7 @@ impl PhoneBackend for Unavailable {
 /// # Errors
 /// [`HostError::Invalid`] when the OS has no randomness to give.
 pub fn random_token() -> Result<String, HostError> {
-    device_bridge::random_token().map_err(|e| HostError::Invalid {
+    device_bridge::random_token().map_err(|e| HostError::Internal {
         what: "randomness",
         why: e.to_string(),
     })

@@ -471,9 +471,7 @@ impl Actor {
             match action {
                 Action::ToStack { packet, relayed } => {
                     if relayed {
-                        self.metrics
-                            .hci_packets
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.hci_packets.inc();
                     }
                     self.send_to_stack(&packet).await;
                 }
@@ -509,9 +507,7 @@ impl Actor {
         match session.send_hci(packet).await {
             Ok(()) if counted => {
                 self.core.radio_sent(generation);
-                self.metrics
-                    .hci_packets
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.hci_packets.inc();
             }
             Ok(()) => {}
             Err(e) if counted => self

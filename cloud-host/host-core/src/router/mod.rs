@@ -187,7 +187,7 @@ impl Router {
                 return;
             }
         }
-        self.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sessions_attached.inc();
         // SQLite writes wait on a blocking thread, not on a worker of the
         // latency runtime that reads every session's datagrams.
         let record = SessionRecord {

@@ -127,7 +127,7 @@ pub(super) async fn sensor_loop(
             .ok()
             .and_then(SensorKind::emulator_sensor_type);
         let (true, Some(target)) = (ok, target) else {
-            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.sensor_dropped.inc();
             continue;
         };
         let slot = slots.entry(sample.kind).or_insert_with(|| {
@@ -148,7 +148,7 @@ pub(super) async fn sensor_loop(
             .replace(sample)
             .is_some();
         if replaced {
-            metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics.sensor_dropped.inc();
         }
         slot.ready.notify_one();
     }
@@ -200,10 +200,10 @@ async fn apply_sensor(
             let next = slot.latest.lock().unwrap_or_else(|p| p.into_inner()).take();
             let Some(sample) = next else { break };
             if client.set_sensor(target, &sample.values).await.is_ok() {
-                metrics.sensor_samples.fetch_add(1, Ordering::Relaxed);
+                metrics.sensor_samples.inc();
                 record_since_capture(&sample, &clock_offset_ns, &latency, |l| &mut l.applied);
             } else {
-                metrics.sensor_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.sensor_dropped.inc();
             }
         }
     }

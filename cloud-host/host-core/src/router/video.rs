@@ -131,7 +131,7 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
             }
         }
     })?;
-    opened_rx.await.map_err(|_| HostError::Invalid {
+    opened_rx.await.map_err(|_| HostError::Internal {
         what: "screen feed",
         why: "its thread ended before the stream opened".to_owned(),
     })??;
@@ -293,8 +293,8 @@ pub(super) async fn video_loop(
         match writer.write_frame(header, Bytes::from(encoded.data)).await {
             Ok(_) => {
                 frames.fetch_add(1, Ordering::Relaxed);
-                metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
-                metrics.bytes_down.fetch_add(len, Ordering::Relaxed);
+                metrics.frames_sent.inc();
+                metrics.bytes_down.inc_by(len);
             }
             Err(BridgeError::GopSuperseded { .. }) => {}
             Err(_) => {
