@@ -1,0 +1,166 @@
+//! `vphonectl handset ...`: enroll (a single-use string and its QR code),
+//! list, revoke.
+
+use clap::Subcommand;
+use sensor_proto::operator as op;
+use serde::Serialize;
+
+use super::{enum_name, print_json};
+use crate::client::{CliError, Client};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HandsetCmd {
+    /// Create a single-use enrollment string (and QR code) for a new handset.
+    Enroll {
+        /// Name the handset will have.
+        #[arg(long)]
+        name: Option<String>,
+        /// A phone it may use (repeat; none = every phone).
+        #[arg(long = "phone")]
+        phones: Vec<String>,
+        /// How long the enrollment string stays valid, in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl: u32,
+        /// Print only the enrollment string.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List handsets.
+    List {
+        /// Include revoked handsets.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a handset (by name or fingerprint prefix); its sessions end.
+    Revoke {
+        /// Handset name or fingerprint (prefix of at least 6 characters).
+        handset: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct EnrollmentJson<'a> {
+    enrollment: &'a str,
+    expires_at_unix_ms: u64,
+    host_pin: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct HandsetJson<'a> {
+    name: &'a str,
+    fingerprint: &'a str,
+    state: String,
+    allowed_phones: &'a [String],
+    enrolled_at_unix_ms: u64,
+    last_seen_unix_ms: u64,
+}
+
+fn state_name(h: &op::Handset) -> String {
+    enum_name(
+        op::HandsetState::try_from(h.state)
+            .unwrap_or_default()
+            .as_str_name(),
+        "HANDSET_STATE_",
+    )
+}
+
+impl<'a> From<&'a op::Handset> for HandsetJson<'a> {
+    fn from(h: &'a op::Handset) -> Self {
+        Self {
+            name: &h.name,
+            fingerprint: &h.fingerprint,
+            state: state_name(h),
+            allowed_phones: &h.allowed_phones,
+            enrolled_at_unix_ms: h.enrolled_at_unix_ms,
+            last_seen_unix_ms: h.last_seen_unix_ms,
+        }
+    }
+}
+
+/// The enrollment string as a terminal QR code (light on dark), for the
+/// handset's camera.
+fn qr(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build(),
+    )
+}
+
+pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Result<(), CliError> {
+    match cmd {
+        HandsetCmd::Enroll {
+            name,
+            phones,
+            ttl,
+            quiet,
+        } => {
+            let r = c
+                .enroll_handset(op::EnrollHandsetRequest {
+                    name,
+                    allowed_phones: phones,
+                    ttl_seconds: ttl,
+                })
+                .await?
+                .into_inner();
+            if quiet {
+                println!("{}", r.enrollment);
+            } else if as_json {
+                print_json(&EnrollmentJson {
+                    enrollment: &r.enrollment,
+                    expires_at_unix_ms: r.expires_at_unix_ms,
+                    host_pin: &r.host_pin,
+                })?;
+            } else {
+                println!("{}", r.enrollment);
+                if let Some(code) = qr(&r.enrollment) {
+                    println!("{code}");
+                }
+                println!(
+                    "Single use, valid for {ttl}s. On the handset: vphone-companion enroll '<the string above>'"
+                );
+            }
+            Ok(())
+        }
+        HandsetCmd::List { all } => {
+            let hs = c
+                .list_handsets(op::ListHandsetsRequest {
+                    include_revoked: all,
+                })
+                .await?
+                .into_inner()
+                .handsets;
+            if as_json {
+                let v: Vec<HandsetJson<'_>> = hs.iter().map(HandsetJson::from).collect();
+                return print_json(&v);
+            }
+            println!("{:<20} {:<9} {:<18} PHONES", "NAME", "STATE", "FINGERPRINT");
+            for h in &hs {
+                println!(
+                    "{:<20} {:<9} {:<18} {}",
+                    h.name,
+                    state_name(h),
+                    h.fingerprint.chars().take(16).collect::<String>(),
+                    if h.allowed_phones.is_empty() {
+                        "(all)".to_owned()
+                    } else {
+                        h.allowed_phones.join(",")
+                    }
+                );
+            }
+            Ok(())
+        }
+        HandsetCmd::Revoke { handset } => {
+            let h = c
+                .revoke_handset(op::RevokeHandsetRequest { handset })
+                .await?
+                .into_inner();
+            if !as_json {
+                println!("revoked handset '{}' ({})", h.name, h.fingerprint);
+            }
+            Ok(())
+        }
+    }
+}
