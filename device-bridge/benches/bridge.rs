@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bt_raw::H4Packet;
+use device_bridge::stats::quantile;
 use device_bridge::{
     BridgeClientConfig, BridgeServer, BridgeServerConfig, ClientSession, HandsetIdentity,
     HostIdentity, MemoryAuthorizer,
@@ -39,8 +40,7 @@ fn acl(len: usize) -> anyhow::Result<H4Packet> {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1e6
+    quantile(sorted, p).map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
 }
 
 struct Rtt {

@@ -106,6 +106,7 @@ mod priority;
 mod sensors;
 mod server;
 mod session;
+pub mod stats;
 pub mod tls;
 mod token;
 mod util;

@@ -131,11 +131,7 @@ const WINDOW: Duration = Duration::from_secs(3);
 use device_bridge::clock::unix_ns;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    device_bridge::stats::quantile(sorted, p).unwrap_or(0)
 }
 
 /// The runtime `vphone-companion` runs a [`Companion`] on: two workers

@@ -29,11 +29,8 @@ fn cpu_seconds() -> f64 {
 }
 
 fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
     v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize] as f64
+    device_bridge::stats::quantile(v, p).unwrap_or(0) as f64
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -35,8 +35,8 @@ impl Stats {
         v.sort();
         Self(v)
     }
-    fn pct(&self, p: usize) -> Duration {
-        self.0[(self.0.len() * p / 100).min(self.0.len() - 1)]
+    fn pct(&self, p: u32) -> Duration {
+        device_bridge::stats::quantile(&self.0, f64::from(p) / 100.0).unwrap_or_default()
     }
     fn mean(&self) -> Duration {
         self.0.iter().sum::<Duration>() / self.0.len() as u32

@@ -5,11 +5,17 @@
 //!   delay and jitter, reordering, duplication, a bandwidth cap, blackouts,
 //!   a new source address), seeded so a failing run replays exactly. This
 //!   kernel has no `tc netem`; the proxy is the userspace replacement.
+//! * [`process::Proc`]: a child process with a log file, readiness waits
+//!   and SIGTERM-then-SIGKILL stops, killed on drop.
+//! * [`netns::Netns`]: a network namespace behind a veth pair, removed on
+//!   drop; [`netns::DelayLine`], a userspace UDP delay for the same path.
 //! * [`eventually`]: poll a condition until it holds or a deadline passes.
 //!
 //! It depends on no vphone crate, so the lowest crate's tests can use it.
 
 pub mod net;
+pub mod netns;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -32,12 +32,8 @@ impl LatencyLog {
     /// The `p` quantile (0..=1) in µs, or `None` when empty.
     pub fn percentile(&self, p: f64) -> Option<u64> {
         let mut v: Vec<u64> = self.samples.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
         v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
-        v.get(i).copied()
+        device_bridge::stats::quantile(&v, p)
     }
 
     /// Number of recorded latencies (at most the last 8192 are kept).
