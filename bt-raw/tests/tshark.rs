@@ -8,18 +8,7 @@ use bt_raw::H4Packet;
 use bt_raw::btsnoop::{Direction, SnoopWriter};
 
 fn tshark_available() -> bool {
-    match Command::new("tshark").arg("--version").output() {
-        Ok(o) => o.status.success(),
-        Err(_) => {
-            // The README's test command installs tshark; a missing tool is a
-            // broken setup, not a reason to pass quietly.
-            assert!(
-                std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
-                "tshark not found: run scripts/test (it installs it) or set VPHONE_ALLOW_MISSING_TOOLS=1"
-            );
-            false
-        }
-    }
+    vphone_testkit::tools::require("tshark").is_some()
 }
 
 fn pkt(raw: Vec<u8>) -> H4Packet {

@@ -72,6 +72,39 @@ pub mod bridge {
     /// The bridge protocol version this crate describes
     /// (`Hello.protocol_version`, `Welcome.protocol_version`).
     pub const PROTOCOL_VERSION: u32 = 1;
+
+    impl input_message::Event {
+        /// One finger (pointer 0) going `action` at `(x, y)` phone pixels,
+        /// with a fingertip's pressure and contact size.
+        #[must_use]
+        pub fn one_finger(action: TouchAction, x: f32, y: f32, timestamp_ns: u64) -> Self {
+            Self::Touch(Touch {
+                action: action as i32,
+                action_pointer_id: 0,
+                pointers: vec![Pointer {
+                    id: 0,
+                    x,
+                    y,
+                    pressure: 0.8,
+                    major_px: 8.0,
+                    minor_px: 8.0,
+                }],
+                timestamp_ns,
+            })
+        }
+
+        /// A press (down and up) of an Android keycode.
+        #[must_use]
+        pub fn key_press(keycode: i32, timestamp_ns: u64) -> Self {
+            Self::Key(Key {
+                keycode,
+                action: KeyAction::Press as i32,
+                text: None,
+                meta_state: 0,
+                timestamp_ns,
+            })
+        }
+    }
 }
 
 /// `vphone.operator.v1`: the `Operator` gRPC service for `vphonectl`.

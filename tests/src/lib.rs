@@ -37,8 +37,7 @@ use mobile_client::ClientError;
 use mobile_client::session::{Companion, ConnectOptions};
 use mobile_client::video::Picture;
 use sensor_proto::bridge::{
-    Hello, Key, KeyAction, Pointer, Screen, SensorCapability, Touch, TouchAction, VideoCodec,
-    input_message,
+    Hello, Screen, SensorCapability, TouchAction, VideoCodec, input_message,
 };
 use sim_phone::SimKind;
 use sim_phone::{Frame, SimPhone};
@@ -298,32 +297,14 @@ pub fn flat_recording(dir: &Path) -> PathBuf {
     )
 }
 
-/// A one-finger touch event (pointer 0).
+/// A one-finger touch event (pointer 0), stamped now.
 pub fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
-    input_message::Event::Touch(Touch {
-        action: action as i32,
-        action_pointer_id: 0,
-        pointers: vec![Pointer {
-            id: 0,
-            x,
-            y,
-            pressure: 0.8,
-            major_px: 8.0,
-            minor_px: 8.0,
-        }],
-        timestamp_ns: now_ns(),
-    })
+    input_message::Event::one_finger(action, x, y, now_ns())
 }
 
-/// A key press with an Android keycode.
+/// A key press with an Android keycode, stamped now.
 pub fn key(keycode: i32) -> input_message::Event {
-    input_message::Event::Key(Key {
-        keycode,
-        action: KeyAction::Press as i32,
-        text: None,
-        meta_state: 0,
-        timestamp_ns: now_ns(),
-    })
+    input_message::Event::key_press(keycode, now_ns())
 }
 
 /// Where pixels of a colour are.

@@ -107,27 +107,13 @@ fn screenshot_is_a_png_that_ffprobe_reads() {
         ],
     );
     assert!(msg.contains("(720x1280)"), "{msg}");
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&out)
-        .output();
-    match probe {
-        Ok(p) => {
-            assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
-            assert_eq!(String::from_utf8_lossy(&p.stdout).trim(), "png,720,1280");
-        }
-        Err(_) => assert!(
-            std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
-            "ffprobe not found: run scripts/test (it installs ffmpeg)"
-        ),
-    }
+    let Some(ffprobe) = vphone_testkit::tools::require("ffprobe") else {
+        return;
+    };
+    assert_eq!(
+        vphone_testkit::tools::ffprobe_stream(&ffprobe, &out, false),
+        "png,720,1280"
+    );
 }
 
 #[test]

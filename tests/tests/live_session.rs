@@ -211,13 +211,7 @@ async fn sensor_and_gps_values_arrive_unchanged() {
 /// with exactly the frames the companion says it recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_h264_decodes_with_ffprobe() {
-    let Some(ffprobe) = find_tool("ffprobe") else {
-        assert!(
-            std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
-            "ffprobe is not installed (scripts/test installs ffmpeg); \
-             set VPHONE_ALLOW_MISSING_TOOLS=1 to skip this test"
-        );
-        eprintln!("SKIPPED: ffprobe missing and VPHONE_ALLOW_MISSING_TOOLS is set");
+    let Some(ffprobe) = vphone_testkit::tools::require("ffprobe") else {
         return;
     };
     let mut t = TestHost::start().await;
@@ -247,39 +241,13 @@ async fn recorded_h264_decodes_with_ffprobe() {
         "only {} frames recorded: {report:?}",
         report.recorded_frames
     );
-    let out = std::process::Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&video)
-        .output()
-        .expect("running ffprobe");
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    assert!(out.status.success(), "ffprobe failed: {stderr}");
-    assert!(stderr.is_empty(), "ffprobe reported errors: {stderr}");
+    let stdout = vphone_testkit::tools::ffprobe_stream(&ffprobe, &video, true);
     assert_eq!(
         stdout,
         format!("h264,{SCREEN_W},{SCREEN_H},{}", report.recorded_frames),
         "ffprobe: codec,width,height,frames"
     );
     t.shutdown().await;
-}
-
-fn find_tool(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 /// 5. Bad input from a hostile handset: a sensor flood at 100x the asked

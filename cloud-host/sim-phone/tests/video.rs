@@ -2,7 +2,6 @@
 //! is valid for ffprobe, and decoding puts the on-screen elements where the
 //! scene put them.
 
-use std::process::Command;
 
 use sim_phone::{
     BUBBLE_RGB, DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_RGB, Renderer, Ripple, SceneState,
@@ -96,37 +95,13 @@ fn video_stream_of_30_sim_frames_passes_ffprobe() {
     let path = dir.path().join("sim.h264");
     std::fs::write(&path, &stream).unwrap();
 
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&path)
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some() => {
-            eprintln!(
-                "ffprobe unavailable ({e}); skipped because VPHONE_ALLOW_MISSING_TOOLS is set"
-            );
-            return;
-        }
-        Err(e) => panic!(
-            "cannot run ffprobe: {e} (install ffmpeg, or set VPHONE_ALLOW_MISSING_TOOLS=1 to skip)"
-        ),
+    let Some(ffprobe) = vphone_testkit::tools::require("ffprobe") else {
+        return;
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ffprobe failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "ffprobe complained: {stderr}");
-    assert_eq!(stdout.trim(), "h264,720,1280,30");
+    assert_eq!(
+        vphone_testkit::tools::ffprobe_stream(&ffprobe, &path, true),
+        "h264,720,1280,30"
+    );
 }
 
 #[test]

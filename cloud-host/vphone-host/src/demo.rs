@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mobile_client::session::{Companion, ConnectOptions, Report};
-use sensor_proto::bridge::{Key, KeyAction, Pointer, Touch, TouchAction, input_message};
+use sensor_proto::bridge::{TouchAction, input_message};
 
 use host_core::HostError;
 use host_core::daemon::Host;
@@ -50,19 +50,7 @@ fn now_ns() -> u64 {
 }
 
 fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
-    input_message::Event::Touch(Touch {
-        action: action as i32,
-        action_pointer_id: 0,
-        pointers: vec![Pointer {
-            id: 0,
-            x,
-            y,
-            pressure: 0.8,
-            major_px: 8.0,
-            minor_px: 8.0,
-        }],
-        timestamp_ns: now_ns(),
-    })
+    input_message::Event::one_finger(action, x, y, now_ns())
 }
 
 /// Runs the demo.
@@ -130,13 +118,10 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
             counter.store(taps, std::sync::atomic::Ordering::Relaxed);
             if i % 4 == 3 {
                 let _ = input
-                    .send(input_message::Event::Key(Key {
-                        keycode: 29 + (i / 4 % 26) as i32,
-                        action: KeyAction::Press as i32,
-                        text: None,
-                        meta_state: 0,
-                        timestamp_ns: now_ns(),
-                    }))
+                    .send(input_message::Event::key_press(
+                        29 + (i / 4 % 26) as i32,
+                        now_ns(),
+                    ))
                     .await;
                 taps += 1;
                 counter.store(taps, std::sync::atomic::Ordering::Relaxed);

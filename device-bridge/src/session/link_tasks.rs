@@ -148,6 +148,26 @@ pub(super) async fn stream_kind(
     }
 }
 
+/// Closes the link for a stream this role never accepts: a known kind in
+/// the wrong direction, or an unknown kind byte.
+fn refuse_stream(core: &Core, link: &Link, kind: Result<StreamKind, u8>, shape: &str) {
+    match kind {
+        Ok(kind) => core.fail(
+            link,
+            AppErrorCode::WrongStreamDirection,
+            format!(
+                "the {} opened a {shape} {kind:?} stream, which this side never accepts",
+                core.role.peer()
+            ),
+        ),
+        Err(byte) => core.fail(
+            link,
+            AppErrorCode::ProtocolViolation,
+            format!("stream starts with unknown kind byte {byte}"),
+        ),
+    }
+}
+
 pub(super) async fn uni_acceptor(core: Arc<Core>, link: Arc<Link>) {
     while let Ok(recv) = link.conn.accept_uni().await {
         let (core, task_link) = (core.clone(), link.clone());
@@ -169,19 +189,7 @@ pub(super) async fn uni_acceptor(core: Arc<Core>, link: Arc<Link>) {
                     input_reader(core, link, reader).await;
                 }
                 (Role::Client, Ok(StreamKind::Video)) => gop_reader(core, link, reader).await,
-                (_, Ok(kind)) => core.fail(
-                    &link,
-                    AppErrorCode::WrongStreamDirection,
-                    format!(
-                        "the {} opened a unidirectional {kind:?} stream, which only flows the other way or is bidirectional",
-                        core.role.peer()
-                    ),
-                ),
-                (_, Err(byte)) => core.fail(
-                    &link,
-                    AppErrorCode::ProtocolViolation,
-                    format!("stream starts with unknown kind byte {byte}"),
-                ),
+                (_, kind) => refuse_stream(&core, &link, kind, "unidirectional"),
             }
         });
     }
@@ -208,19 +216,7 @@ pub(super) async fn bidi_acceptor(core: Arc<Core>, link: Arc<Link>) {
                     link.spawn(hci_writer(core.clone(), link.clone(), send));
                     hci_reader(core, link, reader).await;
                 }
-                (_, Ok(kind)) => core.fail(
-                    &link,
-                    AppErrorCode::WrongStreamDirection,
-                    format!(
-                        "the {} opened a bidirectional {kind:?} stream",
-                        core.role.peer()
-                    ),
-                ),
-                (_, Err(byte)) => core.fail(
-                    &link,
-                    AppErrorCode::ProtocolViolation,
-                    format!("stream starts with unknown kind byte {byte}"),
-                ),
+                (_, kind) => refuse_stream(&core, &link, kind, "bidirectional"),
             }
         });
     }

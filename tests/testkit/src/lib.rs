@@ -9,6 +9,8 @@
 //!   and SIGTERM-then-SIGKILL stops, killed on drop.
 //! * [`netns::Netns`]: a network namespace behind a veth pair, removed on
 //!   drop; [`netns::DelayLine`], a userspace UDP delay for the same path.
+//! * [`tools`]: the external checkers (ffprobe, tshark) and root, failing
+//!   a test when missing unless `VPHONE_ALLOW_MISSING_TOOLS` says skip.
 //! * [`eventually`]: poll a condition until it holds or a deadline passes.
 //!
 //! It depends on no vphone crate, so the lowest crate's tests can use it.
@@ -16,6 +18,7 @@
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

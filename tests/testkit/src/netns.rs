@@ -277,8 +277,8 @@ mod tests {
             }
         });
         let one_way = Arc::new(AtomicU64::new(20_000));
-        let line = DelayLine::start("127.0.0.1:0".parse().unwrap(), echo_addr, one_way.clone())
-            .unwrap();
+        let line =
+            DelayLine::start("127.0.0.1:0".parse().unwrap(), echo_addr, one_way.clone()).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(2)))
@@ -300,13 +300,7 @@ mod tests {
 
     #[test]
     fn a_namespace_is_made_and_removed() {
-        if !is_root() {
-            assert!(
-                std::env::var_os("VPHONE_ALLOW_MISSING_TOOLS").is_some(),
-                "network namespaces need root (CI runs as root); \
-                 set VPHONE_ALLOW_MISSING_TOOLS=1 to skip this test"
-            );
-            eprintln!("SKIPPED: not root and VPHONE_ALLOW_MISSING_TOOLS is set");
+        if !crate::tools::require_root("a network namespace") {
             return;
         }
         let root_ip = Ipv4Addr::new(10, 203, 0, 1);
@@ -325,14 +319,12 @@ mod tests {
         );
         sh(&["ip", "netns", "exec", &name, "python3", "-c", &send]).expect("send from inside");
         let mut buf = [0u8; 8];
-        let (n, from) = rx.recv_from(&mut buf).expect("the veth pair carries traffic");
+        let (n, from) = rx
+            .recv_from(&mut buf)
+            .expect("the veth pair carries traffic");
         assert_eq!((&buf[..n], from.ip()), (&b"hi"[..], IpAddr::V4(ns.ns_ip)));
         drop(ns);
         let list = sh(&["ip", "netns", "list"]).unwrap();
         assert!(!list.contains(&name), "removed on drop: {list}");
-    }
-
-    fn is_root() -> bool {
-        sh(&["id", "-u"]).is_ok_and(|u| u.trim() == "0")
     }
 }
