@@ -324,13 +324,14 @@ impl Testbed {
         format!("tcp:127.0.0.1:{}", self.radio_port)
     }
 
-    /// Starts the central as `phone`'s Bluetooth stack on the host's netsim
-    /// port, with extra `args` (`--hold`, `--vendor-probe`).
-    pub fn central(&self, netsim: std::net::SocketAddr, phone: &str, args: &[&str]) -> Script {
+    /// Starts the central as a phone's Bluetooth stack on `stack` (the
+    /// phone's attach point, `unix:<path>`, or any bumble transport), with
+    /// extra `args` (`--hold`, `--vendor-probe`).
+    pub fn central(&self, stack: &str, args: &[&str]) -> Script {
         let mut a = vec![
             "central.py".to_owned(),
             "--transport".to_owned(),
-            format!("android-netsim:{netsim},name={phone}"),
+            stack.to_owned(),
             "--target".to_owned(),
             PERIPHERAL.to_owned(),
         ];

@@ -41,6 +41,16 @@ async fn radio_attached(t: &TestHost) {
     .expect("the radio attaches");
 }
 
+/// The central's transport: phone-1's own Bluetooth attach point.
+fn stack_spec(t: &TestHost) -> String {
+    let addr = t
+        .host
+        .attach
+        .endpoint("phone-1")
+        .expect("phone-1 has an attach point");
+    format!("android-netsim:{addr},name=phone-1")
+}
+
 /// The central's full flow: found, connected, unencrypted read refused,
 /// paired, encrypted + authenticated, the secret read.
 async fn expect_encrypted_read(central: &mut Script) {
@@ -159,7 +169,7 @@ async fn pairing_and_encrypted_read_through_vphone_with_matching_redacted_captur
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The phone's stack: a vendor command first, then the whole flow.
-    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--vendor-probe"]);
+    let mut central = bed.central(&stack_spec(&t), &["--vendor-probe"]);
     let vendor = central.expect("vendor_reply", FLOW).await;
     assert_eq!(vendor.json["kind"], "command_status", "{}", vendor.json);
     assert_eq!(
@@ -221,7 +231,7 @@ async fn the_handset_rebinds_mid_connection_and_the_encrypted_link_survives() {
         .await
         .expect("companion connects with its radio");
     radio_attached(&t).await;
-    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--hold"]);
+    let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
     let (_, sim) = t.phone("phone-1").await;
     assert_eq!(
@@ -279,7 +289,7 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     let handset = t.enroll("radio-handset", &["phone-1"]);
     let companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 1);
     radio_attached(&t).await;
-    let mut central = bed.central(t.host.netsim_addr, "phone-1", &["--hold"]);
+    let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
 
     // SIGKILL: no goodbye from the handset. The phone's stack must learn
@@ -303,7 +313,7 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     // connects, pairs and reads as before.
     let _companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 2);
     radio_attached(&t).await;
-    let mut central = bed.central(t.host.netsim_addr, "phone-1", &[]);
+    let mut central = bed.central(&stack_spec(&t), &[]);
     expect_encrypted_read(&mut central).await;
     assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
     assert_eq!(t.host.bluetooth.info("phone-1").radio_losses, 1);

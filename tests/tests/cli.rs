@@ -35,8 +35,6 @@ fn start_host(dir: &Path) -> Daemon {
             "127.0.0.1:0",
             "--quic-listen",
             "127.0.0.1:0",
-            "--netsim-listen",
-            "127.0.0.1:0",
         ])
         .env_remove("VPHONE_CONFIG")
         .stdout(Stdio::null())
@@ -114,6 +112,34 @@ fn screenshot_is_a_png_that_ffprobe_reads() {
         vphone_testkit::tools::ffprobe_stream(&ffprobe, &out, false),
         "png,720,1280"
     );
+}
+
+/// The development netsim listener is never put where an emulator guest
+/// reaches it (10.0.2.2 is the host's 127.0.0.1): the host refuses to start
+/// and says why, before it binds anything.
+#[test]
+fn a_guest_reachable_bluetooth_listener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in ["127.0.0.1:0", "0.0.0.0:0", "[::1]:0"] {
+        let o = Command::new(host_bin())
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--operator-listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+                "--netsim-listen",
+                addr,
+            ])
+            .env_remove("VPHONE_CONFIG")
+            .output()
+            .expect("run vphone-host");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{addr} accepted: {err}");
+        assert!(err.contains("is refused"), "{addr}: {err}");
+        assert!(!dir.path().join("operator.addr").exists());
+    }
 }
 
 #[test]

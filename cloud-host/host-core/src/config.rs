@@ -7,7 +7,8 @@
 //! | data dir | `--data-dir` | `VPHONE_DATA_DIR` | `data_dir` | `$XDG_DATA_HOME/vphone` or `~/.local/share/vphone` |
 //! | handset QUIC | `--quic-listen` | `VPHONE_QUIC_LISTEN` | `quic_listen` | `0.0.0.0:4433` |
 //! | operator API | `--operator-listen` | `VPHONE_OPERATOR_LISTEN` | `operator_listen` | `127.0.0.1:4434` |
-//! | netsim endpoint | `--netsim-listen` | `VPHONE_NETSIM_LISTEN` | `netsim_listen` | `127.0.0.1:4435` |
+//! | phones' Bluetooth attach points | | | `attach_ip` | `127.0.0.2` (a port per phone) |
+//! | netsim development listener | `--netsim-listen` | `VPHONE_NETSIM_LISTEN` | `netsim_listen` | off |
 //! | address handsets dial | `--public-addr` | `VPHONE_PUBLIC_ADDR` | `public_addr` | `127.0.0.1:<quic port>` |
 //! | resume window | | | `resume_window_secs` | 10 |
 //! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
@@ -32,8 +33,16 @@ pub struct HostConfig {
     pub quic_listen: SocketAddr,
     /// TCP address of the operator gRPC API and `/metrics`.
     pub operator_listen: SocketAddr,
-    /// TCP address of the netsim PacketStreamer server for phone Bluetooth stacks.
-    pub netsim_listen: SocketAddr,
+    /// TCP address of the netsim `PacketStreamer` development listener,
+    /// where a stack's `ChipInfo` names its phone (bumble tools, manual
+    /// testing; any process of the host's user may attach as any phone).
+    /// Off by default: phones' stacks attach through their own attach
+    /// points. Never an address an emulator guest reaches (see
+    /// [`crate::bluetooth::check_attach_ip`]).
+    pub netsim_listen: Option<SocketAddr>,
+    /// The loopback address phones' Bluetooth attach points listen on, a
+    /// port per phone (never 127.0.0.1, which guests reach).
+    pub attach_ip: std::net::Ipv4Addr,
     /// `host:port` put in enrollment strings: where handsets connect.
     /// `None`: `127.0.0.1` (or the QUIC listen address when it is not the
     /// unspecified one) with the QUIC port actually bound.
@@ -60,6 +69,8 @@ pub struct ConfigLayer {
     pub operator_listen: Option<SocketAddr>,
     /// See [`HostConfig::netsim_listen`].
     pub netsim_listen: Option<SocketAddr>,
+    /// See [`HostConfig::attach_ip`].
+    pub attach_ip: Option<std::net::Ipv4Addr>,
     /// See [`HostConfig::public_addr`].
     pub public_addr: Option<String>,
     /// Seconds; see [`HostConfig::resume_window`].
@@ -122,6 +133,7 @@ impl ConfigLayer {
             quic_listen: other.quic_listen.or(self.quic_listen),
             operator_listen: other.operator_listen.or(self.operator_listen),
             netsim_listen: other.netsim_listen.or(self.netsim_listen),
+            attach_ip: other.attach_ip.or(self.attach_ip),
             public_addr: other.public_addr.or(self.public_addr),
             resume_window_secs: other.resume_window_secs.or(self.resume_window_secs),
             boot_timeout_secs: other.boot_timeout_secs.or(self.boot_timeout_secs),
@@ -141,9 +153,10 @@ impl ConfigLayer {
             operator_listen: self
                 .operator_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4434))),
-            netsim_listen: self
-                .netsim_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4435))),
+            netsim_listen: self.netsim_listen,
+            attach_ip: self
+                .attach_ip
+                .unwrap_or(crate::bluetooth::DEFAULT_ATTACH_IP),
             public_addr: self.public_addr,
             resume_window: Duration::from_secs(self.resume_window_secs.unwrap_or(10)),
             boot_timeout: Duration::from_secs(self.boot_timeout_secs.unwrap_or(600)),
@@ -168,7 +181,6 @@ impl HostConfig {
             data_dir: Some(data_dir),
             quic_listen: any,
             operator_listen: any,
-            netsim_listen: any,
             ..ConfigLayer::default()
         }
         .resolve(&|_| None)
@@ -197,7 +209,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/vphone"));
         assert_eq!(c.quic_listen.to_string(), "0.0.0.0:4433");
         assert_eq!(c.operator_listen.to_string(), "127.0.0.1:4434");
-        assert_eq!(c.netsim_listen.to_string(), "127.0.0.1:4435");
+        assert_eq!(
+            c.netsim_listen, None,
+            "the development listener is off by default"
+        );
         assert_eq!(c.public_addr, None);
         assert_eq!(c.resume_window, Duration::from_secs(10));
         assert_eq!(c.restart, RestartPolicy::Never);
@@ -226,7 +241,7 @@ mod tests {
             .resolve(&|_| None);
         assert_eq!(c.data_dir, PathBuf::from("/flag"));
         assert_eq!(c.operator_listen.to_string(), "127.0.0.1:3333");
-        assert_eq!(c.netsim_listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.netsim_listen.unwrap().to_string(), "127.0.0.1:2222");
         assert_eq!(c.restart, RestartPolicy::OnFailure(3));
     }
 

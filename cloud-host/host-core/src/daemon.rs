@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::HostError;
 use crate::access::RegistryAuthorizer;
 use crate::backend::Backends;
-use crate::bluetooth::{Bluetooth, LinkTiming};
+use crate::bluetooth::{AttachPoints, Bluetooth, LinkTiming, check_attach_ip};
 use crate::config::HostConfig;
 use crate::enroll::BridgeEnroller;
 use crate::metrics::Metrics;
@@ -27,8 +27,8 @@ pub struct Listeners {
     pub operator: TcpListener,
     /// Handset QUIC connections.
     pub quic: std::net::UdpSocket,
-    /// The netsim `PacketStreamer` server for phone Bluetooth stacks.
-    pub netsim: TcpListener,
+    /// The netsim `PacketStreamer` development listener, when configured.
+    pub netsim: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -57,16 +57,21 @@ impl Listeners {
                 )
             })?,
             quic,
-            netsim: TcpListener::bind(cfg.netsim_listen).await.map_err(|e| {
-                HostError::io(
-                    format!(
-                        "binding the Bluetooth (netsim) port {} (tcp; is another vphone-host \
-                         running? set --netsim-listen)",
-                        cfg.netsim_listen
-                    ),
-                    e,
-                )
-            })?,
+            netsim: match cfg.netsim_listen {
+                None => None,
+                Some(addr) => {
+                    check_attach_ip(addr)?;
+                    Some(TcpListener::bind(addr).await.map_err(|e| {
+                        HostError::io(
+                            format!(
+                                "binding the Bluetooth (netsim) development listener {addr} \
+                                 (tcp; is another vphone-host running?)"
+                            ),
+                            e,
+                        )
+                    })?)
+                }
+            },
         })
     }
 }
@@ -89,8 +94,10 @@ pub struct Host {
     pub sessions: Arc<Sessions>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Where phone Bluetooth stacks attach (netsim `PacketStreamer`).
-    pub netsim_addr: SocketAddr,
+    /// Each phone's Bluetooth attach point (a port of its own on 127.0.0.2).
+    pub attach: AttachPoints,
+    /// The netsim development listener, when configured.
+    pub netsim_addr: Option<SocketAddr>,
     /// Bluetooth links of the phones.
     pub bluetooth: Arc<Bluetooth>,
     /// The operator API's listener, until the operator API takes it.
@@ -146,13 +153,16 @@ impl Host {
         }
         let netsim_addr = listeners
             .netsim
-            .local_addr()
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
             .map_err(|e| HostError::io("reading the netsim address", e))?;
+        let attach = AttachPoints::new(cfg.attach_ip)?;
         let phones = PhoneManager::spawn(
             registry.clone(),
             ManagerConfig {
                 data_dir: cfg.data_dir.clone(),
-                packet_streamer: netsim_addr.to_string(),
+                attach: attach.clone(),
                 boot_timeout: cfg.boot_timeout,
                 restart: cfg.restart,
                 emulator_args: cfg.emulator_args.clone(),
@@ -167,7 +177,12 @@ impl Host {
             },
         )?;
         let metrics = Arc::new(Metrics::default());
-        let bluetooth = Bluetooth::new(phones.clone(), metrics.clone(), LinkTiming::default());
+        let bluetooth = Bluetooth::new(
+            phones.clone(),
+            metrics.clone(),
+            LinkTiming::default(),
+            &attach,
+        );
         let sessions = Arc::new(Sessions::default());
         let (stop, stopped) = watch::channel(false);
         // Handsets are served on the latency runtime: real-time workers where
@@ -229,19 +244,27 @@ impl Host {
         // emulator, or bumble in tests) is an ordinary process that a
         // real-time thread would preempt on its core instead of using an
         // idle one (measured: half the L2CAP throughput).
-        let netsim_task = tokio::spawn({
-            let bt = bluetooth.clone();
-            async move {
-                let res = bt
-                    .serve(listeners.netsim, async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "netsim server stopped");
+        let mut tasks = vec![router_task];
+        if let Some(listener) = listeners.netsim {
+            tracing::warn!(
+                addr = ?netsim_addr,
+                "netsim development listener on: any process of this user can attach as any \
+                 phone's Bluetooth stack by naming it"
+            );
+            tasks.push(tokio::spawn({
+                let bt = bluetooth.clone();
+                async move {
+                    let res = bt
+                        .serve_development(listener, async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = res {
+                        tracing::error!(error = %e, "netsim development listener stopped");
+                    }
                 }
-            }
-        });
+            }));
+        }
         Ok(Self {
             phones,
             registry,
@@ -249,11 +272,12 @@ impl Host {
             enroller,
             sessions,
             metrics,
+            attach,
             netsim_addr,
             bluetooth,
             operator_listener: Some(listeners.operator),
             stop,
-            tasks: vec![router_task, netsim_task],
+            tasks,
             latency,
         })
     }
@@ -281,6 +305,7 @@ impl Host {
     /// Stops serving and waits for the servers to finish.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.attach.close_all();
         for mut t in self.tasks {
             // Servers drain gracefully; a client that keeps a stream open
             // (a Bluetooth stack, a capture) does not hold the host forever.

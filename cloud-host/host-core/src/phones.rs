@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::HostError;
 use crate::backend::{BackendContext, Backends, PhoneBackend, PhoneEndpoint, Unavailable};
+use crate::bluetooth::AttachPoints;
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
 use crate::status::{StatusBoard, StatusHandle};
@@ -133,8 +134,9 @@ pub struct PhoneSpec {
 pub struct ManagerConfig {
     /// The host's data dir (emulator logs go under `logs/`).
     pub data_dir: PathBuf,
-    /// The PacketStreamer endpoint phones' Bluetooth stacks use.
-    pub packet_streamer: String,
+    /// Each phone's Bluetooth attach point, opened when it starts and
+    /// closed when it is deleted.
+    pub attach: AttachPoints,
     /// How long an emulator boot may take.
     pub boot_timeout: Duration,
     /// What to do when a phone dies.
@@ -363,11 +365,20 @@ struct Entry {
 }
 
 impl ManagerConfig {
-    /// What backends need to know about this host.
-    fn backend_context(&self) -> BackendContext {
+    /// What `phone`'s backend needs to know about this host; opens the
+    /// phone's Bluetooth attach point. A phone whose attach point cannot
+    /// open still runs, without Bluetooth.
+    fn backend_context(&self, phone: &str) -> BackendContext {
+        let packet_streamer = match self.attach.open(phone) {
+            Ok(addr) => addr.to_string(),
+            Err(e) => {
+                tracing::warn!(%phone, error = %e, "no Bluetooth attach point");
+                String::new()
+            }
+        };
         BackendContext {
             data_dir: self.data_dir.clone(),
-            packet_streamer: self.packet_streamer.clone(),
+            packet_streamer,
             boot_timeout: self.boot_timeout,
             emulator_args: self.emulator_args.clone(),
         }
@@ -376,7 +387,7 @@ impl ManagerConfig {
 
 fn make_backend(record: &PhoneRecord, cfg: &ManagerConfig) -> Box<dyn PhoneBackend> {
     match cfg.backends.get(record.backend) {
-        Some(kind) => kind.make(record, &cfg.backend_context()),
+        Some(kind) => kind.make(record, &cfg.backend_context(&record.name)),
         None => Box::new(Unavailable(record.backend)),
     }
 }
@@ -680,6 +691,7 @@ impl Actor {
         self.registry.delete_phone(name)?;
         self.phones.remove(name);
         self.status.remove(name);
+        self.cfg.attach.close(name);
         Ok(())
     }
 }

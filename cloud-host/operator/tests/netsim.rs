@@ -1,7 +1,8 @@
-//! The netsim `PacketStreamer` server of an in-process host, driven by a real
-//! gRPC client: which stacks may attach, and how a stack without a radio is
-//! answered (within Android's 2 s command budget). The radio path itself is
-//! covered end to end with bumble in `tests/tests/bluetooth.rs`.
+//! The netsim `PacketStreamer` attach points of an in-process host, driven
+//! by a real gRPC client: which stacks may attach as
+//! which phone, and how a stack without a radio is answered (within
+//! Android's 2 s command budget). The radio path itself is covered end to
+//! end with bumble in `tests/tests/bluetooth.rs`.
 
 mod common;
 
@@ -16,6 +17,7 @@ use sensor_proto::netsim::packet::{HciPacket, PacketRequest, PacketResponse};
 use sensor_proto::netsim::startup::{Chip, ChipInfo};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use vphone_operator::ServedHost as Host;
 
@@ -55,11 +57,28 @@ struct Stack {
     rx: Streaming<PacketResponse>,
 }
 
-/// Opens a stream and sends `first`; the server's verdict on it.
-async fn attach(host: &Host, first: PacketRequest) -> Result<Stack, tonic::Status> {
-    let mut client = PacketStreamerClient::connect(format!("http://{}", host.netsim_addr))
+/// A client on `phone`'s attach point.
+async fn attach_point(host: &Host, phone: &str) -> PacketStreamerClient<Channel> {
+    let addr = host
+        .attach
+        .endpoint(phone)
+        .expect("the phone has an attach point");
+    PacketStreamerClient::connect(format!("http://{addr}"))
         .await
-        .unwrap();
+        .expect("the phone's attach point accepts connections")
+}
+
+/// Opens a stream on `phone-1`'s attach point and sends `first`; the
+/// server's verdict on it.
+async fn attach(host: &Host, first: PacketRequest) -> Result<Stack, tonic::Status> {
+    attach_to(attach_point(host, "phone-1").await, first).await
+}
+
+/// Opens a stream with `client` and sends `first`.
+async fn attach_to(
+    mut client: PacketStreamerClient<Channel>,
+    first: PacketRequest,
+) -> Result<Stack, tonic::Status> {
     let (tx, rx) = mpsc::channel(16);
     tx.send(first).await.unwrap();
     let rx = client
@@ -80,21 +99,9 @@ async fn next(stack: &mut Stack) -> ResponseType {
 }
 
 #[tokio::test]
-async fn unknown_names_and_other_chips_are_refused_with_clear_errors() {
+async fn other_chips_and_packets_before_chip_info_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let host = start(dir.path()).await;
-
-    let e = attach(&host, chip_info("ghost", ChipKind::Bluetooth))
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    assert!(
-        e.message()
-            .contains("no phone named 'ghost' on this host (phones: phone-1)"),
-        "{}",
-        e.message()
-    );
 
     let e = attach(&host, chip_info("phone-1", ChipKind::Wifi))
         .await
@@ -109,6 +116,152 @@ async fn unknown_names_and_other_chips_are_refused_with_clear_errors() {
         .unwrap();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("initial_info"), "{}", e.message());
+    host.shutdown().await;
+}
+
+/// The attach point decides the phone, not the name a stack claims: a
+/// stranger naming `phone-1` on another phone's attach point becomes that
+/// phone's stack, and `phone-1`'s own stack still attaches to `phone-1`.
+#[tokio::test]
+async fn a_stack_claiming_another_phones_name_cannot_take_its_radio() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path()).await;
+    host.phones
+        .create(host_core::phones::PhoneSpec {
+            name: "phone-2".into(),
+            backend: host_core::registry::Backend::Sim,
+            display: host_core::phones::DEFAULT_DISPLAY,
+            avd: None,
+            start: true,
+        })
+        .await
+        .unwrap();
+    host.phones
+        .wait_running("phone-2", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let stranger = attach_to(
+        attach_point(&host, "phone-2").await,
+        chip_info("phone-1", ChipKind::Bluetooth),
+    )
+    .await
+    .expect("phone-2's attach point admits a stack, as phone-2's");
+    let own = attach(&host, chip_info("phone-1", ChipKind::Bluetooth))
+        .await
+        .expect("phone-1's own stack attaches");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (host.bluetooth.info("phone-1").stack.is_none()
+        || host.bluetooth.info("phone-2").stack.is_none())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (one, two) = (
+        host.bluetooth.info("phone-1").stack,
+        host.bluetooth.info("phone-2").stack,
+    );
+    assert!(
+        one.is_some() && two.is_some(),
+        "each phone has its own stack: {one:?} {two:?}"
+    );
+    // A deleted phone's attach point is gone with it.
+    drop(stranger);
+    let gone = host.attach.endpoint("phone-2").unwrap();
+    host.phones.delete("phone-2", true).await.unwrap();
+    assert_eq!(host.attach.endpoint("phone-2"), None);
+    assert!(
+        tokio::net::TcpStream::connect(gone).await.is_err(),
+        "nothing listens on a deleted phone's attach point"
+    );
+    drop(own);
+    host.shutdown().await;
+}
+
+/// No TCP listener unless configured; the development listener, when on,
+/// never tells a client which phones exist.
+#[tokio::test]
+async fn the_development_listener_is_off_by_default_and_says_nothing_about_other_phones() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path()).await;
+    assert_eq!(host.netsim_addr, None);
+    host.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = host_core::config::HostConfig::loopback(dir.path().to_path_buf());
+    cfg.netsim_listen = Some("127.0.0.2:0".parse().unwrap());
+    let listeners = host_core::daemon::Listeners::bind(&cfg).await.unwrap();
+    let host = Host::start(&cfg, listeners, sim_phone::SimKind::default().backends())
+        .await
+        .unwrap();
+    let addr = host.netsim_addr.expect("the development listener is on");
+    let client = PacketStreamerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let e = attach_to(client, chip_info("ghost", ChipKind::Bluetooth))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("'ghost'"), "{}", e.message());
+    assert!(
+        !e.message().contains("phone-1"),
+        "a refusal must not list the phones: {}",
+        e.message()
+    );
+    host.shutdown().await;
+}
+
+/// A process of another local user is refused at a phone's attach point,
+/// with nothing about the phone or its link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_local_user_is_refused_at_an_attach_point() {
+    if !vphone_testkit::tools::require_root("running a client as another user") {
+        return;
+    }
+    let python = std::env::var("VPHONE_PYTHON")
+        .unwrap_or_else(|_| format!("{}/../../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path()).await;
+    let addr = host.attach.endpoint("phone-1").unwrap();
+    // bumble's netsim stubs, a real gRPC client, run as `nobody`.
+    let probe = format!(
+        r#"
+import asyncio, grpc
+from bumble.transport.grpc_protobuf.netsim.packet_streamer_pb2_grpc import PacketStreamerStub
+from bumble.transport.grpc_protobuf.netsim.packet_streamer_pb2 import PacketRequest
+from bumble.transport.grpc_protobuf.netsim.startup_pb2 import ChipInfo, Chip
+from bumble.transport.grpc_protobuf.netsim.common_pb2 import ChipKind
+async def main():
+    async with grpc.aio.insecure_channel("{addr}") as ch:
+        call = PacketStreamerStub(ch).StreamPackets()
+        await call.write(PacketRequest(initial_info=ChipInfo(name="phone-1", chip=Chip(kind=ChipKind.BLUETOOTH))))
+        try:
+            await call.read()
+            print("attached")
+        except grpc.aio.AioRpcError as e:
+            print(e.code().name, e.details())
+asyncio.run(main())
+"#
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &python,
+            "-c",
+            &probe,
+        ])
+        .env("HOME", "/tmp")
+        .output()
+        .expect("setpriv");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("PERMISSION_DENIED only the host's own phone processes"),
+        "nobody must be refused: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(host.bluetooth.info("phone-1").stack.is_none());
     host.shutdown().await;
 }
 

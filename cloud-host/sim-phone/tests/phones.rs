@@ -14,7 +14,8 @@ use host_core::registry::{Backend, DesiredState, Registry};
 fn cfg(dir: &std::path::Path) -> ManagerConfig {
     ManagerConfig {
         data_dir: dir.to_path_buf(),
-        packet_streamer: "127.0.0.1:4435".into(),
+        attach: host_core::bluetooth::AttachPoints::new(host_core::bluetooth::DEFAULT_ATTACH_IP)
+            .unwrap(),
         boot_timeout: Duration::from_secs(60),
         restart: RestartPolicy::Never,
         emulator_args: Vec::new(),

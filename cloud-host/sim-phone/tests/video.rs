@@ -2,7 +2,6 @@
 //! is valid for ffprobe, and decoding puts the on-screen elements where the
 //! scene put them.
 
-
 use sim_phone::{
     BUBBLE_RGB, DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_RGB, Renderer, Ripple, SceneState,
     bubble_center, ripple_dot_radius,

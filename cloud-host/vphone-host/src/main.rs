@@ -61,7 +61,11 @@ struct ServeArgs {
     /// Operator API and /metrics address (default: 127.0.0.1:4434).
     #[arg(long)]
     operator_listen: Option<SocketAddr>,
-    /// netsim PacketStreamer address for phone Bluetooth stacks (default: 127.0.0.1:4435).
+    /// Development only: also serve the netsim PacketStreamer on this TCP
+    /// address, where a stack names its phone (any process of this user can
+    /// then attach as any phone). Off by default: each phone's stack has an
+    /// attach point of its own. 127.0.0.1, ::1 and non-loopback addresses
+    /// are refused (emulator guests reach them); use e.g. 127.0.0.2:4435.
     #[arg(long)]
     netsim_listen: Option<SocketAddr>,
     /// host:port that handsets dial, put in enrollment strings (default: 127.0.0.1 and the bound QUIC port).
@@ -108,6 +112,13 @@ async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
         cfg.data_dir.join("admin.token").display()
     );
     eprintln!("  metrics:      http://{}/metrics", host.operator_addr);
+    eprintln!(
+        "  bluetooth:    each phone's stack attaches on {}, a port of its own{}",
+        cfg.attach_ip,
+        host.netsim_addr
+            .map(|a| format!("; DEVELOPMENT listener on {a} (a stack names its phone)"))
+            .unwrap_or_default()
+    );
     eprintln!("  host pin:     {}", host.enroller.pin());
     eprintln!(
         "  handsets:     udp {}; enrollment strings point at {} (set --public-addr for other machines)",

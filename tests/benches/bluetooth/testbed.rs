@@ -80,7 +80,9 @@ impl Host {
         public: SocketAddr,
     ) -> Result<Self, String> {
         let data = dir.join("host-data");
-        let netsim = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // The development listener: the bench drives a vphone-host binary and
+        // names the phone; never 127.0.0.1, which emulator guests reach.
+        let netsim = SocketAddr::from(([127, 0, 0, 2], free_port()));
         let operator = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let argv: Vec<String> = vec![
             ctx.bins.host.display().to_string(),

@@ -377,7 +377,7 @@ mod tests {
         EmulatorConfig {
             sdk_root: PathBuf::from("/sdk"),
             avd: "pixel_7".into(),
-            packet_streamer: "127.0.0.1:4435".into(),
+            packet_streamer: "unix:/var/lib/vphone/bt/pixel.sock".into(),
             log_path: PathBuf::from("/tmp/x.log"),
             boot_timeout: Duration::from_secs(300),
             extra_args: vec!["-memory".into(), "4096".into()],
@@ -390,7 +390,7 @@ mod tests {
         let s = a.join(" ");
         assert!(s.starts_with("-avd pixel_7 -no-window"), "{s}");
         assert!(
-            s.contains("-packet-streamer-endpoint 127.0.0.1:4435"),
+            s.contains("-packet-streamer-endpoint unix:/var/lib/vphone/bt/pixel.sock"),
             "{s}"
         );
         assert!(s.contains("-grpc-use-token"), "{s}");

@@ -18,9 +18,11 @@
 //! time); this module is its driver: the netsim server, the radio's reader
 //! task and the channels. HCI parsing lives in `bt-raw`.
 
+mod attach;
 pub mod core;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,8 @@ use crate::phones::PhoneManager;
 use crate::registry::Backend;
 use crate::status::StatusHandle;
 
+use self::attach::Source;
+pub use self::attach::{AttachPoints, DEFAULT_ATTACH_IP, check_attach_ip, peer_uid};
 use self::core::{Action, LinkCore};
 pub use self::core::{LinkInfo, LinkTiming, RadioStatus};
 
@@ -100,14 +104,22 @@ pub struct Bluetooth {
 }
 
 impl Bluetooth {
-    /// The Bluetooth side over these phones.
-    pub fn new(phones: PhoneManager, metrics: Arc<Metrics>, cfg: LinkTiming) -> Arc<Self> {
-        Arc::new(Self {
+    /// The Bluetooth side over these phones; stacks attaching through
+    /// `attach` reach it from now on.
+    pub fn new(
+        phones: PhoneManager,
+        metrics: Arc<Metrics>,
+        cfg: LinkTiming,
+        attach: &AttachPoints,
+    ) -> Arc<Self> {
+        let bt = Arc::new(Self {
             phones,
             metrics,
             cfg,
             links: Mutex::new(HashMap::new()),
-        })
+        });
+        attach.join(&bt);
+        bt
     }
 
     fn link(&self, phone: &str) -> Arc<Link> {
@@ -187,37 +199,38 @@ impl Bluetooth {
                     p.record.backend == Backend::Emulator && p.record.avd.as_deref() == Some(name)
                 })
             })
+            // Never list the phones: a refused client learns nothing about
+            // the others.
             .ok_or_else(|| {
-                let known: Vec<&str> = phones.iter().map(|p| p.record.name.as_str()).collect();
                 Status::not_found(format!(
-                    "no phone named '{name}' on this host (phones: {}); a Bluetooth stack \
-                     attaches under its phone's name",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    "no phone named '{name}' on this host; a Bluetooth stack attaches under \
+                     its phone's name"
                 ))
             })?;
         Ok(phone.record.name.clone())
     }
 
-    /// The netsim `PacketStreamer` gRPC service.
-    pub fn service(self: &Arc<Self>) -> PacketStreamerServer<NetsimService> {
-        PacketStreamerServer::new(NetsimService { bt: self.clone() })
+    /// The netsim `PacketStreamer` gRPC service of the development
+    /// listener, where a stack's `ChipInfo` names its phone (any process of
+    /// the host's user may attach as any phone).
+    pub fn development_service(self: &Arc<Self>) -> PacketStreamerServer<NetsimService> {
+        PacketStreamerServer::new(NetsimService {
+            source: Source::Development(self.clone()),
+        })
     }
 
-    /// Serves the `PacketStreamer` service on `listener` until `shutdown`.
+    /// Serves the development `PacketStreamer` listener (see
+    /// [`check_attach_ip`]) on `listener` until `shutdown`.
     ///
     /// # Errors
     /// The transport error that stopped the server.
-    pub async fn serve(
+    pub async fn serve_development(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
-            .add_service(self.service())
+            .add_service(self.development_service())
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
@@ -229,7 +242,47 @@ impl Bluetooth {
 /// The `PacketStreamer` implementation: one stream per attached stack.
 #[derive(Debug)]
 pub struct NetsimService {
-    bt: Arc<Bluetooth>,
+    source: Source,
+}
+
+impl NetsimService {
+    /// The Bluetooth side and the phone this stream may attach to.
+    async fn admit(
+        &self,
+        conn: Option<(SocketAddr, SocketAddr)>,
+        info: &ChipInfo,
+    ) -> Result<(Arc<Bluetooth>, String), Status> {
+        let refuse = |phone: &str, uid: Option<u32>| {
+            tracing::warn!(
+                phone,
+                peer_uid = ?uid,
+                "Bluetooth attach refused: the peer does not run as the host's user"
+            );
+            Status::permission_denied("only the host's own phone processes may attach here")
+        };
+        let host_uid = rustix::process::geteuid().as_raw();
+        let uid = conn.and_then(|(local, peer)| peer_uid(local, peer));
+        match &self.source {
+            Source::Development(bt) => {
+                if uid != Some(host_uid) {
+                    return Err(refuse("(development listener)", uid));
+                }
+                Ok((bt.clone(), bt.resolve(info).await?))
+            }
+            Source::AttachPoint { phone, points } => {
+                match conn {
+                    Some((local, peer)) => points
+                        .admits(local, peer)
+                        .map_err(|uid| refuse(phone, uid))?,
+                    None => return Err(refuse(phone, None)),
+                }
+                let bt = points
+                    .bluetooth()
+                    .ok_or_else(|| Status::unavailable("the host is starting or stopping"))?;
+                Ok((bt, phone.clone()))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -243,6 +296,7 @@ impl PacketStreamer for NetsimService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let conn = request.local_addr().zip(request.remote_addr());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(CHIP_INFO_TIMEOUT, inbound.message())
             .await
@@ -265,9 +319,11 @@ impl PacketStreamer for NetsimService {
                 "vphone-host relays Bluetooth chips only; chip kind {kind} is not served"
             )));
         }
-        let phone = self.bt.resolve(&info).await?;
-        let who = format!("'{}' from {peer}", chip_name(&info));
-        let link = self.bt.link(&phone);
+        let (bt, phone) = self.admit(conn, &info).await?;
+        // The name is the peer's claim: shown escaped and short, never trusted.
+        let claimed: String = chip_name(&info).chars().take(64).collect();
+        let who = format!("{claimed:?} from {peer}");
+        let link = bt.link(&phone);
         let (reply, answer) = oneshot::channel();
         let attach = Ev::StackAttach {
             who: who.clone(),
