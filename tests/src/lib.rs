@@ -128,7 +128,7 @@ impl TestHost {
             &host.registry,
             host.enroller.as_ref(),
             Some(name.to_owned()),
-            phones.iter().map(|p| (*p).to_owned()).collect(),
+            host_core::registry::PhoneGrant::Only(phones.iter().map(|p| (*p).to_owned()).collect()),
             Duration::from_secs(120),
         )
         .expect("offering an enrollment")

@@ -175,11 +175,28 @@ fn errors_are_one_line_with_exit_codes() {
     );
     assert_eq!(s.lines().count(), 1, "{s}");
     assert!(s.starts_with("vphone://127.0.0.1:"), "{s}");
-    let full = ok(dir.path(), &["handset", "enroll"]);
+    let full = ok(dir.path(), &["handset", "enroll", "--all-phones"]);
     assert!(
         full.contains('█') || full.contains('▀'),
         "no QR code: {full}"
     );
+    assert!(
+        full.contains("Grants: every phone on this host, present and future."),
+        "{full}"
+    );
+    // What a handset may use is always said: no phone and no --all-phones
+    // is a usage error, both at once too.
+    let o = ctl(dir.path(), &["handset", "enroll"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--phone"),
+        "{o:?}"
+    );
+    let o = ctl(
+        dir.path(),
+        &["handset", "enroll", "--phone", "phone-1", "--all-phones"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use device_bridge::{HostIdentity, TokenKey};
 
 use crate::HostError;
-use crate::registry::{Registry, TokenRecord, validate_name};
+use crate::registry::{PhoneGrant, Registry, TokenRecord, validate_name};
 
 /// Mints tokens with the host's token key and reports the host's pin.
 #[derive(Debug)]
@@ -147,8 +147,9 @@ pub struct Offer {
 
 /// The enrollment use case, the one place it lives (the operator API, the
 /// demo and the tests call it): mints a single-use token valid for `ttl`
-/// for a handset to be called `name` that may use `phones` (empty: every
-/// phone), records it, and returns the enrollment string.
+/// for a handset to be called `name` that may use the phones `grant`
+/// names (every phone only when it says so), records it, and returns the
+/// enrollment string.
 ///
 /// # Errors
 /// [`HostError::Invalid`] for a bad name or a ttl over a week; registry and
@@ -157,7 +158,7 @@ pub fn offer_enrollment(
     registry: &Registry,
     enroller: &dyn Enroller,
     name: Option<String>,
-    phones: Vec<String>,
+    grant: PhoneGrant,
     ttl: Duration,
 ) -> Result<Offer, HostError> {
     if let Some(n) = &name {
@@ -174,7 +175,7 @@ pub fn offer_enrollment(
         &TokenRecord {
             id: minted.id.clone(),
             name,
-            phones,
+            grant,
             expires_at_ms: minted.expires_at_ms,
             used_at_ms: None,
         },

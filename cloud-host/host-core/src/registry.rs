@@ -60,6 +60,16 @@ const MIGRATIONS: &[&str] = &[
         end_reason TEXT
     );
     CREATE INDEX sessions_started ON sessions(started_at_ms);",
+    // 2: "every phone" becomes an explicit grant. Before, an empty phone
+    // list meant every phone, so deleting the only phone a handset was
+    // limited to admitted it everywhere. A handset keeps "every phone" only
+    // if the token it enrolled with granted that (an empty list there);
+    // one whose list a deletion emptied now has no phone.
+    "ALTER TABLE handsets ADD COLUMN all_phones INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE enrollment_tokens ADD COLUMN all_phones INTEGER NOT NULL DEFAULT 0;
+    UPDATE enrollment_tokens SET all_phones = 1 WHERE phones = '';
+    UPDATE handsets SET all_phones = 1 WHERE fingerprint IN
+        (SELECT used_by FROM enrollment_tokens WHERE all_phones = 1 AND used_by IS NOT NULL);",
 ];
 
 /// Which kind of phone backend runs a phone.
@@ -152,6 +162,61 @@ pub enum HandsetState {
     Revoked,
 }
 
+/// Which phones a handset may use. "Every phone" is an explicit grant,
+/// never what an empty list means: deleting a phone only ever narrows.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum PhoneGrant {
+    /// Every phone on the host, present and future.
+    All,
+    /// These phones (possibly none, once they were deleted).
+    Only(Vec<String>),
+}
+
+impl PhoneGrant {
+    /// Whether the grant covers `phone`.
+    #[must_use]
+    pub fn allows(&self, phone: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(list) => list.iter().any(|p| p == phone),
+        }
+    }
+
+    /// The named phones (empty for [`PhoneGrant::All`]).
+    #[must_use]
+    pub fn named(&self) -> &[String] {
+        match self {
+            Self::All => &[],
+            Self::Only(list) => list,
+        }
+    }
+
+    /// Whether this is the explicit every-phone grant.
+    #[must_use]
+    pub fn is_all(&self) -> bool {
+        matches!(self, Self::All)
+    }
+
+    /// What the grant means, for people: "every phone (present and
+    /// future)", "phone-1, lab", or "no phone".
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::All => "every phone on this host, present and future".to_owned(),
+            Self::Only(list) if list.is_empty() => "no phone".to_owned(),
+            Self::Only(list) => list.join(", "),
+        }
+    }
+
+    fn from_row(all: bool, phones: &str) -> Self {
+        if all {
+            Self::All
+        } else {
+            Self::Only(split(phones))
+        }
+    }
+}
+
 /// A handset as recorded.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct HandsetRecord {
@@ -161,8 +226,8 @@ pub struct HandsetRecord {
     pub name: String,
     /// Enrolled or revoked.
     pub state: HandsetState,
-    /// Phones it may attach to; empty = every phone.
-    pub phones: Vec<String>,
+    /// Phones it may attach to.
+    pub grant: PhoneGrant,
     /// When it enrolled.
     pub enrolled_at_ms: i64,
     /// When it last connected.
@@ -172,8 +237,7 @@ pub struct HandsetRecord {
 impl HandsetRecord {
     /// Whether this handset may attach to `phone`.
     pub fn may_use(&self, phone: &str) -> bool {
-        self.state == HandsetState::Enrolled
-            && (self.phones.is_empty() || self.phones.iter().any(|p| p == phone))
+        self.state == HandsetState::Enrolled && self.grant.allows(phone)
     }
 }
 
@@ -184,8 +248,8 @@ pub struct TokenRecord {
     pub id: String,
     /// The name the enrolled handset will get.
     pub name: Option<String>,
-    /// Phones the handset will be allowed; empty = every phone.
-    pub phones: Vec<String>,
+    /// Phones the handset will be allowed.
+    pub grant: PhoneGrant,
     /// When it stops being valid.
     pub expires_at_ms: i64,
     /// When it was used, if it was.
@@ -452,13 +516,20 @@ impl Registry {
     /// # Errors
     /// [`HostError::Registry`], [`HostError::Invalid`] for bad phone names.
     pub fn insert_token(&self, t: &TokenRecord, now_ms: i64) -> Result<(), HostError> {
-        for p in &t.phones {
+        for p in t.grant.named() {
             validate_name("phone name", p)?;
         }
         self.db().execute(
-            "INSERT INTO enrollment_tokens (id, name, phones, created_at_ms, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.id, t.name, join(&t.phones), now_ms, t.expires_at_ms],
+            "INSERT INTO enrollment_tokens (id, name, phones, all_phones, created_at_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                t.id,
+                t.name,
+                join(t.grant.named()),
+                t.grant.is_all(),
+                now_ms,
+                t.expires_at_ms
+            ],
         )?;
         Ok(())
     }
@@ -477,14 +548,16 @@ impl Registry {
     ) -> Result<HandsetRecord, HostError> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let row: Option<(Option<String>, String, i64, Option<i64>)> = tx
+        // name, phones, all_phones, expires_at_ms, used_at_ms
+        type TokenRow = (Option<String>, String, bool, i64, Option<i64>);
+        let row: Option<TokenRow> = tx
             .query_row(
-                "SELECT name, phones, expires_at_ms, used_at_ms FROM enrollment_tokens WHERE id = ?1",
+                "SELECT name, phones, all_phones, expires_at_ms, used_at_ms FROM enrollment_tokens WHERE id = ?1",
                 [token_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((name, phones, expires, used)) = row else {
+        let Some((name, phones, all, expires, used)) = row else {
             return Err(HostError::Token("is unknown to this host"));
         };
         if used.is_some() {
@@ -494,21 +567,21 @@ impl Registry {
             return Err(HostError::Token("has expired"));
         }
         let name = name.unwrap_or_else(|| handset_name.to_owned());
-        let phones = split(&phones);
+        let grant = PhoneGrant::from_row(all, &phones);
         tx.execute(
             "UPDATE enrollment_tokens SET used_at_ms = ?2, used_by = ?3 WHERE id = ?1",
             params![token_id, now_ms, fingerprint],
         )?;
         tx.execute(
-            "INSERT INTO handsets (fingerprint, name, state, enrolled_at_ms) VALUES (?1, ?2, 'enrolled', ?3)
-             ON CONFLICT(fingerprint) DO UPDATE SET name = ?2, state = 'enrolled', enrolled_at_ms = ?3, revoked_at_ms = NULL",
-            params![fingerprint, name, now_ms],
+            "INSERT INTO handsets (fingerprint, name, state, enrolled_at_ms, all_phones) VALUES (?1, ?2, 'enrolled', ?3, ?4)
+             ON CONFLICT(fingerprint) DO UPDATE SET name = ?2, state = 'enrolled', enrolled_at_ms = ?3, revoked_at_ms = NULL, all_phones = ?4",
+            params![fingerprint, name, now_ms, grant.is_all()],
         )?;
         tx.execute(
             "DELETE FROM handset_phones WHERE fingerprint = ?1",
             [fingerprint],
         )?;
-        for p in &phones {
+        for p in grant.named() {
             tx.execute(
                 "INSERT INTO handset_phones (fingerprint, phone) VALUES (?1, ?2)",
                 params![fingerprint, p],
@@ -519,7 +592,7 @@ impl Registry {
             fingerprint: fingerprint.to_owned(),
             name,
             state: HandsetState::Enrolled,
-            phones,
+            grant,
             enrolled_at_ms: now_ms,
             last_seen_ms: None,
         })
@@ -545,7 +618,8 @@ impl Registry {
         let mut st = db.prepare(
             "SELECT h.fingerprint, h.name, h.state, h.enrolled_at_ms, h.last_seen_ms,
                     COALESCE((SELECT group_concat(phone, char(10)) FROM handset_phones p
-                              WHERE p.fingerprint = h.fingerprint), '')
+                              WHERE p.fingerprint = h.fingerprint), ''),
+                    h.all_phones
              FROM handsets h ORDER BY h.name, h.fingerprint",
         )?;
         let rows = st.query_map([], |r| {
@@ -561,7 +635,7 @@ impl Registry {
                 },
                 enrolled_at_ms: r.get(3)?,
                 last_seen_ms: r.get(4)?,
-                phones: split(&phones),
+                grant: PhoneGrant::from_row(r.get(6)?, &phones),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -695,14 +769,73 @@ mod tests {
         }
     }
 
-    fn token(id: &str, expires: i64, phones: &[&str]) -> TokenRecord {
+    fn token(id: &str, expires: i64, grant: PhoneGrant) -> TokenRecord {
         TokenRecord {
             id: id.to_owned(),
             name: Some("pixel".to_owned()),
-            phones: phones.iter().map(|s| (*s).to_owned()).collect(),
+            grant,
             expires_at_ms: expires,
             used_at_ms: None,
         }
+    }
+
+    fn only(phones: &[&str]) -> PhoneGrant {
+        PhoneGrant::Only(phones.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn deleting_a_phone_never_widens_a_handsets_grant() {
+        let r = Registry::open_in_memory().unwrap();
+        r.insert_phone(&phone("phone-1")).unwrap();
+        r.insert_phone(&phone("lab")).unwrap();
+        r.insert_token(&token("t1", 1000, only(&["lab"])), 0)
+            .unwrap();
+        r.enroll_with_token("t1", "aa11", "h", 1).unwrap();
+        assert!(r.handset("aa11").unwrap().unwrap().may_use("lab"));
+        r.delete_phone("lab").unwrap();
+        let h = r.handset("aa11").unwrap().unwrap();
+        assert_eq!(h.grant, only(&[]));
+        assert_eq!(h.grant.describe(), "no phone");
+        for phone in ["phone-1", "lab", "future"] {
+            assert!(!h.may_use(phone), "{phone} must stay out of reach");
+        }
+        // Every phone only when granted so, explicitly.
+        r.insert_token(&token("t2", 1000, PhoneGrant::All), 0)
+            .unwrap();
+        let all = r.enroll_with_token("t2", "bb22", "h2", 1).unwrap();
+        assert!(all.may_use("future"));
+        assert_eq!(
+            r.handset("bb22").unwrap().unwrap().grant,
+            PhoneGrant::All,
+            "stored"
+        );
+    }
+
+    #[test]
+    fn the_grant_migration_keeps_every_phone_only_where_it_was_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite3");
+        {
+            // A version-1 registry: `aa` enrolled for every phone, `bb` for
+            // `lab`, which was then deleted (its list is empty).
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO enrollment_tokens (id, name, phones, created_at_ms, expires_at_ms, used_at_ms, used_by)
+                   VALUES ('t1', NULL, '', 0, 9, 1, 'aa'), ('t2', NULL, 'lab', 0, 9, 1, 'bb'),
+                          ('t3', NULL, '', 0, 9, NULL, NULL);
+                 INSERT INTO handsets (fingerprint, name, state, enrolled_at_ms)
+                   VALUES ('aa', 'a', 'enrolled', 1), ('bb', 'b', 'enrolled', 1);",
+            )
+            .unwrap();
+        }
+        let r = Registry::open(&path).unwrap();
+        assert_eq!(r.handset("aa").unwrap().unwrap().grant, PhoneGrant::All);
+        assert_eq!(r.handset("bb").unwrap().unwrap().grant, only(&[]));
+        // An unused token that granted every phone still does.
+        let h = r.enroll_with_token("t3", "cc", "c", 2).unwrap();
+        assert_eq!(h.grant, PhoneGrant::All);
     }
 
     #[test]
@@ -735,8 +868,10 @@ mod tests {
     #[test]
     fn tokens_are_single_use_and_expire() {
         let r = Registry::open_in_memory().unwrap();
-        r.insert_token(&token("t1", 1000, &["phone-1"]), 0).unwrap();
-        r.insert_token(&token("t2", 1000, &[]), 0).unwrap();
+        r.insert_token(&token("t1", 1000, only(&["phone-1"])), 0)
+            .unwrap();
+        r.insert_token(&token("t2", 1000, PhoneGrant::All), 0)
+            .unwrap();
         let h = r.enroll_with_token("t1", "aa11", "handset", 10).unwrap();
         assert_eq!(h.name, "pixel");
         assert!(h.may_use("phone-1"));
@@ -756,7 +891,8 @@ mod tests {
     #[test]
     fn revoke_by_name_or_fingerprint_prefix() {
         let r = Registry::open_in_memory().unwrap();
-        r.insert_token(&token("t1", 1000, &[]), 0).unwrap();
+        r.insert_token(&token("t1", 1000, PhoneGrant::All), 0)
+            .unwrap();
         r.enroll_with_token("t1", "abcdef0123", "h", 1).unwrap();
         assert!(r.handset("abcdef0123").unwrap().unwrap().may_use("any"));
         assert!(r.revoke_handset("abc", 2).is_err(), "prefix too short");

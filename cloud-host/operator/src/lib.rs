@@ -31,7 +31,9 @@ use host_core::daemon::{Host, Listeners};
 pub use host_core::enroll::{Enroller, MintedToken, enrollment_string};
 use host_core::metrics::Metrics;
 use host_core::phones::{Lifecycle, PhoneManager, PhoneSpec, PhoneView};
-use host_core::registry::{Backend, DesiredState, HandsetRecord, HandsetState, Registry};
+use host_core::registry::{
+    Backend, DesiredState, HandsetRecord, HandsetState, PhoneGrant, Registry,
+};
 pub use host_core::router::{NoSessions, SessionDirectory};
 
 /// A whole host: the core ([`Host`]) and the operator API serving it.
@@ -196,10 +198,7 @@ fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
         avd: r.avd.clone().unwrap_or_default(),
         allowed_handsets: handsets
             .iter()
-            .filter(|h| {
-                h.state == HandsetState::Enrolled
-                    && (h.phones.is_empty() || h.phones.contains(&r.name))
-            })
+            .filter(|h| h.may_use(&r.name))
             .map(|h| h.name.clone())
             .collect(),
         created_at_unix_ms: r.created_at_ms.max(0) as u64,
@@ -215,7 +214,8 @@ fn handset_msg(h: &HandsetRecord) -> op::Handset {
             HandsetState::Enrolled => op::HandsetState::Enrolled,
             HandsetState::Revoked => op::HandsetState::Revoked,
         } as i32,
-        allowed_phones: h.phones.clone(),
+        allowed_phones: h.grant.named().to_vec(),
+        all_phones: h.grant.is_all(),
         enrolled_at_unix_ms: h.enrolled_at_ms.max(0) as u64,
         last_seen_unix_ms: h.last_seen_ms.unwrap_or(0).max(0) as u64,
     }
@@ -444,7 +444,23 @@ impl Operator for OperatorService {
         req: Request<op::EnrollHandsetRequest>,
     ) -> Result<Response<op::EnrollHandsetResponse>, Status> {
         let r = req.into_inner();
-        for p in &r.allowed_phones {
+        let grant = match (r.all_phones, r.allowed_phones.is_empty()) {
+            (true, true) => PhoneGrant::All,
+            (false, false) => PhoneGrant::Only(r.allowed_phones),
+            (true, false) => {
+                return Err(Status::invalid_argument(
+                    "give either phones (allowed_phones) or all_phones, not both",
+                ));
+            }
+            (false, true) => {
+                return Err(Status::invalid_argument(
+                    "say which phones the handset may use (allowed_phones; vphonectl: --phone \
+                     NAME, repeatable), or grant every phone explicitly (all_phones; \
+                     vphonectl: --all-phones)",
+                ));
+            }
+        };
+        for p in grant.named() {
             self.phones.get(p).await?;
         }
         let ttl = Duration::from_secs(u64::from(if r.ttl_seconds == 0 {
@@ -456,7 +472,7 @@ impl Operator for OperatorService {
             &self.registry,
             self.enroller.as_ref(),
             r.name,
-            r.allowed_phones,
+            grant,
             ttl,
         )?;
         Ok(Response::new(op::EnrollHandsetResponse {

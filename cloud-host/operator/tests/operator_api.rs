@@ -139,6 +139,7 @@ async fn lifecycle_and_bad_requests_through_the_operator_api() {
         .enroll_handset(op::EnrollHandsetRequest {
             name: None,
             allowed_phones: vec!["ghost".into()],
+            all_phones: false,
             ttl_seconds: 60,
         })
         .await
@@ -211,10 +212,26 @@ async fn lifecycle_and_bad_requests_through_the_operator_api() {
             name: Some("alice".into()),
             allowed_phones: vec!["phone-1".into()],
             ttl_seconds: 60,
+            all_phones: false,
         })
         .await
         .unwrap()
         .into_inner();
+    // "Every phone" is never implied: no phone named and no explicit grant
+    // is refused, and so is both at once.
+    for (phones, all) in [(vec![], false), (vec!["phone-1".to_owned()], true)] {
+        let e = c
+            .enroll_handset(op::EnrollHandsetRequest {
+                name: None,
+                allowed_phones: phones,
+                ttl_seconds: 60,
+                all_phones: all,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("all_phones"), "{}", e.message());
+    }
     let prefix = format!(
         "vphone://127.0.0.1:{}?pin={}&token=vpe1.",
         host.quic_addr.port(),

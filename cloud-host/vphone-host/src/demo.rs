@@ -85,7 +85,7 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
         &host.registry,
         host.enroller.as_ref(),
         Some("demo-handset".into()),
-        vec!["phone-1".into()],
+        host_core::registry::PhoneGrant::Only(vec!["phone-1".into()]),
         Duration::from_secs(120),
     )?;
     let enrollment = offer.enrollment;

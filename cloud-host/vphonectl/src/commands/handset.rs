@@ -15,9 +15,13 @@ pub(crate) enum HandsetCmd {
         /// Name the handset will have.
         #[arg(long)]
         name: Option<String>,
-        /// A phone it may use (repeat; none = every phone).
-        #[arg(long = "phone")]
+        /// A phone it may use (repeat for several). Required unless
+        /// --all-phones.
+        #[arg(long = "phone", required_unless_present = "all_phones")]
         phones: Vec<String>,
+        /// Grant every phone on the host, present and future.
+        #[arg(long, conflicts_with = "phones")]
+        all_phones: bool,
         /// How long the enrollment string stays valid, in seconds.
         #[arg(long, default_value_t = 600)]
         ttl: u32,
@@ -51,6 +55,7 @@ struct HandsetJson<'a> {
     fingerprint: &'a str,
     state: String,
     allowed_phones: &'a [String],
+    all_phones: bool,
     enrolled_at_unix_ms: u64,
     last_seen_unix_ms: u64,
 }
@@ -71,6 +76,7 @@ impl<'a> From<&'a op::Handset> for HandsetJson<'a> {
             fingerprint: &h.fingerprint,
             state: state_name(h),
             allowed_phones: &h.allowed_phones,
+            all_phones: h.all_phones,
             enrolled_at_unix_ms: h.enrolled_at_unix_ms,
             last_seen_unix_ms: h.last_seen_unix_ms,
         }
@@ -94,14 +100,21 @@ pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Resul
         HandsetCmd::Enroll {
             name,
             phones,
+            all_phones,
             ttl,
             quiet,
         } => {
+            let grants = if all_phones {
+                "every phone on this host, present and future".to_owned()
+            } else {
+                phones.join(", ")
+            };
             let r = c
                 .enroll_handset(op::EnrollHandsetRequest {
                     name,
                     allowed_phones: phones,
                     ttl_seconds: ttl,
+                    all_phones,
                 })
                 .await?
                 .into_inner();
@@ -118,6 +131,7 @@ pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Resul
                 if let Some(code) = qr(&r.enrollment) {
                     println!("{code}");
                 }
+                println!("Grants: {grants}.");
                 println!(
                     "Single use, valid for {ttl}s. On the handset: vphone-companion enroll '<the string above>'"
                 );
@@ -143,8 +157,10 @@ pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Resul
                     h.name,
                     state_name(h),
                     h.fingerprint.chars().take(16).collect::<String>(),
-                    if h.allowed_phones.is_empty() {
-                        "(all)".to_owned()
+                    if h.all_phones {
+                        "(every phone)".to_owned()
+                    } else if h.allowed_phones.is_empty() {
+                        "(none)".to_owned()
                     } else {
                         h.allowed_phones.join(",")
                     }
