@@ -563,6 +563,11 @@ async fn second_handset_on_a_busy_phone_is_refused() {
                 reason.contains("in use") && reason.contains("phone-1"),
                 "the reason should say phone-1 is in use: {reason}"
             );
+            // Nothing about the other tenant: not its handset, not its session.
+            assert!(
+                !reason.contains("first-handset") && !reason.contains(&first_id),
+                "the refusal leaks the holder: {reason}"
+            );
         }
         Err(other) => panic!("expected a refusal, got: {other}"),
         Ok(c) => {

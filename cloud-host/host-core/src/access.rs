@@ -139,11 +139,17 @@ impl Authorizer for RegistryAuthorizer {
             .sessions
             .check_handshake(&phone.name, &fp, req.resuming.is_some())
         {
+            // Who holds it is another tenant's business: logged, not told.
+            tracing::info!(
+                phone = %phone.name,
+                holder = %busy.holder_name,
+                "phone busy: refusing a second handset"
+            );
             return Err(Refusal::new(
                 AppErrorCode::PhoneBusy,
                 format!(
-                    "phone '{}' is in use by handset '{}'; try again when it is free",
-                    phone.name, busy.holder_name
+                    "phone '{}' is in use by another handset; try again when it is free",
+                    phone.name
                 ),
             ));
         }

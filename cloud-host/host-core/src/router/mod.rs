@@ -177,11 +177,15 @@ impl Router {
                 });
             }
             Err(busy) => {
-                let msg = format!(
-                    "phone '{phone}' is in use by handset '{}' (session {})",
-                    busy.holder_name, busy.session_id
+                // The refused handset learns only that the phone is busy,
+                // never who holds it: that is another tenant's business.
+                let msg = format!("phone '{phone}' is in use by another handset; try again later");
+                tracing::info!(
+                    %phone,
+                    holder = %busy.holder_name,
+                    holder_session = %busy.session_id,
+                    "phone busy: refusing a second handset"
                 );
-                tracing::info!("{msg}: refusing a second handset");
                 let s2 = s.clone();
                 tokio::spawn(async move { s2.close(CloseReason::PhoneBusy, &msg).await });
                 return;
