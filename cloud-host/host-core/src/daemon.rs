@@ -162,7 +162,7 @@ impl Host {
             registry.clone(),
             ManagerConfig {
                 data_dir: cfg.data_dir.clone(),
-                attach: attach.clone(),
+                attach: Arc::new(attach.clone()),
                 boot_timeout: cfg.boot_timeout,
                 restart: cfg.restart,
                 emulator_args: cfg.emulator_args.clone(),

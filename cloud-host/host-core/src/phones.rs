@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::HostError;
-use crate::backend::{BackendContext, Backends, PhoneBackend, PhoneEndpoint, Unavailable};
-use crate::bluetooth::AttachPoints;
+use crate::backend::{
+    AttachPointsFor, BackendContext, Backends, PhoneBackend, PhoneEndpoint, Unavailable,
+};
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
 use crate::status::{StatusBoard, StatusHandle};
@@ -136,7 +137,7 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     /// Each phone's Bluetooth attach point, opened when it starts and
     /// closed when it is deleted.
-    pub attach: AttachPoints,
+    pub attach: Arc<dyn AttachPointsFor>,
     /// How long an emulator boot may take.
     pub boot_timeout: Duration,
     /// What to do when a phone dies.

@@ -42,10 +42,10 @@ async fn boots_a_real_avd_and_drives_it() {
         reg,
         ManagerConfig {
             data_dir: dir.path().to_path_buf(),
-            attach: host_core::bluetooth::AttachPoints::new(
-                host_core::bluetooth::DEFAULT_ATTACH_IP,
-            )
-            .unwrap(),
+            attach: Arc::new(
+                host_core::bluetooth::AttachPoints::new(host_core::bluetooth::DEFAULT_ATTACH_IP)
+                    .unwrap(),
+            ),
             boot_timeout: Duration::from_secs(900),
             restart: RestartPolicy::Never,
             emulator_args: Vec::new(),

@@ -14,8 +14,10 @@ use host_core::registry::{Backend, DesiredState, Registry};
 fn cfg(dir: &std::path::Path) -> ManagerConfig {
     ManagerConfig {
         data_dir: dir.to_path_buf(),
-        attach: host_core::bluetooth::AttachPoints::new(host_core::bluetooth::DEFAULT_ATTACH_IP)
-            .unwrap(),
+        attach: Arc::new(
+            host_core::bluetooth::AttachPoints::new(host_core::bluetooth::DEFAULT_ATTACH_IP)
+                .unwrap(),
+        ),
         boot_timeout: Duration::from_secs(60),
         restart: RestartPolicy::Never,
         emulator_args: Vec::new(),

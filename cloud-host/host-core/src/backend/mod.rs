@@ -54,6 +54,22 @@ pub trait PhoneBackend: Send + std::fmt::Debug {
     fn exited(&self) -> BoxFuture<'static, String>;
 }
 
+/// Where phones' Bluetooth stacks attach, opened per phone by the phone
+/// manager and served by the Bluetooth side (`bluetooth::AttachPoints`).
+/// A trait here, so the phones do not depend on the Bluetooth module that
+/// depends on them.
+pub trait AttachPointsFor: Send + Sync + std::fmt::Debug {
+    /// Opens `phone`'s attach point (a no-op while it is open); the address
+    /// its stack dials.
+    ///
+    /// # Errors
+    /// When no listener can be bound.
+    fn open(&self, phone: &str) -> Result<std::net::SocketAddr, HostError>;
+
+    /// Closes `phone`'s attach point (the phone was deleted).
+    fn close(&self, phone: &str);
+}
+
 /// What a backend needs to know about the host it runs phones for.
 #[derive(Clone, Debug)]
 pub struct BackendContext {

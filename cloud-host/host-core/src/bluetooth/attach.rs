@@ -172,6 +172,16 @@ impl AttachPoints {
     }
 }
 
+impl crate::backend::AttachPointsFor for AttachPoints {
+    fn open(&self, phone: &str) -> Result<SocketAddr, HostError> {
+        AttachPoints::open(self, phone)
+    }
+
+    fn close(&self, phone: &str) {
+        AttachPoints::close(self, phone);
+    }
+}
+
 impl Inner {
     pub(super) fn bluetooth(&self) -> Option<Arc<Bluetooth>> {
         self.bluetooth.get().and_then(Weak::upgrade)
