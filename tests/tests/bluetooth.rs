@@ -319,3 +319,94 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     assert_eq!(t.host.bluetooth.info("phone-1").radio_losses, 1);
     t.shutdown().await;
 }
+
+/// Sustained HCI traffic never passes for a lost radio: the handset's
+/// heartbeats travel ahead of data on the host's link, so a stack that
+/// keeps the link busy cannot make the host drop a radio that is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_hci_traffic_never_fakes_a_lost_radio() {
+    use sensor_proto::netsim::common::ChipKind;
+    use sensor_proto::netsim::packet::packet_request::RequestType;
+    use sensor_proto::netsim::packet::packet_streamer_client::PacketStreamerClient;
+    use sensor_proto::netsim::packet::{HciPacket, PacketRequest};
+    use sensor_proto::netsim::startup::{Chip, ChipInfo};
+
+    fn hci(h4: &[u8]) -> PacketRequest {
+        PacketRequest {
+            request_type: Some(RequestType::HciPacket(HciPacket {
+                packet_type: i32::from(h4[0]),
+                packet: h4[1..].to_vec().into(),
+            })),
+        }
+    }
+
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
+        .await
+        .expect("companion connects with its radio");
+    radio_attached(&t).await;
+
+    // A stack of our own on phone-1's attach point that reads everything
+    // it is sent, resets its controller, then streams ACL data.
+    let addr = t.host.attach.endpoint("phone-1").expect("attach point");
+    let mut client = PacketStreamerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("the attach point accepts connections");
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tx.send(PacketRequest {
+        request_type: Some(RequestType::InitialInfo(ChipInfo {
+            name: "phone-1".into(),
+            chip: Some(Chip {
+                kind: ChipKind::Bluetooth as i32,
+                ..Chip::default()
+            }),
+            ..ChipInfo::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .stream_packets(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the stack attaches")
+        .into_inner();
+    let reader = tokio::spawn(async move {
+        let mut n = 0_u64;
+        while let Ok(Some(_)) = inbound.message().await {
+            n += 1;
+        }
+        n
+    });
+    tx.send(hci(&[0x01, 0x03, 0x0C, 0x00])).await.unwrap();
+    let mut acl = vec![0x02, 0x01, 0x00, 0x1B, 0x00];
+    acl.extend([0xA5; 27]);
+    let t0 = Instant::now();
+    let mut sent = 0_u64;
+    while t0.elapsed() < Duration::from_secs(8) {
+        for _ in 0..64 {
+            tx.send(hci(&acl)).await.unwrap();
+            sent += 1;
+        }
+        let info = t.host.bluetooth.info("phone-1");
+        assert_eq!(
+            info.radio_losses,
+            0,
+            "the radio passed for lost after {sent} ACL packets in {:?}: {info:?}",
+            t0.elapsed()
+        );
+    }
+    let info = t.host.bluetooth.info("phone-1");
+    assert!(info.radio_session.is_some(), "{info:?}");
+    assert!(
+        info.to_radio > 10_000,
+        "the stack kept the link busy: {info:?}"
+    );
+    eprintln!("{sent} ACL packets in 8 s; link: {info:?}");
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    companion.finish().await.expect("companion finishes");
+    t.shutdown().await;
+}

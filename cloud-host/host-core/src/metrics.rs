@@ -25,6 +25,8 @@ pub struct Metrics {
     pub sensor_dropped: Counter,
     /// HCI packets relayed (both directions).
     pub hci_packets: Counter,
+    /// Bluetooth stacks dropped because they stopped reading.
+    pub bt_stacks_dropped: Counter,
     /// Operator calls refused for a missing or wrong token.
     pub auth_failures: Counter,
 }
@@ -53,6 +55,11 @@ impl Metrics {
                 &self.sensor_dropped,
             ),
             ("hci_packets", "HCI packets relayed", &self.hci_packets),
+            (
+                "bt_stacks_dropped",
+                "Bluetooth stacks dropped because they stopped reading",
+                &self.bt_stacks_dropped,
+            ),
             (
                 "operator_auth_failures",
                 "Operator calls refused",

@@ -343,3 +343,94 @@ async fn without_a_radio_commands_fail_fast_and_bad_packets_are_reported() {
     assert_eq!(host.bluetooth.info("phone-1").dropped, 1);
     host.shutdown().await;
 }
+
+/// A stack that stops reading (a hung guest, a stack that shrinks its
+/// window to nothing) is dropped within a bound and counted, and the phone
+/// takes its next stack at once: it never holds the phone.
+#[tokio::test]
+async fn a_stack_that_stops_reading_is_dropped_and_the_phone_takes_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start(dir.path()).await;
+    // The stack advertises a small receive window, as a stingy or hung
+    // guest's transport does.
+    let addr = host.attach.endpoint("phone-1").unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(Some(8 * 1024))
+        .initial_connection_window_size(Some(8 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let Stack { tx, rx: mut stuck } = attach_to(
+        PacketStreamerClient::new(channel),
+        chip_info("phone-1", ChipKind::Bluetooth),
+    )
+    .await
+    .unwrap();
+    // With no radio, the commands past the 16 that wait for one are
+    // refused at once: a stack that sends them and never reads its answers
+    // fills its queue.
+    let flood = tokio::spawn(async move {
+        for _ in 0..40_000 {
+            // HCI_Read_Local_Version_Information
+            if tx.send(hci(&[0x01, 0x01, 0x10, 0x00])).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    let t0 = Instant::now();
+    while host.bluetooth.info("phone-1").stacks_dropped == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the stack that stopped reading still holds phone-1 after 20 s: {:?}",
+            host.bluetooth.info("phone-1")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = host.bluetooth.info("phone-1");
+    assert_eq!(info.stacks_dropped, 1, "{info:?}");
+    assert_eq!(info.stack, None, "{info:?}");
+
+    // The next stack attaches at once and is answered as usual.
+    let mut next_stack = tokio::time::timeout(
+        Duration::from_secs(5),
+        attach(&host, chip_info("phone-1", ChipKind::Bluetooth)),
+    )
+    .await
+    .expect("the next stack's attach is not held up")
+    .expect("the next stack attaches");
+    next_stack
+        .tx
+        .send(hci(&[0x01, 0x03, 0x0C, 0x00]))
+        .await
+        .unwrap();
+    let ResponseType::HciPacket(p) = next(&mut next_stack).await else {
+        panic!("expected an HCI packet")
+    };
+    assert_eq!(&p.packet[..], &[0x0E, 0x04, 0x01, 0x03, 0x0C, 0x03]);
+
+    // When the dropped stack reads again it learns why, after at most what
+    // was already queued for it.
+    let mut read = 0_u32;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stuck.message()).await {
+            Ok(Ok(Some(_))) => read += 1,
+            Ok(Ok(None)) => panic!("the dropped stack's stream ended without a status"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the dropped stack's stream neither ended nor said why"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("stopped reading"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        read > 0,
+        "what was queued before the drop is still delivered"
+    );
+    flood.abort();
+    host.shutdown().await;
+}

@@ -80,6 +80,8 @@ pub struct LinkInfo {
     pub dropped: u64,
     /// Times the radio was lost while lent.
     pub radio_losses: u64,
+    /// Stacks dropped because they stopped reading what the link sent them.
+    pub stacks_dropped: u64,
 }
 
 /// Something the driver must do.
@@ -218,6 +220,12 @@ impl LinkCore {
         self.actions.pop_front()
     }
 
+    /// The link's deadlines.
+    #[must_use]
+    pub fn timing(&self) -> LinkTiming {
+        self.timing
+    }
+
     /// The operator's view of the link.
     #[must_use]
     pub fn info(&self) -> &LinkInfo {
@@ -284,6 +292,15 @@ impl LinkCore {
     #[must_use]
     pub fn is_stack(&self, id: u64) -> bool {
         self.stack.as_ref().is_some_and(|(s, _)| *s == id)
+    }
+
+    /// Stack `id` stopped reading (its queue stayed full past the driver's
+    /// stall limit): it is dropped like a stack that went away, and counted.
+    pub fn stack_stalled(&mut self, id: u64, now: Instant) {
+        if self.is_stack(id) {
+            self.info.stacks_dropped += 1;
+            self.stack_gone(id, now);
+        }
     }
 
     /// The stack `id` went away. Links it left open belong to no one now:
@@ -680,6 +697,18 @@ mod tests {
         core.stack_gone(id, Instant::now());
         assert!(core.stack_attached("next").is_ok());
         assert_eq!(core.info().stack.as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn a_stalled_stack_is_dropped_counted_and_frees_the_phone() {
+        let (mut core, id, t0) = with_stack();
+        core.stack_stalled(id + 1, t0);
+        assert_eq!(core.info().stacks_dropped, 0, "only the attached stack");
+        core.stack_stalled(id, t0);
+        assert_eq!(core.info().stacks_dropped, 1);
+        assert_eq!(core.info().stack, None);
+        assert!(!core.is_stack(id));
+        assert!(core.stack_attached("next").is_ok());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod core;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bt_raw::H4Packet;
@@ -37,6 +39,8 @@ use sensor_proto::netsim::packet::{HciPacket, PacketRequest, PacketResponse};
 use sensor_proto::netsim::startup::ChipInfo;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
@@ -51,6 +55,12 @@ pub use self::core::{LinkInfo, LinkTiming, RadioStatus};
 
 /// Packets queued towards a stack.
 const STACK_QUEUE: usize = 1024;
+/// How long the link waits for room in a stack's full queue before it
+/// drops the stack: a stack that stops reading must never hold its phone.
+pub const STACK_STALL_LIMIT: Duration = Duration::from_millis(500);
+/// Control events queued towards a link (heartbeats, attaches); they are
+/// handled before data, so the radio's traffic never delays them.
+const CONTROL_QUEUE: usize = 64;
 /// Packets kept for slow snoop readers.
 const SNOOP_BUFFER: usize = 4096;
 /// How long a new stream may take to send its ChipInfo.
@@ -80,16 +90,54 @@ enum Ev {
     RadioEnded(u64, String),
 }
 
-/// A stack's handle on its link: its id and the packets for it.
+/// A stack's handle on its link: its id, the packets for it, and the
+/// token the link cancels when it drops the stack.
 struct StackHandle {
     id: u64,
     out_tx: mpsc::Sender<Result<PacketResponse, Status>>,
     out_rx: mpsc::Receiver<Result<PacketResponse, Status>>,
+    dropped: CancellationToken,
+}
+
+/// The link's side of an attached stack.
+struct StackOut {
+    id: u64,
+    tx: mpsc::Sender<Result<PacketResponse, Status>>,
+    dropped: CancellationToken,
+}
+
+/// What a stack reads: its packets until the link drops it, then the
+/// reason as the stream's status.
+struct Outbound {
+    packets: mpsc::Receiver<Result<PacketResponse, Status>>,
+    dropped: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl Stream for Outbound {
+    type Item = Result<PacketResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.dropped.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                "the Bluetooth stack stopped reading: its {STACK_QUEUE}-packet queue stayed \
+                 full for {STACK_STALL_LIMIT:?}, so the link dropped it; attach again"
+            )))));
+        }
+        self.packets.poll_recv(cx)
+    }
 }
 
 #[derive(Debug)]
 struct Link {
+    /// Data (packets, in order with the attach/detach of their ends).
     tx: mpsc::Sender<Ev>,
+    /// Control: heartbeats and attaches, handled before data.
+    ctl: mpsc::Sender<Ev>,
     snoop: broadcast::Sender<SnoopItem>,
     info: Arc<Mutex<LinkInfo>>,
 }
@@ -128,6 +176,7 @@ impl Bluetooth {
             return l.clone();
         }
         let (tx, rx) = mpsc::channel(256);
+        let (ctl, ctl_rx) = mpsc::channel(CONTROL_QUEUE);
         let (snoop, _) = broadcast::channel(SNOOP_BUFFER);
         let info = Arc::new(Mutex::new(LinkInfo::default()));
         let actor = Actor {
@@ -137,21 +186,34 @@ impl Bluetooth {
             snoop: snoop.clone(),
             info: info.clone(),
             core: LinkCore::new(self.cfg),
-            stack_out: None,
+            stack: None,
             radio: None,
             lending: None,
             status: self.phones.status(phone),
         };
-        tokio::spawn(actor.run(rx));
-        let link = Arc::new(Link { tx, snoop, info });
+        tokio::spawn(actor.run(ctl_rx, rx));
+        let link = Arc::new(Link {
+            tx,
+            ctl,
+            snoop,
+            info,
+        });
         links.insert(phone.to_owned(), link.clone());
         link
     }
 
     /// The handset in `session` lends its radio to `phone` (first call) or
     /// confirms it still does (a heartbeat).
+    ///
+    /// Beats travel on the link's control queue, ahead of HCI data, so a
+    /// radio busy with traffic is never taken for a lost one. Should that
+    /// queue be full (the link is stuck), the beat is dropped: the next one
+    /// follows within the heartbeat interval.
     pub fn radio_heartbeat(&self, phone: &str, session: &ServerSession) {
-        let _ = self.link(phone).tx.try_send(Ev::RadioBeat(session.clone()));
+        let _ = self
+            .link(phone)
+            .ctl
+            .try_send(Ev::RadioBeat(session.clone()));
     }
 
     /// The handset in session `session_id` stopped lending its radio.
@@ -329,7 +391,7 @@ impl PacketStreamer for NetsimService {
             who: who.clone(),
             reply,
         };
-        link.tx
+        link.ctl
             .send(attach)
             .await
             .map_err(|_| Status::unavailable("host shutting down"))?;
@@ -337,11 +399,20 @@ impl PacketStreamer for NetsimService {
             .await
             .map_err(|_| Status::unavailable("host shutting down"))??;
         tracing::info!(%phone, stack = %who, "Bluetooth stack attached");
-        let (id, out_tx) = (handle.id, handle.out_tx);
+        let (id, out_tx, dropped) = (handle.id, handle.out_tx, handle.dropped);
         let tx = link.tx.clone();
+        let outbound = Outbound {
+            packets: handle.out_rx,
+            dropped: Box::pin(dropped.clone().cancelled_owned()),
+            done: false,
+        };
         tokio::spawn(async move {
             loop {
-                let Ok(Some(msg)) = inbound.message().await else {
+                let msg = tokio::select! {
+                    msg = inbound.message() => msg,
+                    () = dropped.cancelled() => break,
+                };
+                let Ok(Some(msg)) = msg else {
                     break;
                 };
                 let error = match msg.request_type {
@@ -373,8 +444,7 @@ impl PacketStreamer for NetsimService {
             tracing::info!(%phone, "Bluetooth stack detached");
             let _ = tx.send(Ev::StackGone(id)).await;
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(handle.out_rx);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
@@ -418,7 +488,7 @@ struct Actor {
     snoop: broadcast::Sender<SnoopItem>,
     info: Arc<Mutex<LinkInfo>>,
     core: LinkCore,
-    stack_out: Option<mpsc::Sender<Result<PacketResponse, Status>>>,
+    stack: Option<StackOut>,
     radio: Option<Radio>,
     /// The session whose heartbeat is being handled.
     lending: Option<ServerSession>,
@@ -427,16 +497,23 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Ev>) {
+    async fn run(mut self, mut ctl: mpsc::Receiver<Ev>, mut rx: mpsc::Receiver<Ev>) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Control first, then the clock, then data: a flood of packets
+            // never delays a heartbeat or a deadline.
             tokio::select! {
-                ev = rx.recv() => match ev {
+                biased;
+                ev = ctl.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => break,
                 },
                 _ = tick.tick() => self.core.tick(Instant::now()),
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => break,
+                },
             }
             self.carry_out().await;
             self.lending = None;
@@ -456,13 +533,19 @@ impl Actor {
                 }
                 Ok(id) => {
                     let (out_tx, out_rx) = mpsc::channel(STACK_QUEUE);
+                    let dropped = CancellationToken::new();
                     let handle = StackHandle {
                         id,
                         out_tx: out_tx.clone(),
                         out_rx,
+                        dropped: dropped.clone(),
                     };
                     if reply.send(Ok(handle)).is_ok() {
-                        self.stack_out = Some(out_tx);
+                        self.stack = Some(StackOut {
+                            id,
+                            tx: out_tx,
+                            dropped,
+                        });
                     } else {
                         // The attaching call went away: undo the attach.
                         self.core.stack_abandoned(id);
@@ -472,7 +555,7 @@ impl Actor {
             Ev::StackPacket(id, pkt) => self.core.stack_packet(id, pkt, now),
             Ev::StackGone(id) => {
                 if self.core.is_stack(id) {
-                    self.stack_out = None;
+                    self.stack = None;
                 }
                 self.core.stack_gone(id, now);
             }
@@ -560,28 +643,60 @@ impl Actor {
             return;
         };
         let session = r.session.clone();
-        match session.send_hci(packet).await {
+        // A handset that stops reading must not hold the link either: past
+        // the command deadline its radio counts as lost.
+        let limit = self.core.timing().command_deadline;
+        let sent = match tokio::time::timeout(limit, session.send_hci(packet)).await {
+            Ok(sent) => sent.map_err(|e| format!("the handset's session ended: {e}")),
+            Err(_) => Err(format!(
+                "the handset took no HCI packet for {} ms",
+                limit.as_millis()
+            )),
+        };
+        match sent {
             Ok(()) if counted => {
                 self.core.radio_sent(generation);
                 self.metrics.hci_packets.inc();
             }
             Ok(()) => {}
-            Err(e) if counted => self
-                .core
-                .radio_failed(generation, &format!("the handset's session ended: {e}")),
+            Err(why) if counted => self.core.radio_failed(generation, &why),
             // A failed cleanup command: the reader reports the session's end.
             Err(_) => {}
         }
     }
 
+    /// Queues `pkt` for the stack. A stack whose queue stays full for
+    /// [`STACK_STALL_LIMIT`] has stopped reading: it is dropped (counted,
+    /// its stream ends with RESOURCE_EXHAUSTED) so it never holds the phone.
     async fn send_to_stack(&mut self, pkt: &H4Packet) {
-        let Some(out) = &self.stack_out else { return };
-        let out = out.clone();
+        let Some(out) = &self.stack else { return };
+        let tx = out.tx.clone();
         self.snoop(Direction::ControllerToHost, pkt);
-        if out.send(Ok(response(pkt))).await.is_err() {
-            // The stream's reader reports StackGone; nothing else to do.
-            tracing::debug!(phone = %self.phone, "stack stream closed");
+        let msg = match tx.try_send(Ok(response(pkt))) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The stream's reader reports StackGone; nothing else to do.
+                tracing::debug!(phone = %self.phone, "stack stream closed");
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        if let Ok(sent) = tokio::time::timeout(STACK_STALL_LIMIT, tx.send(msg)).await {
+            if sent.is_err() {
+                tracing::debug!(phone = %self.phone, "stack stream closed");
+            }
+            return;
         }
+        let Some(out) = self.stack.take() else { return };
+        out.dropped.cancel();
+        self.metrics.bt_stacks_dropped.inc();
+        tracing::warn!(
+            phone = %self.phone,
+            queued = STACK_QUEUE,
+            limit = ?STACK_STALL_LIMIT,
+            "Bluetooth stack dropped: it stopped reading"
+        );
+        self.core.stack_stalled(out.id, Instant::now());
     }
 
     fn snoop(&self, direction: Direction, pkt: &H4Packet) {
