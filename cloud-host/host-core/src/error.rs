@@ -48,6 +48,10 @@ pub enum HostError {
     /// The request is valid but the current state does not allow it.
     #[error("{0}")]
     Conflict(String),
+    /// Something the host will not trust or do (a file another user could
+    /// have written, ...); the message says what and why.
+    #[error("refused: {0}")]
+    Denied(String),
     /// The demo's companion failed.
     #[error("demo companion: {0}")]
     Demo(String),
@@ -139,7 +143,7 @@ impl HostError {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Conflict(_) => ErrorKind::Conflict,
-            Self::Token(_) => ErrorKind::Denied,
+            Self::Token(_) | Self::Denied(_) => ErrorKind::Denied,
             Self::Unavailable { .. } => ErrorKind::Unavailable,
             Self::Alloc { .. }
             | Self::Font(_)

@@ -6,7 +6,14 @@
 //!
 //! Without `-grpc PORT` the emulator binds its gRPC server to `[::1]` only and
 //! turns authentication on; it advertises the port and token in its discovery
-//! file `<runtime dir>/avd/running/pid_<PID>.ini`, which is how we find them.
+//! file `$XDG_RUNTIME_DIR/avd/running/pid_<PID>.ini`, which is how we find them.
+//! The host gives each emulator it starts a private runtime directory
+//! (`<data dir>/run/<phone>`, mode 0700, ours) as `XDG_RUNTIME_DIR` and reads
+//! the discovery file only there, only if it and every directory above it in
+//! that tree belong to the host's user and nobody else may write them: a
+//! local user who could plant a discovery file (as in a shared `/tmp`) would
+//! otherwise point the host at their own gRPC server and receive the phone
+//! user's touches and text.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -34,6 +41,9 @@ pub struct EmulatorConfig {
     pub packet_streamer: String,
     /// Where the emulator's stdout and stderr go.
     pub log_path: PathBuf,
+    /// The emulator's private `XDG_RUNTIME_DIR` (its discovery file goes
+    /// under it); created 0700 at start.
+    pub runtime_dir: PathBuf,
     /// How long a boot may take before it counts as failed.
     pub boot_timeout: Duration,
     /// Extra emulator arguments from the operator's config.
@@ -138,25 +148,97 @@ pub fn parse_discovery(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Where running emulators advertise themselves on Linux, most specific first.
-pub fn discovery_dirs(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(x) = env("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
-        dirs.push(PathBuf::from(x).join("avd/running"));
+/// Creates `dir` (and its parents) for the host's private use, or checks an
+/// existing one: it must be a real directory (not a symlink) owned by the
+/// host's user; its mode is set to 0700.
+///
+/// # Errors
+/// [`HostError::Denied`] when another user owns it or it is a symlink;
+/// [`HostError::Io`] when it cannot be created.
+pub fn private_dir(dir: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| HostError::io(format!("creating {}", dir.display()), e))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| HostError::io(format!("checking {}", dir.display()), e))?;
+    mine(dir, &meta)?;
+    if !meta.is_dir() {
+        return Err(denied(dir, "is not a directory"));
     }
-    if let Ok(m) = std::fs::metadata("/proc/self") {
-        dirs.push(PathBuf::from(format!("/run/user/{}/avd/running", m.uid())));
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| HostError::io(format!("making {} private", dir.display()), e))
+}
+
+fn denied(path: &Path, why: &str) -> HostError {
+    HostError::Denied(format!(
+        "{} {why}; the host only trusts emulator files that are its own",
+        path.display()
+    ))
+}
+
+/// Not a symlink, and owned by the host's user.
+fn mine(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
+    if meta.file_type().is_symlink() {
+        return Err(denied(path, "is a symlink"));
     }
-    if let Some(u) = env("USER").filter(|u| !u.is_empty()) {
-        dirs.push(std::env::temp_dir().join(format!("android-{u}/avd/running")));
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(denied(
+            path,
+            &format!("belongs to uid {}, not to the host's user", meta.uid()),
+        ));
     }
-    if let Some(h) = env("ANDROID_EMULATOR_HOME").filter(|h| !h.is_empty()) {
-        dirs.push(PathBuf::from(h).join("avd/running"));
+    Ok(())
+}
+
+/// [`mine`], and nobody else may write it.
+fn owned_by_us(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
+    mine(path, meta)?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(denied(
+            path,
+            &format!("may be written by others (mode {:o})", meta.mode() & 0o7777),
+        ));
     }
-    if let Some(h) = env("HOME").filter(|h| !h.is_empty()) {
-        dirs.push(PathBuf::from(h).join(".android/avd/running"));
+    Ok(())
+}
+
+/// The discovery file of emulator `pid` under the private runtime dir
+/// `runtime_dir`, once it exists: `Ok(None)` while it does not.
+///
+/// # Errors
+/// [`HostError::Denied`] when the file or a directory between it and
+/// `runtime_dir` is not the host user's own (another user's, a symlink,
+/// writable by others): the host never uses what such a file says.
+pub fn read_discovery(runtime_dir: &Path, pid: u32) -> Result<Option<Discovery>, HostError> {
+    let running = runtime_dir.join("avd").join("running");
+    let file = running.join(format!("pid_{pid}.ini"));
+    let meta = match std::fs::symlink_metadata(&file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(HostError::io(format!("checking {}", file.display()), e)),
+    };
+    for dir in [runtime_dir.to_path_buf(), runtime_dir.join("avd"), running] {
+        let m = std::fs::symlink_metadata(&dir)
+            .map_err(|e| HostError::io(format!("checking {}", dir.display()), e))?;
+        owned_by_us(&dir, &m)?;
     }
-    dirs
+    owned_by_us(&file, &meta)?;
+    if !meta.is_file() {
+        return Err(denied(&file, "is not a regular file"));
+    }
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| HostError::io(format!("reading {}", file.display()), e))?;
+    let kv = parse_discovery(&text);
+    Ok(kv
+        .get("grpc.port")
+        .and_then(|p| p.parse().ok())
+        .map(|grpc_port| Discovery {
+            grpc_port,
+            token: kv.get("grpc.token").cloned(),
+        }))
 }
 
 /// What a discovery file tells us.
@@ -166,22 +248,6 @@ pub struct Discovery {
     pub grpc_port: u16,
     /// The gRPC bearer token.
     pub token: Option<String>,
-}
-
-/// Reads the discovery file of emulator process `pid` from `dirs`.
-pub fn read_discovery(dirs: &[PathBuf], pid: u32) -> Option<Discovery> {
-    dirs.iter().find_map(|d| {
-        let text = std::fs::read_to_string(d.join(format!("pid_{pid}.ini"))).ok()?;
-        let kv = parse_discovery(&text);
-        Some(Discovery {
-            grpc_port: kv.get("grpc.port")?.parse().ok()?,
-            token: kv.get("grpc.token").cloned(),
-        })
-    })
-}
-
-fn env_var(k: &str) -> Option<String> {
-    std::env::var(k).ok()
 }
 
 /// Runs one Android Emulator process.
@@ -218,6 +284,7 @@ impl BackendKind for EmulatorKind {
                 .data_dir
                 .join("logs")
                 .join(format!("{}.log", record.name)),
+            runtime_dir: cfg.data_dir.join("run").join(&record.name),
             boot_timeout: cfg.boot_timeout,
             extra_args: cfg.emulator_args.clone(),
         }))
@@ -254,9 +321,13 @@ impl PhoneBackend for EmulatorBackend {
                 .try_clone()
                 .map_err(|e| HostError::io("duplicating the log file", e))?;
             let args = command_line(&self.cfg);
+            private_dir(&self.cfg.runtime_dir)?;
             progress(format!("launching {} {}", bin.display(), args.join(" ")));
             let mut child = Command::new(&bin)
                 .args(&args)
+                // Its discovery file (gRPC port and token) goes here, where
+                // only the host's user can write.
+                .env("XDG_RUNTIME_DIR", &self.cfg.runtime_dir)
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)
@@ -293,10 +364,9 @@ impl PhoneBackend for EmulatorBackend {
             self.exit_rx = Some(exit_rx.clone());
 
             // Find the gRPC port and token.
-            let dirs = discovery_dirs(&env_var);
             let started = tokio::time::Instant::now();
             let disc = loop {
-                if let Some(d) = read_discovery(&dirs, pid) {
+                if let Some(d) = read_discovery(&self.cfg.runtime_dir, pid)? {
                     break d;
                 }
                 if let Some(reason) = exit_rx.borrow().clone() {
@@ -309,11 +379,8 @@ impl PhoneBackend for EmulatorBackend {
                     return Err(HostError::Unavailable {
                         what: "emulator",
                         why: format!(
-                            "no discovery file pid_{pid}.ini appeared in {} within 120s; see {}",
-                            dirs.iter()
-                                .map(|d| d.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(", "),
+                            "no discovery file pid_{pid}.ini appeared in {}/avd/running within 120s; see {}",
+                            self.cfg.runtime_dir.display(),
                             self.cfg.log_path.display()
                         ),
                     });
@@ -379,6 +446,7 @@ mod tests {
             avd: "pixel_7".into(),
             packet_streamer: "unix:/var/lib/vphone/bt/pixel.sock".into(),
             log_path: PathBuf::from("/tmp/x.log"),
+            runtime_dir: PathBuf::from("/var/lib/vphone/run/pixel"),
             boot_timeout: Duration::from_secs(300),
             extra_args: vec!["-memory".into(), "4096".into()],
         }
@@ -415,34 +483,75 @@ mod tests {
         assert_eq!(find_sdk(&env).unwrap(), dir.path());
     }
 
-    #[test]
-    fn discovery_file_gives_port_and_token() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A runtime dir as the emulator leaves it: `avd/running` made 0700
+    /// by the emulator, the file written with its umask.
+    fn runtime_with_file(mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = tmp.path().join("run").join("pixel");
+        private_dir(&runtime).unwrap();
+        let running = runtime.join("avd/running");
+        std::fs::create_dir_all(&running).unwrap();
+        for d in [runtime.join("avd"), running.clone()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let file = running.join("pid_4242.ini");
         std::fs::write(
-            dir.path().join("pid_4242.ini"),
+            &file,
             "port.serial=5554\nport.adb=5555\navd.name=pixel_7\ngrpc.port=8554\ngrpc.token=s3cr3t\n",
         )
         .unwrap();
-        let dirs = vec![PathBuf::from("/nonexistent"), dir.path().to_path_buf()];
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        (tmp, runtime)
+    }
+
+    #[test]
+    fn discovery_file_gives_port_and_token_from_the_private_runtime_dir() {
+        let (_tmp, runtime) = runtime_with_file(0o600);
         assert_eq!(
-            read_discovery(&dirs, 4242),
+            read_discovery(&runtime, 4242).unwrap(),
             Some(Discovery {
                 grpc_port: 8554,
                 token: Some("s3cr3t".into())
             })
         );
-        assert_eq!(read_discovery(&dirs, 1), None);
-        let env = |k: &str| match k {
-            "XDG_RUNTIME_DIR" => Some("/run/user/1000".to_owned()),
-            "HOME" => Some("/home/u".to_owned()),
-            _ => None,
-        };
-        let d = discovery_dirs(&env);
-        assert_eq!(d[0], PathBuf::from("/run/user/1000/avd/running"));
-        assert_eq!(
-            d.last().unwrap(),
-            &PathBuf::from("/home/u/.android/avd/running")
-        );
+        assert_eq!(read_discovery(&runtime, 1).unwrap(), None, "not there yet");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&runtime).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // The emulator is told to write there, and only there.
+        let env = cfg().runtime_dir;
+        assert_eq!(env, PathBuf::from("/var/lib/vphone/run/pixel"));
+    }
+
+    #[test]
+    fn a_discovery_file_others_could_have_written_is_never_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, runtime) = runtime_with_file(0o666);
+        let e = read_discovery(&runtime, 4242).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Denied, "{e}");
+        assert!(e.to_string().contains("may be written by others"), "{e}");
+
+        let (_tmp, runtime) = runtime_with_file(0o600);
+        let running = runtime.join("avd/running");
+        std::fs::set_permissions(&running, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_discovery(&runtime, 4242).unwrap_err();
+        assert!(e.to_string().contains("avd/running may be written"), "{e}");
+
+        // A planted symlink to a file elsewhere.
+        let (tmp, runtime) = runtime_with_file(0o600);
+        let elsewhere = tmp.path().join("planted.ini");
+        std::fs::write(&elsewhere, "grpc.port=9999\n").unwrap();
+        let link = runtime.join("avd/running/pid_77.ini");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let e = read_discovery(&runtime, 77).unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+
+        // An existing runtime dir left open is closed again at start.
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o777)).unwrap();
+        private_dir(&runtime).unwrap();
+        let mode = std::fs::metadata(&runtime).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
