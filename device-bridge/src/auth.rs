@@ -31,6 +31,19 @@ pub struct AuthRequest<'a> {
     pub resuming: Option<&'a str>,
 }
 
+impl<'a> AuthRequest<'a> {
+    /// A request for a new session (not a resume).
+    #[must_use]
+    pub fn new(handset: Fingerprint, hello: &'a Hello, remote: SocketAddr) -> Self {
+        Self {
+            handset,
+            hello,
+            remote,
+            resuming: None,
+        }
+    }
+}
+
 /// A successful authorization: which phone the session drives.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -39,6 +52,10 @@ pub struct Authorized {
     pub phone_name: String,
     /// The phone's display (`Welcome.display`).
     pub display: PhoneDisplay,
+    /// The name the host knows the handset by; when set it replaces the
+    /// self-declared `Hello.handset_name` in the session
+    /// ([`crate::ServerSession::hello`]).
+    pub handset_name: Option<String>,
 }
 
 impl Authorized {
@@ -48,7 +65,15 @@ impl Authorized {
         Self {
             phone_name: phone_name.into(),
             display,
+            handset_name: None,
         }
+    }
+
+    /// The same grant, naming the handset as the host knows it.
+    #[must_use]
+    pub fn with_handset_name(mut self, name: impl Into<String>) -> Self {
+        self.handset_name = Some(name.into());
+        self
     }
 }
 
@@ -84,8 +109,9 @@ impl fmt::Display for Refusal {
 /// The host's access policy, consulted for every new session and every
 /// resume, before any session state exists.
 ///
-/// Called on the connection's task: must not block for long (keep the
-/// registry in memory, or cache it).
+/// Called on the runtime's blocking pool (never on a connection's task), so
+/// it may consult storage; it runs for every connection attempt, strangers'
+/// included, so keep each look-up indexed and short.
 pub trait Authorizer: Send + Sync + 'static {
     /// Admits or refuses the handset.
     ///

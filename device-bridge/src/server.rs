@@ -15,7 +15,7 @@ use sensor_proto::bridge::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::{AuthRequest, Authorizer};
+use crate::auth::{AuthRequest, Authorized, Authorizer, Refusal};
 use crate::config::TransportSettings;
 use crate::identity::{Fingerprint, HostIdentity, Pin};
 use crate::session::{
@@ -309,6 +309,38 @@ async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming) {
     }
 }
 
+/// Consults the authorizer on the runtime's blocking pool: an authorizer
+/// may touch storage (the host's is SQLite), and connection tasks run on
+/// the latency runtime, where a slow look-up (or a flood of strangers
+/// causing them) must not hold up live sessions.
+async fn authorize(
+    inner: &ServerInner,
+    handset: Fingerprint,
+    hello: &Hello,
+    remote: SocketAddr,
+    resuming: Option<&str>,
+) -> Result<Authorized, Refusal> {
+    let authorizer = inner.config.authorizer.clone();
+    let hello = hello.clone();
+    let resuming = resuming.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        authorizer.authorize(&AuthRequest {
+            handset,
+            hello: &hello,
+            remote,
+            resuming: resuming.as_deref(),
+        })
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the authorizer failed");
+        Err(Refusal::new(
+            AppErrorCode::InternalError,
+            "the host's access check failed",
+        ))
+    })
+}
+
 fn welcome_bytes(welcome: &Welcome) -> Result<bytes::Bytes, BridgeError> {
     wire::frame(&ControlMessage {
         msg: Some(control_message::Msg::Welcome(welcome.clone())),
@@ -319,20 +351,17 @@ async fn new_session(
     inner: Arc<ServerInner>,
     conn: quinn::Connection,
     handset: Fingerprint,
-    hello: Hello,
+    mut hello: Hello,
     mut send: quinn::SendStream,
     reader: FrameReader,
 ) {
-    let request = AuthRequest {
-        handset,
-        hello: &hello,
-        remote: conn.remote_address(),
-        resuming: None,
-    };
-    let granted = match inner.config.authorizer.authorize(&request) {
+    let granted = match authorize(&inner, handset, &hello, conn.remote_address(), None).await {
         Ok(granted) => granted,
         Err(refusal) => return refuse(&conn, Some(handset), refusal.code, &refusal.message),
     };
+    if let Some(name) = &granted.handset_name {
+        hello.handset_name.clone_from(name);
+    }
     let (id, token) = match (random_bytes::<8>(), random_bytes::<32>()) {
         (Ok(id), Ok(token)) => (hex_encode(&id), token),
         _ => {
@@ -408,13 +437,15 @@ async fn resume(
             "unknown or expired resume token",
         );
     };
-    let request = AuthRequest {
+    if let Err(refusal) = authorize(
+        &inner,
         handset,
-        hello: &hello,
-        remote: conn.remote_address(),
-        resuming: Some(&core.id),
-    };
-    if let Err(refusal) = inner.config.authorizer.authorize(&request) {
+        &hello,
+        conn.remote_address(),
+        Some(&core.id),
+    )
+    .await
+    {
         refuse(&conn, Some(handset), refusal.code, &refusal.message);
         core.end(SessionEnd {
             code: refusal.code,

@@ -411,7 +411,8 @@ pub fn load_identity(dir: &Path) -> Result<HandsetIdentity, ClientError> {
 /// # Errors
 ///
 /// The `Enrollment*` variants of [`ClientError`] for a bad string (nothing
-/// is written then), [`ClientError::InvalidArgument`] for an empty name,
+/// is written then), [`ClientError::InvalidArgument`] for a name that breaks
+/// [`sensor_proto::names::check_handset_name`],
 /// [`ClientError::Identity`], [`ClientError::Io`].
 pub fn enroll(
     dir: &Path,
@@ -420,11 +421,10 @@ pub fn enroll(
 ) -> Result<(CompanionConfig, HandsetIdentity), ClientError> {
     let parsed: Enrollment = enrollment.parse()?;
     let handset_name = handset_name.trim();
-    if handset_name.is_empty() {
-        return Err(ClientError::InvalidArgument(
-            "the handset name must not be empty".into(),
-        ));
-    }
+    // The host applies the same rule; checking here says so before anything
+    // is written.
+    sensor_proto::names::check_handset_name(handset_name)
+        .map_err(|e| ClientError::InvalidArgument(format!("{e} (use --name NAME)")))?;
     let identity = load_identity(dir)?;
     let config = CompanionConfig {
         host: parsed.host,

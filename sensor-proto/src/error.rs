@@ -30,6 +30,9 @@ pub enum ProtoError {
     /// Bytes are not a valid H4 packet.
     #[error("bad H4 packet: {0}")]
     BadH4(&'static str),
+    /// A handset name breaks the naming rule ([`crate::names`]).
+    #[error("handset name refused: {0}")]
+    BadName(&'static str),
 }
 
 impl ProtoError {
@@ -43,6 +46,7 @@ impl ProtoError {
                 AppErrorCode::MalformedMessage
             }
             Self::BadH4(_) => AppErrorCode::BadH4,
+            Self::BadName(_) => AppErrorCode::MalformedMessage,
         }
     }
 }

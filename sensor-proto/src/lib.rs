@@ -49,6 +49,7 @@ mod error;
 mod ext;
 pub mod framing;
 pub mod layout;
+pub mod names;
 
 pub use error::ProtoError;
 

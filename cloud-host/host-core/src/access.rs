@@ -78,6 +78,13 @@ impl RegistryAuthorizer {
                 self.registry
                     .enroll_with_token(&verified.id.to_string(), fp, name, now)
                     .map_err(|e| match e {
+                        HostError::Invalid { .. } => Refusal::new(
+                            AppErrorCode::MalformedMessage,
+                            format!(
+                                "enrollment refused: {e}; rename the handset \
+                                 (vphone-companion enroll --name NAME)"
+                            ),
+                        ),
                         HostError::Token(why) => Refusal::new(
                             match why {
                                 "was already used" => AppErrorCode::TokenReused,
@@ -153,6 +160,8 @@ impl Authorizer for RegistryAuthorizer {
                 ),
             ));
         }
+        // The session shows the registry's name, never the one the
+        // handset declares in its Hello.
         Ok(Authorized::new(
             phone.name.clone(),
             PhoneDisplay {
@@ -160,6 +169,7 @@ impl Authorizer for RegistryAuthorizer {
                 height_px: phone.height,
                 density_dpi: phone.dpi,
             },
-        ))
+        )
+        .with_handset_name(handset.name))
     }
 }

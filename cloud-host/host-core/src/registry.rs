@@ -566,7 +566,21 @@ impl Registry {
         if now_ms >= expires {
             return Err(HostError::Token("has expired"));
         }
-        let name = name.unwrap_or_else(|| handset_name.to_owned());
+        let name = match name {
+            Some(n) => n,
+            None => {
+                sensor_proto::names::check_handset_name(handset_name).map_err(|e| {
+                    HostError::Invalid {
+                        what: "handset name",
+                        why: match e {
+                            sensor_proto::ProtoError::BadName(why) => why.to_owned(),
+                            other => other.to_string(),
+                        },
+                    }
+                })?;
+                handset_name.to_owned()
+            }
+        };
         let grant = PhoneGrant::from_row(all, &phones);
         tx.execute(
             "UPDATE enrollment_tokens SET used_at_ms = ?2, used_by = ?3 WHERE id = ?1",
@@ -602,11 +616,13 @@ impl Registry {
     ///
     /// # Errors
     /// [`HostError::Registry`].
+    ///
+    /// One primary-key look-up: this runs for every connection attempt,
+    /// before the handset is known, so it must not scan the table.
     pub fn handset(&self, fingerprint: &str) -> Result<Option<HandsetRecord>, HostError> {
         Ok(self
-            .handsets()?
-            .into_iter()
-            .find(|h| h.fingerprint == fingerprint))
+            .query_handsets("WHERE h.fingerprint = ?1", [fingerprint])?
+            .pop())
     }
 
     /// Every handset.
@@ -614,15 +630,23 @@ impl Registry {
     /// # Errors
     /// [`HostError::Registry`].
     pub fn handsets(&self) -> Result<Vec<HandsetRecord>, HostError> {
+        self.query_handsets("ORDER BY h.name, h.fingerprint", [])
+    }
+
+    fn query_handsets(
+        &self,
+        rest: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<HandsetRecord>, HostError> {
         let db = self.db();
-        let mut st = db.prepare(
+        let mut st = db.prepare_cached(&format!(
             "SELECT h.fingerprint, h.name, h.state, h.enrolled_at_ms, h.last_seen_ms,
                     COALESCE((SELECT group_concat(phone, char(10)) FROM handset_phones p
                               WHERE p.fingerprint = h.fingerprint), ''),
                     h.all_phones
-             FROM handsets h ORDER BY h.name, h.fingerprint",
-        )?;
-        let rows = st.query_map([], |r| {
+             FROM handsets h {rest}"
+        ))?;
+        let rows = st.query_map(params, |r| {
             let state: String = r.get(2)?;
             let phones: String = r.get(5)?;
             Ok(HandsetRecord {
@@ -641,17 +665,34 @@ impl Registry {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a handset, found by fingerprint (or a unique prefix of it) or
-    /// by name. Returns the revoked record.
+    /// Revokes a handset, found by its exact fingerprint first, then by a
+    /// unique fingerprint prefix (6 characters or more), then by name.
+    /// Returns the revoked record.
+    ///
+    /// The exact fingerprint always wins, so no other handset (say, one
+    /// named after it) can make a handset impossible to revoke.
     ///
     /// # Errors
     /// [`HostError::NotFound`], or [`HostError::Invalid`] when ambiguous.
     pub fn revoke_handset(&self, who: &str, now_ms: i64) -> Result<HandsetRecord, HostError> {
         let all = self.handsets()?;
-        let hits: Vec<_> = all
-            .into_iter()
-            .filter(|h| h.name == who || (who.len() >= 6 && h.fingerprint.starts_with(who)))
+        let exact: Vec<_> = all
+            .iter()
+            .filter(|h| h.fingerprint == who)
+            .cloned()
             .collect();
+        let prefix: Vec<_> = all
+            .iter()
+            .filter(|h| who.len() >= 6 && h.fingerprint.starts_with(who))
+            .cloned()
+            .collect();
+        let hits = if !exact.is_empty() {
+            exact
+        } else if !prefix.is_empty() {
+            prefix
+        } else {
+            all.into_iter().filter(|h| h.name == who).collect()
+        };
         let mut h = match hits.len() {
             0 => {
                 return Err(HostError::NotFound {

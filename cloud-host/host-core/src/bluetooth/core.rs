@@ -80,6 +80,8 @@ pub struct LinkInfo {
     pub dropped: u64,
     /// Times the radio was lost while lent.
     pub radio_losses: u64,
+    /// Why the radio was last lost.
+    pub last_radio_loss: Option<String>,
     /// Stacks dropped because they stopped reading what the link sent them.
     pub stacks_dropped: u64,
 }
@@ -544,6 +546,7 @@ impl LinkCore {
         });
         self.info.radio_session = None;
         self.info.radio_losses += 1;
+        self.info.last_radio_loss = Some(why.to_owned());
         self.waiting_since = None;
         let open: Vec<u16> = self.tracker.connections().map(|c| c.handle).collect();
         self.orphans = Some((r.handset, open));
