@@ -9,6 +9,9 @@ use crate::BridgeError;
 
 /// Sensor datagrams queued for sending, bytes: a few packets' worth.
 const DATAGRAM_SEND_BUFFER: usize = 4 * 1024;
+/// Datagrams (sensor samples) the host buffers per connection before its
+/// router reads them: about a second of six sensors at 200 Hz.
+const SERVER_DATAGRAM_BUFFER: usize = 128 * 1024;
 
 /// QUIC transport timing and window settings.
 ///
@@ -31,6 +34,9 @@ pub struct TransportSettings {
     pub stream_window: u32,
     /// Connection-wide receive and send window, bytes.
     pub connection_window: u32,
+    /// The host's connection-wide receive window until a handset is
+    /// admitted, bytes: what a stranger can make the host buffer.
+    pub unadmitted_window: u32,
 }
 
 impl Default for TransportSettings {
@@ -42,6 +48,7 @@ impl Default for TransportSettings {
             initial_rtt: Duration::from_millis(20),
             stream_window: 8 * 1024 * 1024,
             connection_window: 32 * 1024 * 1024,
+            unadmitted_window: 64 * 1024,
         }
     }
 }
@@ -89,9 +96,14 @@ impl TransportSettings {
             // uni stream, plus a little slack so that a stream of the wrong
             // kind is seen (and answered with a specific error) rather than
             // silently blocked.
+            // Until admitted, a connection may make the host buffer only
+            // `unadmitted_window` bytes of stream data and a few datagrams;
+            // the window opens to `connection_window` on admission.
             Side::Server => {
                 t.max_concurrent_bidi_streams(VarInt::from_u32(4))
-                    .max_concurrent_uni_streams(VarInt::from_u32(4));
+                    .max_concurrent_uni_streams(VarInt::from_u32(4))
+                    .receive_window(VarInt::from_u32(self.unadmitted_window))
+                    .datagram_receive_buffer_size(Some(SERVER_DATAGRAM_BUFFER));
             }
             // The handset accepts: video GOP streams (several may overlap
             // while an old one is being reset), nothing bidirectional.

@@ -102,6 +102,7 @@ mod config;
 mod error;
 pub mod hci;
 mod identity;
+mod limits;
 mod priority;
 mod sensors;
 mod server;
@@ -117,6 +118,7 @@ pub use client::{BridgeClientConfig, ClientSession};
 pub use config::TransportSettings;
 pub use error::BridgeError;
 pub use identity::{Fingerprint, HandsetIdentity, HostIdentity, Pin};
+pub use limits::AdmissionLimits;
 pub use priority::{
     BULK_NICE, LATENCY_RT_PRIORITY, LatencyPriority, bulk_thread_priority,
     latency_priority_outcome, latency_thread_priority,

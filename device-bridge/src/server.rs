@@ -18,12 +18,14 @@ use tokio::task::JoinHandle;
 use crate::auth::{AuthRequest, Authorized, Authorizer, Refusal};
 use crate::config::TransportSettings;
 use crate::identity::{Fingerprint, HostIdentity, Pin};
+use crate::limits::{AdmissionLimits, Gate, Pass, RateLimitedLog};
 use crate::session::{
     Core, GopWriter, Loss, Owner, Role, SessionEnd, SessionStats, classify, lock,
 };
 use crate::util::{hex_encode, random_bytes};
 use crate::wire::{self, FrameReader, ReadFail};
 use crate::{BridgeError, tls};
+use quinn::VarInt;
 
 /// Default resume window: how long a session whose connection died waits
 /// for the handset to come back.
@@ -43,6 +45,9 @@ pub struct BridgeServerConfig {
     pub transport: TransportSettings,
     /// `Welcome.host_version`.
     pub host_version: String,
+    /// Connection caps, in total and per source, before and after
+    /// admission.
+    pub limits: AdmissionLimits,
 }
 
 impl BridgeServerConfig {
@@ -56,6 +61,7 @@ impl BridgeServerConfig {
             resume_window: DEFAULT_RESUME_WINDOW,
             transport: TransportSettings::default(),
             host_version: env!("CARGO_PKG_VERSION").to_owned(),
+            limits: AdmissionLimits::default(),
         }
     }
 }
@@ -66,6 +72,7 @@ impl fmt::Debug for BridgeServerConfig {
             .field("identity", &self.identity)
             .field("resume_window", &self.resume_window)
             .field("transport", &self.transport)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +83,8 @@ struct ServerInner {
     /// Live sessions by resume token.
     sessions: Mutex<HashMap<[u8; 32], Weak<Core>>>,
     accepted: mpsc::Sender<ServerSession>,
+    /// Unadmitted connections, counted against the limits.
+    gate: Arc<Gate>,
 }
 
 /// The host's QUIC endpoint for handsets.
@@ -126,6 +135,7 @@ impl BridgeServer {
         let (tx, rx) = mpsc::channel(64);
         let inner = Arc::new(ServerInner {
             endpoint,
+            gate: Gate::new(config.limits.clone()),
             config,
             sessions: Mutex::new(HashMap::new()),
             accepted: tx,
@@ -137,6 +147,12 @@ impl BridgeServer {
             accepted: tokio::sync::Mutex::new(rx),
             accept_task,
         })
+    }
+
+    /// Connections refused at an [`AdmissionLimits`] limit so far.
+    #[must_use]
+    pub fn refused_connections(&self) -> u64 {
+        self.inner.gate.refused()
     }
 
     /// The local UDP address.
@@ -203,7 +219,14 @@ impl Drop for BridgeServer {
 
 async fn accept_loop(inner: Arc<ServerInner>) {
     while let Some(incoming) = inner.endpoint.accept().await {
-        tokio::spawn(handle_incoming(inner.clone(), incoming));
+        let open = inner.endpoint.open_connections();
+        match inner.gate.enter(incoming.remote_address().ip(), open) {
+            Ok(pass) => {
+                tokio::spawn(handle_incoming(inner.clone(), incoming, pass));
+            }
+            // Before any TLS work: the cheapest answer there is.
+            Err(_) => incoming.refuse(),
+        }
     }
 }
 
@@ -213,12 +236,17 @@ fn refuse(
     code: AppErrorCode,
     message: &str,
 ) {
-    tracing::warn!(
-        remote = %conn.remote_address(),
-        handset = ?handset,
-        code = ?code,
-        "refusing handset: {message}"
-    );
+    // Anyone can cause a refusal: at most a few lines a second.
+    static LOG: RateLimitedLog = RateLimitedLog::new(Duration::from_millis(200));
+    if let Some(suppressed) = LOG.allow() {
+        tracing::warn!(
+            remote = %conn.remote_address(),
+            handset = ?handset,
+            code = ?code,
+            suppressed,
+            "refusing handset: {message}"
+        );
+    }
     conn.close(wire::code_varint(code), wire::reason_bytes(message));
 }
 
@@ -257,10 +285,13 @@ async fn read_hello(
     }
 }
 
-async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming) {
+/// Takes one connection from its first packet to admission. `_pass` holds
+/// its place among the unadmitted until this returns; TLS and `Hello`
+/// together get one `handshake_timeout`.
+async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming, _pass: Pass) {
     let remote = incoming.remote_address();
-    let timeout = inner.config.transport.handshake_timeout;
-    let conn = match tokio::time::timeout(timeout, async { incoming.accept()?.await }).await {
+    let deadline = tokio::time::Instant::now() + inner.config.transport.handshake_timeout;
+    let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await }).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::info!(%remote, "handshake failed: {e}");
@@ -279,7 +310,7 @@ async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming) {
             "no usable client certificate",
         );
     };
-    let (send, reader, hello) = match tokio::time::timeout(timeout, read_hello(&conn)).await {
+    let (send, reader, hello) = match tokio::time::timeout_at(deadline, read_hello(&conn)).await {
         Ok(Ok(x)) => x,
         Ok(Err((code, message))) => return refuse(&conn, Some(handset), code, &message),
         Err(_) => {
@@ -307,6 +338,11 @@ async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming) {
     } else {
         new_session(inner, conn, handset, hello, send, reader).await;
     }
+}
+
+/// Opens an admitted connection's receive window to its full size.
+fn admitted(inner: &ServerInner, conn: &quinn::Connection) {
+    conn.set_receive_window(VarInt::from_u32(inner.config.transport.connection_window));
 }
 
 /// Consults the authorizer on the runtime's blocking pool: an authorizer
@@ -362,6 +398,7 @@ async fn new_session(
     if let Some(name) = &granted.handset_name {
         hello.handset_name.clone_from(name);
     }
+    admitted(&inner, &conn);
     let (id, token) = match (random_bytes::<8>(), random_bytes::<32>()) {
         (Ok(id), Ok(token)) => (hex_encode(&id), token),
         _ => {
@@ -454,6 +491,7 @@ async fn resume(
         });
         return;
     }
+    admitted(&inner, &conn);
     let _attach = core.attach.lock().await;
     core.stop_previous_link("superseded by a resumed connection")
         .await;

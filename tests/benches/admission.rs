@@ -28,6 +28,7 @@ struct Phase {
     received: Option<(u64, u64, usize)>,
     applied: Option<(u64, u64, usize)>,
     refused: u64,
+    capped: u64,
     other: u64,
     secs: f64,
 }
@@ -38,21 +39,31 @@ async fn phase(th: &TestHost, handset: &Handset, secs: f64, flood: bool) -> Phas
     let cfg = mobile_client::config::load(&handset.dir).expect("companion config");
     let addr: SocketAddr = cfg.host.parse().expect("host address");
     let refused = Arc::new(AtomicU64::new(0));
+    let capped = Arc::new(AtomicU64::new(0));
     let other = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs_f64(secs + 1.0);
     let mut knockers = Vec::new();
     if flood {
         for _ in 0..STRANGERS {
-            let (refused, other, pin) = (refused.clone(), other.clone(), cfg.pin);
+            let (refused, capped, other, pin) =
+                (refused.clone(), capped.clone(), other.clone(), cfg.pin);
             knockers.push(tokio::spawn(async move {
                 let identity = HandsetIdentity::generate().expect("identity");
                 while Instant::now() < stop {
-                    let config = BridgeClientConfig::new(addr, pin, identity.clone());
+                    let mut config = BridgeClientConfig::new(addr, pin, identity.clone());
+                    // From another address than the owner's, as a stranger
+                    // elsewhere would be: the host caps each source.
+                    config.bind_addr = Some(SocketAddr::from(([127, 0, 0, 3], 0)));
                     match ClientSession::connect(config).await {
                         Err(BridgeError::Refused {
                             code: AppErrorCode::Unauthorized,
                             ..
                         }) => refused.fetch_add(1, Ordering::Relaxed),
+                        Err(BridgeError::Connection(quinn::ConnectionError::ConnectionClosed(
+                            c,
+                        ))) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+                            capped.fetch_add(1, Ordering::Relaxed)
+                        }
                         _ => other.fetch_add(1, Ordering::Relaxed),
                     };
                 }
@@ -78,10 +89,15 @@ async fn phase(th: &TestHost, handset: &Handset, secs: f64, flood: bool) -> Phas
             c.finish().await.expect("finish");
         });
     });
-    let (r0, t0) = (refused.load(Ordering::Relaxed), Instant::now());
+    let (r0, c0, t0) = (
+        refused.load(Ordering::Relaxed),
+        capped.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     let report = report_rx.await.expect("handset report");
     let counted = t0.elapsed().as_secs_f64();
     let refused_in_session = refused.load(Ordering::Relaxed) - r0;
+    let capped_in_session = capped.load(Ordering::Relaxed) - c0;
     let received = th.host.sessions.sensor_receive_latency(&report.session_id);
     let applied = th.host.sessions.sensor_latency(&report.session_id);
     let _ = finish_tx.send(());
@@ -93,6 +109,7 @@ async fn phase(th: &TestHost, handset: &Handset, secs: f64, flood: bool) -> Phas
         received,
         applied,
         refused: refused_in_session,
+        capped: capped_in_session,
         other: other.load(Ordering::Relaxed),
         secs: counted,
     }
@@ -147,8 +164,15 @@ async fn main() {
     }
     println!(
         "{:<40} {:>12.0} {:>12} {:>10}",
-        "strangers refused per second",
+        "strangers refused after TLS per second",
         flood.refused as f64 / flood.secs,
+        0,
+        "-"
+    );
+    println!(
+        "{:<40} {:>12.0} {:>12} {:>10}",
+        "strangers turned away at a cap per second",
+        flood.capped as f64 / flood.secs,
         0,
         "-"
     );

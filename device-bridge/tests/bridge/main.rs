@@ -4,4 +4,5 @@ mod auth;
 mod bad_input;
 mod channels;
 mod common;
+mod limits;
 mod resume;
