@@ -12,6 +12,7 @@
 //! Only [`SnoopWriter::unredacted`] writes keys, for a user who asks for it.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::{Error, H4Packet, PacketType, redact};
 
@@ -28,6 +29,46 @@ pub enum Direction {
     HostToController,
     /// Controller → host ("received").
     ControllerToHost,
+}
+
+/// Where a capture goes: `path`, or for a capture that keeps keys
+/// (`unredacted`) the same name marked `.unredacted` before its extension
+/// (`cap.btsnoop` -> `cap.unredacted.btsnoop`), so the file says what it
+/// holds wherever it is copied. A name that already says so is kept.
+#[must_use]
+pub fn capture_path(path: &Path, unredacted: bool) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name {
+        Some(n) if unredacted && !n.contains("unredacted") => {
+            let marked = match n.rsplit_once('.') {
+                Some((stem, ext)) if !stem.is_empty() => format!("{stem}.unredacted.{ext}"),
+                _ => format!("{n}.unredacted"),
+            };
+            path.with_file_name(marked)
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Creates (or truncates) a capture file readable by its owner only (0600 on
+/// Unix): captures hold addresses and traffic, and keys when unredacted.
+///
+/// # Errors
+/// The I/O error from creating the file.
+pub fn create_capture(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        // An existing file keeps its mode on open: close it too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
 }
 
 /// Writes a btsnoop file.
@@ -253,5 +294,32 @@ mod tests {
             read_all(&buf[..buf.len() - 1]),
             Err(Error::BadSnoop(_))
         ));
+    }
+
+    #[test]
+    fn unredacted_captures_say_so_in_their_name() {
+        let p = |s: &str, u| capture_path(Path::new(s), u);
+        assert_eq!(p("/x/cap.btsnoop", false), Path::new("/x/cap.btsnoop"));
+        assert_eq!(
+            p("/x/cap.btsnoop", true),
+            Path::new("/x/cap.unredacted.btsnoop")
+        );
+        assert_eq!(p("cap", true), Path::new("cap.unredacted"));
+        assert_eq!(p(".hidden", true), Path::new(".hidden.unredacted"));
+        assert_eq!(p("a.unredacted.log", true), Path::new("a.unredacted.log"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn captures_are_private_even_over_an_open_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cap.btsnoop");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(create_capture(&path).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 0, "truncated");
     }
 }

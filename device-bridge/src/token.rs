@@ -93,6 +93,11 @@ impl TokenKey {
             fs::create_dir_all(dir)?;
         }
         let key = Self::generate()?;
+        // Atomically: written and synced under a temporary name, then
+        // linked into place (which fails if another process won the race:
+        // then its key is the key). A crash leaves either no key file or a
+        // whole one, never a torn one that would stop the host.
+        let tmp = path.with_extension(format!("tmp-{}", hex_encode(&random_bytes::<8>()?)));
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -100,11 +105,24 @@ impl TokenKey {
             use std::os::unix::fs::OpenOptionsExt as _;
             options.mode(0o600);
         }
-        use std::io::Write as _;
-        options
-            .open(path)?
-            .write_all(hex_encode(&key.raw).as_bytes())?;
-        Ok(key)
+        let written = (|| {
+            use std::io::Write as _;
+            let mut f = options.open(&tmp)?;
+            f.write_all(hex_encode(&key.raw).as_bytes())?;
+            f.sync_all()?;
+            fs::hard_link(&tmp, path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Mints a token valid for `ttl` from now.
@@ -265,5 +283,33 @@ mod tests {
         let a = TokenKey::load_or_create(&path).expect("create");
         let b = TokenKey::load_or_create(&path).expect("load");
         assert_eq!(a.to_bytes(), b.to_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("token.key")],
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn racing_starts_agree_on_one_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token.key");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| TokenKey::load_or_create(&path).expect("key").to_bytes()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key for all");
     }
 }

@@ -109,20 +109,14 @@ pub struct Host {
     latency: LatencyRuntime,
 }
 
-/// Creates the data dir with mode 0700 (it holds keys and tokens).
+/// Creates the data dir with mode 0700 (it holds keys and tokens), or
+/// closes an existing one to 0700 again, at every start.
 ///
 /// # Errors
-/// [`HostError::Io`].
+/// [`HostError::Io`]; [`HostError::Denied`] when another user owns it or it
+/// is a symlink.
 pub fn prepare_data_dir(dir: &Path) -> Result<(), HostError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| HostError::io(format!("creating data dir {}", dir.display()), e))?;
-    }
-    Ok(())
+    crate::files::private_dir(dir)
 }
 
 impl Host {

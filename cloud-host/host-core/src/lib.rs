@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod emu_client;
 pub mod enroll;
 mod error;
+pub mod files;
 pub mod keymap;
 pub mod metrics;
 pub mod phones;

@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq as _;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -294,7 +295,9 @@ impl OperatorService {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
             {
-                Some(v) if v == want => Ok(req),
+                // Constant time: the comparison must not tell a guesser how
+                // much of the token was right.
+                Some(v) if bool::from(v.as_bytes().ct_eq(want.as_bytes())) => Ok(req),
                 found => {
                     metrics.auth_failures.inc();
                     Err(Status::unauthenticated(if found.is_some() {

@@ -106,7 +106,10 @@ struct Snoop {
 
 impl Snoop {
     fn create(path: &Path, unredacted: bool) -> Result<Self, ClientError> {
-        let file = File::create(path).map_err(|e| ClientError::io("creating", path, e))?;
+        // 0600, and an unredacted capture says so in its name.
+        let path = &bt_raw::btsnoop::capture_path(path, unredacted);
+        let file = bt_raw::btsnoop::create_capture(path)
+            .map_err(|e| ClientError::io("creating", path, e))?;
         let out = BufWriter::new(file);
         let started = if unredacted {
             tracing::warn!(

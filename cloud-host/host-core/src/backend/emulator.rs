@@ -16,7 +16,6 @@
 //! user's touches and text.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use super::{BackendContext, BackendKind, BoxFuture, PhoneBackend, PhoneEndpoint, Progress};
 use crate::HostError;
 use crate::emu_client::EmulatorClient;
+use crate::files::{denied, owned_by_us, private_dir};
 use crate::registry::PhoneRecord;
 use crate::status::PhoneStatus;
 
@@ -146,63 +146,6 @@ pub fn parse_discovery(text: &str) -> HashMap<String, String> {
             Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
         })
         .collect()
-}
-
-/// Creates `dir` (and its parents) for the host's private use, or checks an
-/// existing one: it must be a real directory (not a symlink) owned by the
-/// host's user; its mode is set to 0700.
-///
-/// # Errors
-/// [`HostError::Denied`] when another user owns it or it is a symlink;
-/// [`HostError::Io`] when it cannot be created.
-pub fn private_dir(dir: &Path) -> Result<(), HostError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| HostError::io(format!("creating {}", dir.display()), e))?;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| HostError::io(format!("checking {}", dir.display()), e))?;
-    mine(dir, &meta)?;
-    if !meta.is_dir() {
-        return Err(denied(dir, "is not a directory"));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| HostError::io(format!("making {} private", dir.display()), e))
-}
-
-fn denied(path: &Path, why: &str) -> HostError {
-    HostError::Denied(format!(
-        "{} {why}; the host only trusts emulator files that are its own",
-        path.display()
-    ))
-}
-
-/// Not a symlink, and owned by the host's user.
-fn mine(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
-    if meta.file_type().is_symlink() {
-        return Err(denied(path, "is a symlink"));
-    }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
-        return Err(denied(
-            path,
-            &format!("belongs to uid {}, not to the host's user", meta.uid()),
-        ));
-    }
-    Ok(())
-}
-
-/// [`mine`], and nobody else may write it.
-fn owned_by_us(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
-    mine(path, meta)?;
-    if meta.mode() & 0o022 != 0 {
-        return Err(denied(
-            path,
-            &format!("may be written by others (mode {:o})", meta.mode() & 0o7777),
-        ));
-    }
-    Ok(())
 }
 
 /// The discovery file of emulator `pid` under the private runtime dir

@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq as _;
 
 use sensor_proto::emulator::emulator_controller_server::EmulatorControllerServer;
 use sensor_proto::emulator::{
@@ -254,7 +255,8 @@ impl SimPhone {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
             {
-                Some(v) if v == want => Ok(req),
+                // Constant time, like the operator API's.
+                Some(v) if bool::from(v.as_bytes().ct_eq(want.as_bytes())) => Ok(req),
                 Some(_) => Err(Status::unauthenticated("wrong bearer token")),
                 None => Err(Status::unauthenticated("missing authorization header")),
             }

@@ -20,10 +20,11 @@ pub(crate) enum BtCmd {
     Snoop {
         /// The phone.
         phone: String,
-        /// The btsnoop file to write.
+        /// The btsnoop file to write (mode 0600).
         #[arg(long)]
         out: PathBuf,
-        /// Keep keys in the capture (the host logs that you asked).
+        /// Keep keys in the capture (the host logs that you asked); the file
+        /// name gets `.unredacted` before its extension.
         #[arg(long)]
         unredacted: bool,
         /// Stop after this many seconds.
@@ -55,6 +56,8 @@ pub(crate) async fn run(c: &mut Client, cmd: BtCmd, as_json: bool) -> Result<(),
         duration,
         count,
     } = cmd;
+    // 0600, and an unredacted capture says so in its name.
+    let out = bt_raw::btsnoop::capture_path(&out, unredacted);
     let n = snoop(c, phone, &out, unredacted, duration, count).await?;
     if as_json {
         return print_json(&CaptureJson {
@@ -87,7 +90,8 @@ async fn snoop(
         })
         .await?
         .into_inner();
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let file = bt_raw::btsnoop::create_capture(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     let file = std::io::BufWriter::new(file);
     // The host already redacted; the writer redacts again unless asked not to.
     let mut w = if unredacted {
