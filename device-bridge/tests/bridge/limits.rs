@@ -48,22 +48,30 @@ async fn strangers_are_capped_per_source_buffer_little_and_time_out_while_a_hand
     assert_eq!(refused, 20 - per_source);
     assert_eq!(host.server.refused_connections(), (20 - per_source) as u64);
 
-    // Each held stranger tries to park 1 MiB in the host: the host grants
+    // Each held stranger tries to park 1 MiB in the host, all at once (one
+    // after another would outlast the handshake deadline): the host grants
     // no more than its unadmitted window.
-    let mut parked = Vec::new();
+    let mut parking = tokio::task::JoinSet::new();
     for conn in &held {
-        let (_control, _) = conn.open_bi().await?;
-        let (mut junk, _) = conn.open_bi().await?;
-        let chunk = vec![0xA5_u8; 16 * 1024];
-        let mut written = 0;
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while written < 1024 * 1024 && Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline.into(), junk.write(&chunk)).await {
-                Ok(Ok(n)) => written += n,
-                _ => break,
+        let conn = conn.clone();
+        parking.spawn(async move {
+            let (_control, _) = conn.open_bi().await?;
+            let (mut junk, _) = conn.open_bi().await?;
+            let chunk = vec![0xA5_u8; 16 * 1024];
+            let mut written = 0;
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while written < 1024 * 1024 && Instant::now() < deadline {
+                match tokio::time::timeout_at(deadline.into(), junk.write(&chunk)).await {
+                    Ok(Ok(n)) => written += n,
+                    _ => break,
+                }
             }
-        }
-        parked.push(written);
+            anyhow::Ok(written)
+        });
+    }
+    let mut parked = Vec::new();
+    while let Some(written) = parking.join_next().await {
+        parked.push(written??);
     }
     assert!(
         parked.iter().all(|w| *w > 0),
