@@ -22,14 +22,7 @@ pub const DATALINK_H4: u32 = 1002;
 pub const EPOCH_DELTA_US: i64 = 0x00DC_DDB3_0F2F_8000;
 const MAGIC: &[u8; 8] = b"btsnoop\0";
 
-/// Which way a packet travelled.
-#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub enum Direction {
-    /// Host → controller ("sent").
-    HostToController,
-    /// Controller → host ("received").
-    ControllerToHost,
-}
+pub use crate::packet::Direction;
 
 /// Where a capture goes: `path`, or for a capture that keeps keys
 /// (`unredacted`) the same name marked `.unredacted` before its extension
@@ -75,7 +68,8 @@ pub fn create_capture(path: &Path) -> std::io::Result<std::fs::File> {
 #[derive(Debug)]
 pub struct SnoopWriter<W: Write> {
     out: W,
-    redact: bool,
+    /// `None` for a capture that keeps keys.
+    redactor: Option<redact::Redactor>,
     records: u64,
 }
 
@@ -106,7 +100,7 @@ impl<W: Write> SnoopWriter<W> {
             .map_err(|e| Error::io("writing btsnoop header", e))?;
         Ok(Self {
             out,
-            redact,
+            redactor: redact.then(redact::Redactor::new),
             records: 0,
         })
     }
@@ -120,8 +114,8 @@ impl<W: Write> SnoopWriter<W> {
         if matches!(packet.kind(), PacketType::Command | PacketType::Event) {
             flags |= 2;
         }
-        let bytes = if self.redact {
-            std::borrow::Cow::Owned(redact::redacted(packet))
+        let bytes = if let Some(r) = &mut self.redactor {
+            std::borrow::Cow::Owned(r.redacted(dir, packet).0)
         } else {
             std::borrow::Cow::Borrowed(packet.as_bytes())
         };

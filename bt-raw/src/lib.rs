@@ -36,5 +36,5 @@ pub mod transport;
 
 pub use error::Error;
 pub use h4::{H4Decoder, H4Packet, PacketType};
-pub use packet::{ConnectionHandle, Opcode};
+pub use packet::{ConnectionHandle, Direction, Opcode};
 pub use policy::{Policy, Verdict};

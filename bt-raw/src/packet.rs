@@ -68,6 +68,15 @@ impl fmt::Display for ConnectionHandle {
     }
 }
 
+/// Which way a packet travelled.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum Direction {
+    /// Host → controller ("sent").
+    HostToController,
+    /// Controller → host ("received").
+    ControllerToHost,
+}
+
 /// Opcodes bt-raw refers to by name.
 pub mod opcodes {
     use super::Opcode;

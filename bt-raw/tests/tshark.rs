@@ -103,3 +103,91 @@ fn unredacted_capture_keeps_the_ltk_for_tshark() {
         "{text}"
     );
 }
+
+/// Writes `packets` to a redacted capture and returns tshark's full decode
+/// with the hex dump of every frame.
+fn decode_redacted(packets: Vec<(Direction, Vec<u8>)>) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut w = SnoopWriter::new(std::io::BufWriter::new(file.reopen().unwrap())).unwrap();
+    for (i, (dir, raw)) in packets.into_iter().enumerate() {
+        w.write(dir, &pkt(raw), 1_764_000_000_000_000 + i as i64 * 1000)
+            .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file.path())
+        .args(["-V", "-x"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tshark_sees_passkeys_oob_data_dhkeys_and_split_smp_keys_zeroed() {
+    if !tshark_available() {
+        return;
+    }
+    let up = Direction::HostToController;
+    let down = Direction::ControllerToHost;
+    // Each secret uses its own filler byte, so a leak names its packet.
+    let passkey = [[0x01; 6].as_slice(), &0x000C_3C3Cu32.to_le_bytes()].concat();
+    let oob = [[0x01; 6].as_slice(), &[0xC4; 16], &[0xC5; 16]].concat();
+    let mut dhkey = vec![0x04, 0x3E, 34, 0x09, 0x00];
+    dhkey.extend_from_slice(&[0xC6; 32]);
+    // SMP Encryption Information (code 0x06, LTK) on link 0x0040, in a start
+    // fragment holding the L2CAP header, the code and 5 key bytes, and a
+    // continuation with the other 11.
+    let first = [
+        [0x02, 0x40, 0x20, 10, 0x00, 17, 0x00, 0x06, 0x00, 0x06].as_slice(),
+        &[0xC7; 5],
+    ]
+    .concat();
+    let rest = [[0x02, 0x40, 0x10, 11, 0x00].as_slice(), &[0xC7; 11]].concat();
+    let packets = vec![
+        (
+            up,
+            H4Packet::command(0x042E, &passkey)
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            up,
+            H4Packet::command(0x0430, &oob).unwrap().as_bytes().to_vec(),
+        ),
+        (down, dhkey),
+        (down, first),
+        (down, rest),
+    ];
+    let text = decode_redacted(packets).to_lowercase();
+    for decoded in [
+        "user passkey request reply",
+        "remote oob data request reply",
+        "le generate dhkey complete",
+        "encryption information",
+    ] {
+        assert!(
+            text.contains(decoded),
+            "tshark did not decode {decoded}: {text}"
+        );
+    }
+    for (secret, hex) in [
+        ("passkey", "3c 3c 0c"),
+        ("OOB C", "c4 c4 c4 c4"),
+        ("OOB R", "c5 c5 c5 c5"),
+        ("DHKey", "c6 c6 c6 c6"),
+        ("split LTK", "c7 c7"),
+    ] {
+        assert!(
+            !text.contains(hex),
+            "the {secret} leaked into the capture: {text}"
+        );
+    }
+}

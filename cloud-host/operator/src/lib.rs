@@ -588,20 +588,24 @@ impl Operator for OperatorService {
         let (tx, out) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let mut dropped = 0u64;
+            // Follows ACL fragments, so a key split across them is found.
+            let mut redactor = bt_raw::redact::Redactor::new();
             loop {
                 let item = match rx.recv().await {
                     Ok(item) => item,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         dropped += n;
+                        // A lost start fragment must not let its continuation
+                        // pass as the rest of an earlier frame.
+                        redactor = bt_raw::redact::Redactor::new();
                         continue;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                let carries_keys = bt_raw::redact::carries_keys(&item.packet);
-                let h4 = if unredacted {
-                    item.packet.as_bytes().to_vec()
+                let (h4, zeroed) = if unredacted {
+                    (item.packet.as_bytes().to_vec(), 0)
                 } else {
-                    bt_raw::redact::redacted(&item.packet)
+                    redactor.redacted(item.direction, &item.packet)
                 };
                 let record = op::BtSnoopRecord {
                     direction: match item.direction {
@@ -614,7 +618,7 @@ impl Operator for OperatorService {
                     } as i32,
                     h4: h4.into(),
                     timestamp_us: item.unix_us.max(0) as u64,
-                    redacted: carries_keys && !unredacted,
+                    redacted: zeroed > 0,
                     dropped_before: std::mem::take(&mut dropped),
                 };
                 if tx.send(Ok(record)).await.is_err() {
