@@ -20,10 +20,14 @@
 //! # "allow-all" or "deny-all".
 //! base = "safe-default"
 //!
+//! # Every command counts against this rate; beyond it commands are refused
+//! # (the default: 200 per second; 0 turns the cap off).
+//! max_commands_per_second = 200
+//!
 //! [[rule]]
 //! opcode = 0x0C1A          # Write_Scan_Enable
 //! action = "police"        # allow | deny | police
-//! max_per_second = 2
+//! max_per_second = 2       # or max_per_minute
 //!
 //! [[rule]]
 //! ogf = 0x3F               # every vendor command ...
@@ -53,10 +57,12 @@ pub enum Action {
         /// The status in the refusal event.
         status: u8,
     },
-    /// Allow up to `max_per_second` in any one-second window; deny beyond.
+    /// Allow up to `max` per window of `window_ms`; deny beyond.
     Police {
         /// Commands allowed per window.
-        max_per_second: u32,
+        max: u32,
+        /// The window's length in milliseconds.
+        window_ms: u64,
     },
 }
 
@@ -134,12 +140,45 @@ pub struct Policy {
     rules: Vec<Rule>,
     base_rules: Vec<Rule>,
     windows: HashMap<Opcode, (u64, u32)>,
+    /// Commands allowed per second over all opcodes (0: no cap).
+    max_commands_per_second: u32,
+    /// The current second of the overall cap: its start and its count.
+    all_window: (u64, u32),
     stats: PolicyStats,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self::safe_default()
+    }
+}
+
+/// `HCI_Reset`s a stack may send per minute under the safe default. A stack
+/// starts with one and resets again after losing the radio; a loop of them
+/// keeps the radio from serving anyone.
+pub const RESETS_PER_MINUTE: u32 = 10;
+
+/// Commands per second, over all opcodes, under the safe default and
+/// `deny-all`. A stack's start-up burst is well under 100; the controller's
+/// command credits bound the rest.
+pub const MAX_COMMANDS_PER_SECOND: u32 = 200;
+
+/// Counts one more command in the fixed window `w` (its start, its count) of
+/// `window_ms`; false when that makes more than `max`.
+fn within(w: &mut (u64, u32), now_ms: u64, window_ms: u64, max: u32) -> bool {
+    if now_ms.saturating_sub(w.0) >= window_ms {
+        *w = (now_ms, 0);
+    }
+    w.1 = w.1.saturating_add(1);
+    w.1 <= max
+}
+
+/// "second", "minute" or "N ms", for a refusal's reason.
+fn per(window_ms: u64) -> String {
+    match window_ms {
+        1000 => "second".to_owned(),
+        60_000 => "minute".to_owned(),
+        ms => format!("{ms} ms"),
     }
 }
 
@@ -166,7 +205,10 @@ impl Policy {
     ///   every LE RF test command;
     /// * reserved opcodes (undefined OGF, or an OCF above the group's range)
     ///   are denied with Unknown HCI Command;
-    /// * advertising enables and `Write_Scan_Enable` are policed to a rate;
+    /// * advertising enables and `Write_Scan_Enable` are policed to a rate, and
+    ///   `HCI_Reset` to [`RESETS_PER_MINUTE`] (a stack resetting the radio in a
+    ///   loop keeps it from ever serving anyone);
+    /// * all commands together are capped at [`MAX_COMMANDS_PER_SECOND`];
     /// * everything else is allowed.
     pub fn safe_default() -> Self {
         Self::with_base(Base::SafeDefault)
@@ -181,9 +223,9 @@ impl Policy {
             },
             reason: reason.to_owned(),
         };
-        let police = |op, n, reason: &str| Rule {
+        let police = |op, max, window_ms, reason: &str| Rule {
             matcher: Matcher::Opcode(op),
-            action: Action::Police { max_per_second: n },
+            action: Action::Police { max, window_ms },
             reason: reason.to_owned(),
         };
         let base_rules = match base {
@@ -229,9 +271,20 @@ impl Policy {
                     opcodes::LE_SET_EXT_ADVERTISING_ENABLE,
                     opcodes::LE_SET_PERIODIC_ADVERTISING_ENABLE,
                 ] {
-                    r.push(police(op, 20, "advertising rate"));
+                    r.push(police(op, 20, 1000, "advertising rate"));
                 }
-                r.push(police(opcodes::WRITE_SCAN_ENABLE, 10, "scan enable rate"));
+                r.push(police(
+                    opcodes::WRITE_SCAN_ENABLE,
+                    10,
+                    1000,
+                    "scan enable rate",
+                ));
+                r.push(police(
+                    opcodes::RESET,
+                    RESETS_PER_MINUTE,
+                    60_000,
+                    "radio resets",
+                ));
                 r
             }
             Base::AllowAll | Base::DenyAll => Vec::new(),
@@ -241,6 +294,11 @@ impl Policy {
             rules: Vec::new(),
             base_rules,
             windows: HashMap::new(),
+            max_commands_per_second: match base {
+                Base::AllowAll => 0,
+                Base::SafeDefault | Base::DenyAll => MAX_COMMANDS_PER_SECOND,
+            },
+            all_window: (0, 0),
             stats: PolicyStats::default(),
         }
     }
@@ -255,6 +313,7 @@ impl Policy {
         struct File {
             #[serde(default)]
             base: Base,
+            max_commands_per_second: Option<u32>,
             #[serde(default, rename = "rule")]
             rules: Vec<FileRule>,
         }
@@ -267,6 +326,7 @@ impl Policy {
             action: FileAction,
             status: Option<u8>,
             max_per_second: Option<u32>,
+            max_per_minute: Option<u32>,
             reason: Option<String>,
         }
         #[derive(Deserialize)]
@@ -278,6 +338,9 @@ impl Policy {
         }
         let file: File = toml::from_str(text).map_err(|e| Error::Policy(e.to_string()))?;
         let mut policy = Self::with_base(file.base);
+        if let Some(n) = file.max_commands_per_second {
+            policy.max_commands_per_second = n;
+        }
         for (i, r) in file.rules.into_iter().enumerate() {
             let n = i + 1;
             let matcher = match (r.opcode, r.ogf, r.ocf) {
@@ -302,10 +365,20 @@ impl Policy {
                 FileAction::Deny => Action::Deny {
                     status: r.status.unwrap_or(status::COMMAND_DISALLOWED),
                 },
-                FileAction::Police => Action::Police {
-                    max_per_second: r.max_per_second.ok_or_else(|| {
-                        Error::Policy(format!("rule {n}: action \"police\" needs max_per_second"))
-                    })?,
+                FileAction::Police => match (r.max_per_second, r.max_per_minute) {
+                    (Some(max), None) => Action::Police {
+                        max,
+                        window_ms: 1000,
+                    },
+                    (None, Some(max)) => Action::Police {
+                        max,
+                        window_ms: 60_000,
+                    },
+                    _ => {
+                        return Err(Error::Policy(format!(
+                            "rule {n}: action \"police\" needs one of max_per_second or max_per_minute"
+                        )));
+                    }
                 },
             };
             if matches!(action, Action::Deny { status: 0 }) {
@@ -399,18 +472,21 @@ impl Policy {
         let deny_status = match action {
             Action::Allow => None,
             Action::Deny { status } => Some(status),
-            Action::Police { max_per_second } => {
+            Action::Police { max, window_ms } => {
                 let w = self.windows.entry(op).or_insert((now_ms, 0));
-                if now_ms.saturating_sub(w.0) >= 1000 {
-                    *w = (now_ms, 0);
-                }
-                w.1 += 1;
-                (w.1 > max_per_second).then(|| {
-                    reason = format!("{reason}: over {max_per_second} per second");
+                (!within(w, now_ms, window_ms, max)).then(|| {
+                    reason = format!("{reason}: over {max} per {}", per(window_ms));
                     status::COMMAND_DISALLOWED
                 })
             }
         };
+        let cap = self.max_commands_per_second;
+        let deny_status = deny_status.or_else(|| {
+            (cap > 0 && !within(&mut self.all_window, now_ms, 1000, cap)).then(|| {
+                reason = format!("command rate: over {cap} commands per second");
+                status::COMMAND_DISALLOWED
+            })
+        });
         match deny_status {
             None => {
                 self.stats.allowed += 1;
@@ -605,6 +681,72 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_resetting_the_radio_in_a_loop_is_refused() {
+        let mut p = Policy::safe_default();
+        let reset = cmd(0x0C03, &[]);
+        let mut t = 0;
+        for _ in 0..RESETS_PER_MINUTE {
+            assert_eq!(p.decide(&reset, t), Verdict::Allow);
+            t += 2_000;
+        }
+        let Verdict::Deny(d) = p.decide(&reset, t) else {
+            panic!(
+                "reset {} within a minute was allowed",
+                RESETS_PER_MINUTE + 1
+            );
+        };
+        assert_eq!(d.status, status::COMMAND_DISALLOWED);
+        assert!(d.reason.contains("per minute"), "{}", d.reason);
+        // The stack gets the Command Complete it waits for, with the failure.
+        assert_eq!(
+            d.reply.as_bytes(),
+            &[0x04, 0x0E, 0x04, 0x01, 0x03, 0x0C, 0x0C]
+        );
+        // A minute after the window began, resets pass again.
+        assert_eq!(p.decide(&reset, 60_000), Verdict::Allow);
+    }
+
+    #[test]
+    fn commands_beyond_the_overall_rate_are_refused() {
+        let mut p = Policy::safe_default();
+        let read = cmd(0x1009, &[]); // Read_BD_ADDR: allowed on its own
+        for i in 0..MAX_COMMANDS_PER_SECOND {
+            assert_eq!(p.decide(&read, u64::from(i) % 1000), Verdict::Allow);
+        }
+        let Verdict::Deny(d) = p.decide(&read, 999) else {
+            panic!(
+                "command {} in one second was allowed",
+                MAX_COMMANDS_PER_SECOND + 1
+            );
+        };
+        assert!(d.reason.contains("command rate"), "{}", d.reason);
+        assert_eq!(p.decide(&read, 1000), Verdict::Allow);
+        // A file may change the cap or turn it off; allow-all has none.
+        let mut off = Policy::from_toml("max_commands_per_second = 0").unwrap();
+        let mut all = Policy::with_base(Base::AllowAll);
+        for _ in 0..1000 {
+            assert_eq!(off.decide(&read, 5), Verdict::Allow);
+            assert_eq!(all.decide(&read, 5), Verdict::Allow);
+        }
+        let mut two = Policy::from_toml("max_commands_per_second = 2").unwrap();
+        assert_eq!(two.decide(&read, 0), Verdict::Allow);
+        assert_eq!(two.decide(&read, 0), Verdict::Allow);
+        assert!(matches!(two.decide(&read, 0), Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn police_per_minute_from_a_file() {
+        let mut p = Policy::from_toml(
+            "[[rule]]\nopcode = 0x0C1A\naction = \"police\"\nmax_per_minute = 1\n",
+        )
+        .unwrap();
+        let c = cmd(0x0C1A, &[1]);
+        assert_eq!(p.decide(&c, 0), Verdict::Allow);
+        assert!(matches!(p.decide(&c, 59_999), Verdict::Deny(_)));
+        assert_eq!(p.decide(&c, 60_000), Verdict::Allow);
+    }
+
+    #[test]
     fn file_rules_override_base_and_exact_beats_ogf() {
         let text = r#"
 base = "safe-default"
@@ -631,7 +773,11 @@ status = 0x12
             ("[[rule]]\naction = \"allow\"", "give either"),
             (
                 "[[rule]]\nopcode = 1\naction = \"police\"",
-                "max_per_second",
+                "max_per_second or max_per_minute",
+            ),
+            (
+                "[[rule]]\nopcode = 1\naction = \"police\"\nmax_per_second = 1\nmax_per_minute = 1",
+                "needs one of",
             ),
             (
                 "[[rule]]\nopcode = 1\naction = \"deny\"\nstatus = 0",
