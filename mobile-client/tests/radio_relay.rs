@@ -284,10 +284,12 @@ async fn reset_reaches_bumble_and_a_vendor_command_is_refused_here() {
     assert_eq!(stats.denied_commands, 1);
     assert_eq!(stats.queue_len, 0);
     assert_eq!(stats.error, None);
-    assert_eq!(stats.snoop_records, 4);
+    assert_eq!(stats.snoop_records, 6);
     assert!(stats.radio_state_messages >= 4, "{stats:?}");
+    assert!(stats.reset_on_release, "{stats:?}");
 
-    // The handset's capture: what the controller saw, nothing of the denial.
+    // The handset's capture: what the controller saw, nothing of the denial,
+    // and last the reset that ended the loan, answered by bumble.
     let recs = read_all(std::fs::File::open(&snoop_path).unwrap()).unwrap();
     let dirs: Vec<Direction> = recs.iter().map(|r| r.direction).collect();
     assert_eq!(
@@ -296,11 +298,17 @@ async fn reset_reaches_bumble_and_a_vendor_command_is_refused_here() {
             Direction::HostToController,
             Direction::ControllerToHost,
             Direction::HostToController,
+            Direction::ControllerToHost,
+            Direction::HostToController,
             Direction::ControllerToHost
         ]
     );
     assert_eq!(recs[0].bytes, cmd(0x0C03).as_bytes());
     assert_eq!(recs[2].bytes, cmd(0x1001).as_bytes());
+    assert_eq!(recs[4].bytes, cmd(0x0C03).as_bytes(), "reset on release");
+    let released = H4Packet::parse(recs[5].bytes.clone()).unwrap();
+    let cc = Event::new(&released).unwrap().command_complete().unwrap();
+    assert_eq!((cc.opcode.0, cc.return_params), (0x0C03, &[0x00][..]));
     assert!(
         recs.iter()
             .all(|r| r.bytes.get(1..3) != Some(&[0x01, 0xFC][..]))

@@ -195,8 +195,18 @@ async fn pairing_and_encrypted_read_through_vphone_with_matching_redacted_captur
     assert!(radio.error.is_none(), "{radio:?}");
 
     let host = read_all(std::fs::File::open(&host_snoop).unwrap()).expect("host capture");
-    let hand = read_all(std::fs::File::open(&handset_snoop).unwrap()).expect("handset capture");
+    let mut hand = read_all(std::fs::File::open(&handset_snoop).unwrap()).expect("handset capture");
     assert!(host.len() > 50, "the host captured {} packets", host.len());
+    // Given back, the handset reset its radio (the stack's state must not
+    // outlive the loan); the host never sees that.
+    let released = hand.split_off(hand.len() - 2);
+    assert_eq!(released[0].bytes, [0x01, 0x03, 0x0C, 0x00], "HCI_Reset");
+    assert_eq!(
+        (released[1].bytes[1], &released[1].bytes[4..]),
+        (0x0E, &[0x03, 0x0C, 0x00][..]),
+        "its Command Complete: {:02x?}",
+        released[1].bytes
+    );
     // Byte for byte equal in each direction, apart from the denied command
     // and its refusal.
     assert_eq!(host.len(), hand.len() + 2);

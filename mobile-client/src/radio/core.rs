@@ -47,6 +47,10 @@ pub struct RadioStats {
     pub radio_state_messages: u64,
     /// Why the relay stopped early (radio closed or failed), if it did.
     pub error: Option<String>,
+    /// Whether the radio answered the `HCI_Reset` sent when lending ended
+    /// (`tcp:`, `tcp-listen:` and `unix:` radios; an `hci:N` adapter goes
+    /// back to the kernel, which closes it).
+    pub reset_on_release: bool,
 }
 
 /// What the core wants done with a packet.

@@ -23,6 +23,12 @@
 //! * **Capture.** `--snoop FILE` writes a btsnoop of the controller-facing
 //!   traffic only: what was written to the radio and what was read from it.
 //!   Denied commands and their local refusals are not in it.
+//! * **Release.** When lending ends with the radio still working, a `tcp:`,
+//!   `tcp-listen:` or `unix:` radio gets an `HCI_Reset` (and up to
+//!   [`RELEASE_RESET_TIMEOUT`] for its Command Complete), so no connection,
+//!   advertising or scan the phone started outlives the loan. An `hci:N`
+//!   adapter goes back to the kernel, which closes it (and BlueZ powers it
+//!   on afresh).
 //!
 //! [`RelayCore`] is the sans-IO part (policy, flow accounting, queue). The
 //! async driver [`RadioRelay`] moves packets between a [`ClientSession`] and a
@@ -68,6 +74,10 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long [`RadioRelay::stop`] waits for the relay to finish the packet
 /// it is moving.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a released radio has to answer the `HCI_Reset` sent when lending
+/// ends (inside the 2 s that stopping the relay may take).
+pub const RELEASE_RESET_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How to lend the radio (`vphone-companion connect --radio ...`).
 #[derive(Clone, Debug)]
@@ -350,9 +360,13 @@ impl RadioRelay {
         };
         let (stop, stop_rx) = watch::channel(false);
         let core = RelayCore::with_queue_limit(policy, queue_limit);
+        let reset_on_release = !matches!(spec, RadioSpec::Hci(_));
         let relay = tokio::spawn(run(
             session.clone(),
-            radio,
+            Lent {
+                radio,
+                reset_on_release,
+            },
             core,
             snoop,
             stats.clone(),
@@ -443,16 +457,26 @@ enum Exit {
     Radio(String),
 }
 
+/// The radio in the relay's hands, and whether it is reset when released.
+struct Lent {
+    radio: Radio,
+    reset_on_release: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     session: ClientSession,
-    mut radio: Radio,
+    lent: Lent,
     mut core: RelayCore,
     mut snoop: Option<Snoop>,
     stats: Arc<Mutex<RadioStats>>,
     lending: Lending,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Snoop> {
+    let Lent {
+        mut radio,
+        reset_on_release,
+    } = lent;
     let started = Instant::now();
     let mut flush = tokio::time::interval(Duration::from_millis(500));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -520,8 +544,17 @@ async fn run(
         }
     };
     match exit {
-        Exit::Stopped => tracing::debug!("radio relay stopped"),
-        Exit::SessionEnded => tracing::debug!("radio relay: the session ended"),
+        Exit::Stopped | Exit::SessionEnded => {
+            if matches!(exit, Exit::Stopped) {
+                tracing::debug!("radio relay stopped");
+            } else {
+                tracing::debug!("radio relay: the session ended");
+            }
+            if reset_on_release {
+                let done = reset_radio(&mut radio, snoop.as_mut()).await;
+                lock(&stats).reset_on_release = done;
+            }
+        }
         Exit::Radio(why) => {
             tracing::warn!("the lent radio failed: {why}; the phone's Bluetooth loses it");
             lock(&stats).error = Some(why);
@@ -531,4 +564,47 @@ async fn run(
         }
     }
     snoop
+}
+
+/// Sends `HCI_Reset` to a radio the phone no longer has and waits up to
+/// [`RELEASE_RESET_TIMEOUT`] for its Command Complete (other packets the
+/// radio still sends are dropped: nobody is lent them). Both are captured.
+/// Returns whether the radio answered.
+async fn reset_radio(radio: &mut Radio, mut snoop: Option<&mut Snoop>) -> bool {
+    use bt_raw::btsnoop::Direction;
+    let reset = bt_raw::H4Packet::parse(bt_raw::h4::HCI_RESET.to_vec())
+        .expect("HCI_Reset is a valid packet");
+    let mut capture = |dir, p: &bt_raw::H4Packet| {
+        if let Some(s) = snoop.as_mut() {
+            let _ = s.writer.write(dir, p, unix_us());
+        }
+    };
+    capture(Direction::HostToController, &reset);
+    let answered = tokio::time::timeout(RELEASE_RESET_TIMEOUT, async {
+        radio.send(&reset).await.ok()?;
+        loop {
+            let p = radio.recv().await.ok()?;
+            capture(Direction::ControllerToHost, &p);
+            let done = bt_raw::packet::Event::new(&p)
+                .ok()
+                .and_then(|e| e.command_complete())
+                .is_some_and(|cc| cc.opcode == bt_raw::packet::opcodes::RESET);
+            if done {
+                return Some(());
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .is_some();
+    if answered {
+        tracing::info!("radio reset on release: nothing the phone started outlives the loan");
+    } else {
+        tracing::warn!(
+            "the radio did not answer the HCI_Reset sent on release within {} ms",
+            RELEASE_RESET_TIMEOUT.as_millis()
+        );
+    }
+    answered
 }
