@@ -142,6 +142,56 @@ fn a_guest_reachable_bluetooth_listener_is_refused() {
     }
 }
 
+/// The operator API has no TLS: an address off loopback is refused (the admin
+/// token would cross the network in clear) unless the operator accepts that
+/// explicitly, and then the host says so loudly.
+#[test]
+fn an_operator_api_off_loopback_is_refused_without_the_insecure_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = Command::new(host_bin());
+        c.args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--operator-listen",
+                "0.0.0.0:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("VPHONE_CONFIG")
+            .env_remove("VPHONE_OPERATOR_INSECURE_LISTEN");
+        c
+    };
+    let o = serve(&[]).output().expect("run vphone-host");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "0.0.0.0 accepted: {err}");
+    assert!(
+        err.contains("0.0.0.0:0 is refused") && err.contains("in clear"),
+        "{err}"
+    );
+    assert!(!dir.path().join("operator.addr").exists());
+
+    let log = dir.path().join("host.log");
+    let child = serve(&["--operator-insecure-listen"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start vphone-host");
+    let _host = Daemon(child);
+    let t = Instant::now();
+    while !dir.path().join("operator.addr").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "vphone-host did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("WITHOUT TLS"), "{text}");
+}
+
 #[test]
 fn errors_are_one_line_with_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! | data dir | `--data-dir` | `VPHONE_DATA_DIR` | `data_dir` | `$XDG_DATA_HOME/vphone` or `~/.local/share/vphone` |
 //! | handset QUIC | `--quic-listen` | `VPHONE_QUIC_LISTEN` | `quic_listen` | `0.0.0.0:4433` |
 //! | operator API | `--operator-listen` | `VPHONE_OPERATOR_LISTEN` | `operator_listen` | `127.0.0.1:4434` |
+//! | operator API off loopback, without TLS | `--operator-insecure-listen` | `VPHONE_OPERATOR_INSECURE_LISTEN=1` | `operator_insecure_listen` | off: refused |
 //! | phones' Bluetooth attach points | | | `attach_ip` | `127.0.0.2` (a port per phone) |
 //! | netsim development listener | `--netsim-listen` | `VPHONE_NETSIM_LISTEN` | `netsim_listen` | off |
 //! | address handsets dial | `--public-addr` | `VPHONE_PUBLIC_ADDR` | `public_addr` | `127.0.0.1:<quic port>` |
@@ -31,8 +32,13 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// UDP address for handset QUIC connections.
     pub quic_listen: SocketAddr,
-    /// TCP address of the operator gRPC API and `/metrics`.
+    /// TCP address of the operator gRPC API and `/metrics`. Loopback only,
+    /// unless [`HostConfig::operator_insecure_listen`] (see
+    /// [`HostConfig::check_operator_listen`]).
     pub operator_listen: SocketAddr,
+    /// Accept a non-loopback `operator_listen`, although the API speaks
+    /// plain HTTP/2 and the admin token would cross the network in clear.
+    pub operator_insecure_listen: bool,
     /// TCP address of the netsim `PacketStreamer` development listener,
     /// where a stack's `ChipInfo` names its phone (bumble tools, manual
     /// testing; any process of the host's user may attach as any phone).
@@ -67,6 +73,8 @@ pub struct ConfigLayer {
     pub quic_listen: Option<SocketAddr>,
     /// See [`HostConfig::operator_listen`].
     pub operator_listen: Option<SocketAddr>,
+    /// See [`HostConfig::operator_insecure_listen`].
+    pub operator_insecure_listen: Option<bool>,
     /// See [`HostConfig::netsim_listen`].
     pub netsim_listen: Option<SocketAddr>,
     /// See [`HostConfig::attach_ip`].
@@ -120,6 +128,17 @@ impl ConfigLayer {
                 .map(PathBuf::from),
             quic_listen: addr(env, "VPHONE_QUIC_LISTEN")?,
             operator_listen: addr(env, "VPHONE_OPERATOR_LISTEN")?,
+            operator_insecure_listen: match env("VPHONE_OPERATOR_INSECURE_LISTEN").as_deref() {
+                None | Some("") => None,
+                Some("1" | "true" | "yes") => Some(true),
+                Some("0" | "false" | "no") => Some(false),
+                Some(v) => {
+                    return Err(HostError::Invalid {
+                        what: "environment",
+                        why: format!("VPHONE_OPERATOR_INSECURE_LISTEN={v:?} is not 1 or 0"),
+                    });
+                }
+            },
             netsim_listen: addr(env, "VPHONE_NETSIM_LISTEN")?,
             public_addr: env("VPHONE_PUBLIC_ADDR").filter(|v| !v.is_empty()),
             ..Self::default()
@@ -132,6 +151,9 @@ impl ConfigLayer {
             data_dir: other.data_dir.or(self.data_dir),
             quic_listen: other.quic_listen.or(self.quic_listen),
             operator_listen: other.operator_listen.or(self.operator_listen),
+            operator_insecure_listen: other
+                .operator_insecure_listen
+                .or(self.operator_insecure_listen),
             netsim_listen: other.netsim_listen.or(self.netsim_listen),
             attach_ip: other.attach_ip.or(self.attach_ip),
             public_addr: other.public_addr.or(self.public_addr),
@@ -153,6 +175,7 @@ impl ConfigLayer {
             operator_listen: self
                 .operator_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4434))),
+            operator_insecure_listen: self.operator_insecure_listen.unwrap_or(false),
             netsim_listen: self.netsim_listen,
             attach_ip: self
                 .attach_ip
@@ -186,6 +209,37 @@ impl HostConfig {
         .resolve(&|_| None)
     }
 
+    /// Whether the operator API may listen where it is configured to. It
+    /// speaks plain HTTP/2 (gRPC and `/metrics`) with a bearer admin token,
+    /// so an address other machines reach is refused unless the operator
+    /// accepted that with [`HostConfig::operator_insecure_listen`].
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] saying why and what to do instead.
+    pub fn check_operator_listen(&self) -> Result<(), HostError> {
+        let addr = self.operator_listen;
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.operator_insecure_listen {
+            tracing::warn!(
+                %addr,
+                "the operator API listens off loopback WITHOUT TLS: the admin token and every \
+                 operator request cross the network in clear (--operator-insecure-listen)"
+            );
+            return Ok(());
+        }
+        Err(HostError::Invalid {
+            what: "operator API address",
+            why: format!(
+                "{addr} is refused: the operator API speaks plain HTTP/2 and its admin token \
+                 would cross the network in clear; keep it on loopback and reach it through \
+                 `ssh -L 4434:127.0.0.1:4434 HOST` or a TLS-terminating proxy, or accept the \
+                 risk with --operator-insecure-listen"
+            ),
+        })
+    }
+
     /// The address for enrollment strings, given the bound QUIC address.
     pub fn public_addr_for(&self, bound: SocketAddr) -> String {
         self.public_addr.clone().unwrap_or_else(|| {
@@ -209,6 +263,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/vphone"));
         assert_eq!(c.quic_listen.to_string(), "0.0.0.0:4433");
         assert_eq!(c.operator_listen.to_string(), "127.0.0.1:4434");
+        assert!(c.check_operator_listen().is_ok());
         assert_eq!(
             c.netsim_listen, None,
             "the development listener is off by default"
@@ -262,5 +317,37 @@ mod tests {
         let env = |k: &str| (k == "VPHONE_QUIC_LISTEN").then(|| "nowhere".to_owned());
         let e = ConfigLayer::from_env(&env).unwrap_err().to_string();
         assert!(e.contains("VPHONE_QUIC_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn an_operator_api_off_loopback_needs_the_insecure_flag() {
+        for addr in ["0.0.0.0:4434", "192.0.2.7:4434", "[::]:4434"] {
+            let layer = ConfigLayer {
+                operator_listen: Some(addr.parse().unwrap()),
+                ..ConfigLayer::default()
+            };
+            let e = layer.clone().resolve(&|_| None).check_operator_listen();
+            let why = e.expect_err(addr).to_string();
+            assert!(
+                why.contains("in clear") && why.contains("--operator-insecure-listen"),
+                "{why}"
+            );
+            let env = |k: &str| (k == "VPHONE_OPERATOR_INSECURE_LISTEN").then(|| "1".to_owned());
+            let accepted = layer.overridden_by(ConfigLayer::from_env(&env).unwrap());
+            assert!(
+                accepted.resolve(&|_| None).check_operator_listen().is_ok(),
+                "{addr}"
+            );
+        }
+        for addr in ["127.0.0.1:4434", "127.0.0.9:1", "[::1]:4434"] {
+            let c = ConfigLayer {
+                operator_listen: Some(addr.parse().unwrap()),
+                ..ConfigLayer::default()
+            }
+            .resolve(&|_| None);
+            assert!(c.check_operator_listen().is_ok(), "{addr}");
+        }
+        let bad = |k: &str| (k == "VPHONE_OPERATOR_INSECURE_LISTEN").then(|| "maybe".to_owned());
+        assert!(ConfigLayer::from_env(&bad).is_err());
     }
 }

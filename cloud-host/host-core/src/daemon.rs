@@ -35,8 +35,11 @@ impl Listeners {
     /// Binds the configured addresses.
     ///
     /// # Errors
-    /// [`HostError::Io`] naming an address that cannot be bound.
+    /// [`HostError::Io`] naming an address that cannot be bound;
+    /// [`HostError::Invalid`] for an address that must not be used (see
+    /// [`HostConfig::check_operator_listen`]).
     pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
+        cfg.check_operator_listen()?;
         let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
             HostError::io(
                 format!(

@@ -61,6 +61,12 @@ struct ServeArgs {
     /// Operator API and /metrics address (default: 127.0.0.1:4434).
     #[arg(long)]
     operator_listen: Option<SocketAddr>,
+    /// Let the operator API listen off loopback although it has no TLS (the
+    /// admin token then crosses the network in clear). Without it a
+    /// non-loopback --operator-listen is refused: use `ssh -L` or a
+    /// TLS-terminating proxy instead.
+    #[arg(long)]
+    operator_insecure_listen: bool,
     /// Development only: also serve the netsim PacketStreamer on this TCP
     /// address, where a stack names its phone (any process of this user can
     /// then attach as any phone). Off by default: each phone's stack has an
@@ -71,7 +77,8 @@ struct ServeArgs {
     /// host:port that handsets dial, put in enrollment strings (default: 127.0.0.1 and the bound QUIC port).
     #[arg(long)]
     public_addr: Option<String>,
-    /// TOML config file (keys: data_dir, quic_listen, operator_listen, netsim_listen,
+    /// TOML config file (keys: data_dir, quic_listen, operator_listen,
+    /// operator_insecure_listen, netsim_listen,
     /// public_addr, resume_window_secs, boot_timeout_secs, restart_max, emulator_args).
     #[arg(long, env = "VPHONE_CONFIG")]
     config: Option<PathBuf>,
@@ -91,6 +98,7 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
         data_dir: a.data_dir,
         quic_listen: a.quic_listen,
         operator_listen: a.operator_listen,
+        operator_insecure_listen: a.operator_insecure_listen.then_some(true),
         netsim_listen: a.netsim_listen,
         public_addr: a.public_addr,
         ..ConfigLayer::default()
