@@ -287,13 +287,15 @@ impl Companion {
                             // NTP-style: the exchange with the smallest round
                             // trip bounds the error best, so keep the offset of
                             // the fastest of the recent exchanges.
-                            let now = unix_ns();
-                            let t0 = p.client_send_ns as i64;
-                            let rtt =
-                                (now - t0) - (p.server_send_ns as i64 - p.server_recv_ns as i64);
-                            let off = ((p.server_recv_ns as i64 - t0)
-                                + (p.server_send_ns as i64 - now))
-                                / 2;
+                            let Some((rtt, off)) = device_bridge::clock::ping_estimate(
+                                p.client_send_ns,
+                                p.server_recv_ns,
+                                p.server_send_ns,
+                                unix_ns(),
+                            ) else {
+                                tracing::debug!("a pong with impossible times; ignored");
+                                continue;
+                            };
                             if recent.len() == 8 {
                                 recent.pop_front();
                             }
@@ -442,15 +444,21 @@ impl Companion {
                         match dec.decode(&f.payload) {
                             Ok(Some(pic)) => {
                                 broken = false;
-                                let g2g = (unix_ns() + offset.load(Ordering::Relaxed)) / 1000
-                                    - f.header.capture_time_us as i64;
+                                // The host's clock, now; the capture time is the host's.
+                                let now_us = (i128::from(unix_ns())
+                                    + i128::from(offset.load(Ordering::Relaxed)))
+                                    / 1000;
+                                let g2g = device_bridge::clock::elapsed_us(
+                                    i128::from(f.header.capture_time_us),
+                                    now_us,
+                                );
                                 let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
                                 l.decoded += 1;
-                                if g2g >= 0 {
+                                if let Some(g2g) = g2g {
                                     if l.g2g_us.len() == G2G_KEEP {
                                         l.g2g_us.pop_front();
                                     }
-                                    l.g2g_us.push_back(g2g as u64);
+                                    l.g2g_us.push_back(g2g);
                                 }
                                 drop(l);
                                 let _ = pic_tx.send(Some(Arc::new(pic)));

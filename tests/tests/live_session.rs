@@ -487,6 +487,28 @@ async fn hostile_handset_is_contained() {
         "only KEYCODE_A may reach the phone (last key {last_key:?})"
     );
 
+    // Timestamps and clock offsets are the handset's numbers: the most
+    // extreme ones are reported stats, not arithmetic overflow.
+    session
+        .send_control(control_message::Msg::Stats(sensor_proto::bridge::Stats {
+            clock_offset_ns: i64::MAX,
+            ..Default::default()
+        }))
+        .await
+        .expect("send Stats");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for timestamp_ns in [i64::MAX as u64, u64::MAX, 1] {
+        session
+            .send_sensors(vec![SensorSample {
+                kind: SensorKind::Accelerometer as i32,
+                seq: 0,
+                timestamp_ns,
+                values: vec![0.0, 0.0, 9.8],
+            }])
+            .expect("send_sensors");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The phone still takes sensor values from this handset (after the
     // bucket refilled).
     tokio::time::sleep(Duration::from_millis(1100)).await;

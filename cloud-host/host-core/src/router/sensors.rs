@@ -162,9 +162,14 @@ fn since_capture(
     sample: &SensorSample,
     clock_offset_ns: &std::sync::atomic::AtomicI64,
 ) -> Option<u64> {
-    let taken = sample.timestamp_ns as i64 + clock_offset_ns.load(Ordering::Relaxed);
-    let now = crate::unix_ns();
-    (sample.timestamp_ns > 0 && now >= taken).then(|| ((now - taken) / 1000) as u64)
+    // Both numbers come from the handset: no overflow, whatever they say.
+    let taken_ns =
+        i128::from(sample.timestamp_ns) + i128::from(clock_offset_ns.load(Ordering::Relaxed));
+    let now_ns = i128::from(crate::unix_ns());
+    if sample.timestamp_ns == 0 {
+        return None;
+    }
+    device_bridge::clock::elapsed_us(taken_ns / 1000, now_ns / 1000)
 }
 
 /// Records [`since_capture`] of `sample` in the log `which` picks.
