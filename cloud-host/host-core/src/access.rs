@@ -105,7 +105,10 @@ impl Authorizer for RegistryAuthorizer {
         let fp = req.handset.to_string();
         let handset = self.handset(req, &fp)?;
         let now = crate::unix_ms();
-        let _ = self.registry.touch_handset(&fp, now);
+        if let Err(e) = self.registry.touch_handset(&fp, now) {
+            // The handset is admitted all the same: last-seen is bookkeeping.
+            tracing::error!(error = %e, "the registry could not record when this handset was last seen");
+        }
         let phones = self.registry.phones().map_err(|e| {
             Refusal::new(
                 AppErrorCode::InternalError,

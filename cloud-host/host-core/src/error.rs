@@ -101,7 +101,14 @@ pub enum HostError {
     },
     /// The registry database failed.
     #[error("registry: {0}")]
-    Registry(#[from] rusqlite::Error),
+    Registry(rusqlite::Error),
+    /// The filesystem holding the registry is full: the write was refused
+    /// whole (SQLite rolls it back) and nothing changed.
+    #[error(
+        "registry: the disk holding the data dir is full, so nothing was written; \
+         free space there and retry ({0})"
+    )]
+    StorageFull(rusqlite::Error),
     /// An enrollment token was refused.
     #[error("enrollment token {0}")]
     Token(&'static str),
@@ -144,7 +151,7 @@ impl HostError {
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Token(_) | Self::Denied(_) => ErrorKind::Denied,
-            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Unavailable { .. } | Self::StorageFull(_) => ErrorKind::Unavailable,
             Self::Alloc { .. }
             | Self::Font(_)
             | Self::Png(_)
@@ -161,6 +168,18 @@ impl HostError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for HostError {
+    /// A full disk (`SQLITE_FULL`) is [`HostError::StorageFull`], which says
+    /// so and what to do; every other failure is [`HostError::Registry`].
+    fn from(e: rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            Self::StorageFull(e)
+        } else {
+            Self::Registry(e)
         }
     }
 }

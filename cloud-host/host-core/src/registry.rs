@@ -308,10 +308,32 @@ fn split(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// How much of the session audit the registry keeps: ended sessions beyond
+/// the newest `keep`, or started more than `max_age_ms` ago, are deleted
+/// when a session starts. Open sessions are always kept.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct SessionRetention {
+    /// The most sessions kept.
+    pub keep: usize,
+    /// The oldest start kept, in ms before now.
+    pub max_age_ms: i64,
+}
+
+impl Default for SessionRetention {
+    /// 10 000 sessions, 90 days.
+    fn default() -> Self {
+        Self {
+            keep: 10_000,
+            max_age_ms: 90 * 24 * 3600 * 1000,
+        }
+    }
+}
+
 /// The registry. Cheap to share behind an `Arc`; every call takes a short lock.
 #[derive(Debug)]
 pub struct Registry {
     conn: Mutex<Connection>,
+    retention: SessionRetention,
 }
 
 impl Registry {
@@ -356,7 +378,16 @@ impl Registry {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            retention: SessionRetention::default(),
         })
+    }
+
+    /// Sets how much of the session audit is kept (the default:
+    /// [`SessionRetention::default`]).
+    #[must_use]
+    pub fn with_session_retention(mut self, retention: SessionRetention) -> Self {
+        self.retention = retention;
+        self
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -733,15 +764,32 @@ impl Registry {
 
     // ---- session audit -------------------------------------------------
 
-    /// Records a session's start.
+    /// Records a session's start, and applies the [`SessionRetention`] to
+    /// the ended ones (in the same transaction), so the audit stays bounded
+    /// however many sessions come and go.
     ///
     /// # Errors
     /// [`HostError::Registry`].
     pub fn session_started(&self, s: &SessionRecord) -> Result<(), HostError> {
-        self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "INSERT INTO sessions (id, fingerprint, phone, remote, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![s.id, s.fingerprint, s.phone, s.remote, s.started_at_ms],
         )?;
+        let SessionRetention { keep, max_age_ms } = self.retention;
+        let pruned = tx.execute(
+            "DELETE FROM sessions WHERE ended_at_ms IS NOT NULL AND (started_at_ms < ?1
+                OR id IN (SELECT id FROM sessions ORDER BY started_at_ms DESC, id LIMIT -1 OFFSET ?2))",
+            params![
+                s.started_at_ms.saturating_sub(max_age_ms),
+                i64::try_from(keep).unwrap_or(i64::MAX)
+            ],
+        )?;
+        tx.commit()?;
+        if pruned > 0 {
+            tracing::debug!(pruned, "session audit: old sessions deleted");
+        }
         Ok(())
     }
 
@@ -982,5 +1030,45 @@ mod tests {
             .unwrap();
         let e = Registry::open(&path).unwrap_err().to_string();
         assert!(e.contains("upgrade vphone-host"), "{e}");
+    }
+
+    #[test]
+    fn the_session_audit_keeps_what_its_retention_says() {
+        let r = Registry::open_in_memory()
+            .unwrap()
+            .with_session_retention(SessionRetention {
+                keep: 5,
+                max_age_ms: 1_000_000,
+            });
+        let session = |i: i64| SessionRecord {
+            id: format!("s{i:03}"),
+            fingerprint: "aa".into(),
+            phone: "phone-1".into(),
+            remote: None,
+            started_at_ms: i * 10,
+            ended_at_ms: None,
+            end_reason: None,
+        };
+        // s000 stays open throughout: an open session is never deleted.
+        r.session_started(&session(0)).unwrap();
+        for i in 1..=50 {
+            r.session_started(&session(i)).unwrap();
+            r.session_ended(&format!("s{i:03}"), "done", i * 10 + 5)
+                .unwrap();
+        }
+        let ids: Vec<String> = r.sessions(100).unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["s050", "s049", "s048", "s047", "s046", "s000"]);
+        // Age: a session starting much later leaves only the open one and itself.
+        r.session_started(&session(200_000)).unwrap();
+        let ids: Vec<String> = r.sessions(100).unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["s200000", "s000"]);
+        // The default keeps 10 000 sessions for 90 days.
+        assert_eq!(
+            SessionRetention::default(),
+            SessionRetention {
+                keep: 10_000,
+                max_age_ms: 7_776_000_000
+            }
+        );
     }
 }

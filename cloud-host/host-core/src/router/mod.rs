@@ -204,7 +204,11 @@ impl Router {
             end_reason: None,
         };
         let registry = self.registry.clone();
-        let _ = tokio::task::spawn_blocking(move || registry.session_started(&record)).await;
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || registry.session_started(&record)).await
+        {
+            tracing::error!(error = %e, "the session audit could not record this session's start");
+        }
         let end = match self.phones.connect(&phone).await {
             Ok(client) => {
                 // The phone shows who drives it (the sim paints it).
@@ -229,10 +233,12 @@ impl Router {
             .await;
         self.sessions.lock().detach(&id);
         let registry = self.registry.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            registry.session_ended(&id, &end, crate::unix_ms())
-        })
-        .await;
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || registry.session_ended(&id, &end, crate::unix_ms()))
+                .await
+        {
+            tracing::error!(error = %e, "the session audit could not record this session's end");
+        }
     }
 
     /// Runs the session's pipelines until it ends; returns why it ended.
