@@ -20,6 +20,13 @@ const PROTOS: &[&str] = &[
     "netsim/packet_streamer.proto",
 ];
 
+/// Messages with secret fields: no derived `Debug` (see `src/lib.rs`).
+const SECRET_BEARING: &[&str] = &[
+    ".vphone.bridge.v1.Hello",
+    ".vphone.bridge.v1.Welcome",
+    ".vphone.operator.v1.EnrollHandsetResponse",
+];
+
 /// Files whose services get default `UNIMPLEMENTED` method bodies: vphone's
 /// "sim" phone implements only part of the emulator's API.
 const DEFAULT_STUBS: &[&str] = &["android/emulation/control/emulator_controller.proto"];
@@ -55,6 +62,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_transport(true)
             .generate_default_stubs(default_stubs)
             .bytes(".")
+            // Messages that carry secrets get a hand-written Debug that
+            // redacts them (src/lib.rs, `secrets`).
+            .skip_debug(SECRET_BEARING)
             .compile_fds(FileDescriptorSet { file: files })?;
     }
     Ok(())

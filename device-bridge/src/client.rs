@@ -22,8 +22,9 @@ use crate::session::{
 use crate::wire::{self, FrameReader, ReadFail};
 use crate::{BridgeError, tls};
 
-/// Configuration of a handset connection.
-#[derive(Clone, Debug)]
+/// Configuration of a handset connection. Its `Debug` never shows the
+/// enrollment token.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct BridgeClientConfig {
     /// The host's UDP address.
@@ -49,6 +50,27 @@ pub struct BridgeClientConfig {
     /// Reconnect and resume automatically when the connection is lost
     /// (default true).
     pub auto_resume: bool,
+}
+
+impl fmt::Debug for BridgeClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = if self.enrollment_token.is_some() {
+            "<redacted>"
+        } else {
+            "<none>"
+        };
+        f.debug_struct("BridgeClientConfig")
+            .field("server_addr", &self.server_addr)
+            .field("server_name", &self.server_name)
+            .field("host_pin", &self.host_pin)
+            .field("identity", &self.identity)
+            .field("enrollment_token", &format_args!("{token}"))
+            .field("hello", &self.hello)
+            .field("transport", &self.transport)
+            .field("bind_addr", &self.bind_addr)
+            .field("auto_resume", &self.auto_resume)
+            .finish()
+    }
 }
 
 impl BridgeClientConfig {

@@ -177,3 +177,104 @@ pub mod netsim {
         include!(concat!(env!("OUT_DIR"), "/netsim.common.rs"));
     }
 }
+
+/// `Debug` for the messages that carry secrets (`Hello`'s enrollment and
+/// resume tokens, `Welcome`'s resume token, the enrollment string): every
+/// other field as derived `Debug` shows it, each secret only as whether it
+/// is there. No log line at any level can print one.
+mod secrets {
+    use std::fmt;
+
+    use crate::bridge::{Hello, Welcome};
+    use crate::operator::EnrollHandsetResponse;
+
+    /// How a secret shows: `<redacted>` when set, `<none>` when not.
+    struct Secret(bool);
+
+    impl fmt::Debug for Secret {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(if self.0 { "<redacted>" } else { "<none>" })
+        }
+    }
+
+    impl fmt::Debug for Hello {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Hello")
+                .field("protocol_version", &self.protocol_version)
+                .field("handset_name", &self.handset_name)
+                .field("capabilities", &self.capabilities)
+                .field("screen", &self.screen)
+                .field("radio_available", &self.radio_available)
+                .field("enrollment_token", &Secret(self.enrollment_token.is_some()))
+                .field("resume_token", &Secret(self.resume_token.is_some()))
+                .field("phone_name", &self.phone_name)
+                .field("hci_rx_acked", &self.hci_rx_acked)
+                .field("video_codecs", &self.video_codecs)
+                .field("client_version", &self.client_version)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for Welcome {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Welcome")
+                .field("session_id", &self.session_id)
+                .field("resume_token", &Secret(!self.resume_token.is_empty()))
+                .field("resume_window_ms", &self.resume_window_ms)
+                .field("phone_name", &self.phone_name)
+                .field("display", &self.display)
+                .field("resumed", &self.resumed)
+                .field("hci_rx_acked", &self.hci_rx_acked)
+                .field("protocol_version", &self.protocol_version)
+                .field("host_version", &self.host_version)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for EnrollHandsetResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("EnrollHandsetResponse")
+                .field("enrollment", &Secret(!self.enrollment.is_empty()))
+                .field("expires_at_unix_ms", &self.expires_at_unix_ms)
+                .field("host_pin", &self.host_pin)
+                .finish()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn secrets_never_show_in_debug() {
+            let hello = Hello {
+                handset_name: "alice".into(),
+                enrollment_token: Some("vpe1.SECRET-ENROLL".into()),
+                resume_token: Some(b"SECRET-RESUME".to_vec().into()),
+                ..Hello::default()
+            };
+            let welcome = Welcome {
+                session_id: "s1".into(),
+                resume_token: b"SECRET-RESUME".to_vec().into(),
+                ..Welcome::default()
+            };
+            let enroll = EnrollHandsetResponse {
+                enrollment: "vphone://h:1?pin=00&token=vpe1.SECRET-ENROLL".into(),
+                expires_at_unix_ms: 5,
+                host_pin: "00".into(),
+            };
+            for (text, shown) in [
+                (format!("{hello:?} {hello:#?}"), "alice"),
+                (format!("{welcome:?}"), "s1"),
+                (format!("{enroll:?}"), "host_pin"),
+            ] {
+                assert!(text.contains(shown), "{text}");
+                assert!(text.contains("<redacted>"), "{text}");
+                assert!(!text.contains("SECRET"), "{text}");
+                // Bytes show as decimal lists in derived Debug: "83, 69, 67".
+                assert!(!text.contains("83, 69, 67"), "{text}");
+            }
+            assert!(format!("{:?}", Hello::default()).contains("enrollment_token: <none>"));
+        }
+    }
+}

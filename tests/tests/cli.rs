@@ -276,3 +276,122 @@ fn registry_survives_kill_9() {
         .collect();
     assert_eq!(names, ["idle", "lab", "phone-1"]);
 }
+
+/// No secret reaches a log. A whole run at debug level, through the real
+/// binaries: the host, `vphonectl` minting an enrollment, the companion
+/// enrolling with it and streaming for two seconds, then connecting again
+/// with its certificate alone. Every log and every output is then searched
+/// for every secret the run made: the admin token, the token key, the
+/// enrollment token (whole, and its MAC).
+#[test]
+fn no_secret_reaches_any_log_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("host");
+    std::fs::create_dir(&data).unwrap();
+    let host_log = dir.path().join("host.log");
+    let child = Command::new(host_bin())
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--operator-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("VPHONE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&host_log).unwrap())
+        .spawn()
+        .expect("start vphone-host");
+    let host = Daemon(child);
+    let t = Instant::now();
+    while !data.join("operator.addr").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "vphone-host did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_state(&data, "phone-1", "running");
+
+    let mut outputs = String::new();
+    // What a command prints on stdout is searched too, except the enrollment
+    // string `vphonectl handset enroll --quiet` prints: handing it over is
+    // that command's job.
+    let mut run = |cmd: &mut Command, what: &str, keep_stdout: bool| {
+        let o = cmd.env("RUST_LOG", "debug").output().expect(what);
+        if keep_stdout {
+            outputs.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        outputs.push_str(&String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{what}: {outputs}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let enrollment = run(
+        Command::new(ctl_bin()).arg("--data-dir").arg(&data).args([
+            "handset", "enroll", "--name", "alice", "--phone", "phone-1", "--quiet",
+        ]),
+        "vphonectl handset enroll",
+        false,
+    );
+    let enrollment = enrollment.trim().to_owned();
+    let companion = dir.path().join("companion");
+    let companion_cmd = || {
+        let mut c = Command::new(vphone_testkit::binary("vphone-companion"));
+        c.arg("--config-dir").arg(&companion);
+        c
+    };
+    run(
+        companion_cmd().args(["enroll", &enrollment, "--name", "alice-phone"]),
+        "vphone-companion enroll",
+        true,
+    );
+    for _ in 0..2 {
+        run(
+            companion_cmd().args(["connect", "--headless", "--duration", "2", "--stats"]),
+            "vphone-companion connect",
+            true,
+        );
+    }
+    drop(host);
+
+    let mut logs = std::fs::read_to_string(&host_log).unwrap();
+    logs.push_str(&outputs);
+    assert!(
+        logs.contains("DEBUG") && logs.contains("alice"),
+        "the run did not log at debug level: {logs}"
+    );
+    let token = enrollment
+        .split("token=")
+        .nth(1)
+        .expect("the enrollment string has a token")
+        .to_owned();
+    let mac = token[token.len() - 32..].to_owned();
+    let secrets = [
+        (
+            "the admin token",
+            std::fs::read_to_string(data.join("admin.token"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        ),
+        (
+            "the token key",
+            std::fs::read_to_string(data.join("token.key"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        ),
+        ("the enrollment token", token),
+        ("the enrollment token's MAC", mac),
+    ];
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} looks wrong: {secret:?}");
+        assert!(
+            !logs.to_lowercase().contains(&secret.to_lowercase()),
+            "{what} reached a log"
+        );
+    }
+    eprintln!("{} bytes of logs searched", logs.len());
+}

@@ -100,8 +100,8 @@ mod tests {
     }
 }
 
-/// A freshly minted enrollment token.
-#[derive(Clone, Debug)]
+/// A freshly minted enrollment token. Its `Debug` never shows the text.
+#[derive(Clone)]
 pub struct MintedToken {
     /// Its public id (recorded in the registry).
     pub id: String,
@@ -109,6 +109,16 @@ pub struct MintedToken {
     pub expires_at_ms: i64,
     /// The secret text given to the handset.
     pub text: String,
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("id", &self.id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("text", &crate::secret::Redacted(true))
+            .finish()
+    }
 }
 
 /// What the operator API needs from the host's QUIC identity.

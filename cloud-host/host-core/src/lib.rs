@@ -23,6 +23,7 @@ pub mod phones;
 mod region;
 pub mod registry;
 pub mod router;
+pub mod secret;
 pub mod status;
 pub mod threads;
 /// The video pipeline (the `vphone-media` crate, shared with the handset).

@@ -38,8 +38,7 @@ use host_core::registry::{
 pub use host_core::router::{NoSessions, SessionDirectory};
 
 /// A whole host: the core ([`Host`]) and the operator API serving it.
-/// Derefs to the [`Host`].
-#[derive(Debug)]
+/// Derefs to the [`Host`]. Its `Debug` never shows the admin token.
 pub struct ServedHost {
     /// The host's parts.
     pub host: Host,
@@ -47,6 +46,16 @@ pub struct ServedHost {
     pub operator_addr: SocketAddr,
     /// The operator's admin token.
     pub admin_token: String,
+}
+
+impl std::fmt::Debug for ServedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedHost")
+            .field("host", &self.host)
+            .field("operator_addr", &self.operator_addr)
+            .field("admin_token", &host_core::secret::Redacted(true))
+            .finish()
+    }
 }
 
 impl ServedHost {

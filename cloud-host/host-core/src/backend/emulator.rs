@@ -184,13 +184,22 @@ pub fn read_discovery(runtime_dir: &Path, pid: u32) -> Result<Option<Discovery>,
         }))
 }
 
-/// What a discovery file tells us.
-#[derive(Clone, Debug, Eq, PartialEq)]
+/// What a discovery file tells us. Its `Debug` never shows the token.
+#[derive(Clone, Eq, PartialEq)]
 pub struct Discovery {
     /// The gRPC port on loopback.
     pub grpc_port: u16,
     /// The gRPC bearer token.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("grpc_port", &self.grpc_port)
+            .field("token", &crate::secret::Redacted(self.token.is_some()))
+            .finish()
+    }
 }
 
 /// Runs one Android Emulator process.

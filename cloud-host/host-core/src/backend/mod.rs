@@ -22,13 +22,23 @@ use crate::status::PhoneStatus;
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Where a started phone's EmulatorController API answers.
-#[derive(Clone, Debug, Eq, PartialEq)]
+/// Where a started phone's EmulatorController API answers. Its `Debug`
+/// never shows the token.
+#[derive(Clone, Eq, PartialEq)]
 pub struct PhoneEndpoint {
     /// `host:port` of the gRPC server.
     pub grpc_addr: String,
     /// The bearer token its gRPC API requires.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for PhoneEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneEndpoint")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("token", &crate::secret::Redacted(self.token.is_some()))
+            .finish()
+    }
 }
 
 /// Progress reports from a long start (an emulator boot takes minutes).

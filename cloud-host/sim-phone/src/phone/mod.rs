@@ -35,8 +35,8 @@ use tonic::{Request, Status};
 use super::{BluetoothView, Gps, LISTENED_SENSORS, Renderer, Ripple, SceneState, SensorName};
 use host_core::HostError;
 
-/// How a sim phone is built.
-#[derive(Clone, Debug)]
+/// How a sim phone is built. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct SimPhoneConfig {
     /// Screen width in pixels.
     pub width: u32,
@@ -46,6 +46,20 @@ pub struct SimPhoneConfig {
     pub dpi: u32,
     /// When set, every gRPC call must carry `authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for SimPhoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPhoneConfig")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("dpi", &self.dpi)
+            .field(
+                "auth_token",
+                &host_core::secret::Redacted(self.auth_token.is_some()),
+            )
+            .finish()
+    }
 }
 
 impl Default for SimPhoneConfig {
