@@ -16,7 +16,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::HostError;
 use crate::backend::{
-    AttachPointsFor, BackendContext, Backends, PhoneBackend, PhoneEndpoint, Unavailable,
+    AttachPointsFor, BackendContext, BackendKind, Backends, PhoneBackend, PhoneEndpoint,
+    Unavailable,
 };
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
@@ -128,6 +129,42 @@ pub struct PhoneSpec {
     pub avd: Option<String>,
     /// Start it right away.
     pub start: bool,
+}
+
+impl PhoneSpec {
+    /// The registry record of a phone made from this spec, checked: its
+    /// name, what its backend `kind` can run, its density. Pure: nothing is
+    /// created.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] or [`HostError::InvalidSize`] saying what is
+    /// wrong.
+    pub fn record(&self, kind: &dyn BackendKind, now_ms: i64) -> Result<PhoneRecord, HostError> {
+        validate_name("phone name", &self.name)?;
+        let (width, height, dpi) = self.display;
+        let record = PhoneRecord {
+            name: self.name.clone(),
+            backend: self.backend,
+            desired: if self.start {
+                DesiredState::Running
+            } else {
+                DesiredState::Stopped
+            },
+            width,
+            height,
+            dpi,
+            avd: self.avd.clone(),
+            created_at_ms: now_ms,
+        };
+        kind.check(&record)?;
+        if !(120..=640).contains(&dpi) {
+            return Err(HostError::Invalid {
+                what: "display",
+                why: format!("density {dpi} dpi is outside 120..640"),
+            });
+        }
+        Ok(record)
+    }
 }
 
 /// Settings of the phone manager.
@@ -511,7 +548,6 @@ impl Actor {
 
     fn create(&mut self, spec: PhoneSpec) -> Result<PhoneView, HostError> {
         validate_name("phone name", &spec.name)?;
-        let (w, h, dpi) = spec.display;
         let kind = self
             .cfg
             .backends
@@ -520,27 +556,7 @@ impl Actor {
                 what: "backend",
                 why: format!("this host does not run {} phones", spec.backend.as_str()),
             })?;
-        let record = PhoneRecord {
-            name: spec.name.clone(),
-            backend: spec.backend,
-            desired: if spec.start {
-                DesiredState::Running
-            } else {
-                DesiredState::Stopped
-            },
-            width: w,
-            height: h,
-            dpi,
-            avd: spec.avd,
-            created_at_ms: crate::unix_ms(),
-        };
-        kind.check(&record)?;
-        if !(120..=640).contains(&dpi) {
-            return Err(HostError::Invalid {
-                what: "display",
-                why: format!("density {dpi} dpi is outside 120..640"),
-            });
-        }
+        let record = spec.record(kind.as_ref(), crate::unix_ms())?;
         if self.phones.contains_key(&spec.name) {
             return Err(HostError::AlreadyExists {
                 kind: "phone",

@@ -359,6 +359,13 @@ impl Operator for OperatorService {
         req: Request<op::CreatePhoneRequest>,
     ) -> Result<Response<op::Phone>, Status> {
         let r = req.into_inner();
+        if !r.allowed_handsets.is_empty() {
+            return Err(Status::invalid_argument(
+                "allowed_handsets cannot be set when creating a phone: grant a phone to a \
+                 handset when enrolling it (allowed_phones; vphonectl: handset enroll --phone \
+                 NAME)",
+            ));
+        }
         let backend = match op::Backend::try_from(r.backend) {
             Ok(op::Backend::Sim) | Ok(op::Backend::Unspecified) => Backend::Sim,
             Ok(op::Backend::Emulator) => Backend::Emulator,

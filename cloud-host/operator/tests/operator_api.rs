@@ -124,8 +124,21 @@ async fn lifecycle_and_bad_requests_through_the_operator_api() {
     );
     let mut emu = create("emu", 1080, 2400);
     emu.backend = op::Backend::Emulator as i32;
-    let e = c.create_phone(emu).await.unwrap_err();
+    let e = c.create_phone(emu.clone()).await.unwrap_err();
     assert!(e.message().contains("needs an AVD"), "{}", e.message());
+    emu.avd = "-wipe-data".into();
+    let e = c.create_phone(emu).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("must start with"), "{}", e.message());
+    let mut granting = create("granting", 720, 1280);
+    granting.allowed_handsets = vec!["ab12".into()];
+    let e = c.create_phone(granting).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("handset enroll --phone"),
+        "{}",
+        e.message()
+    );
     let e = c
         .delete_phone(op::DeletePhoneRequest {
             name: "phone-1".into(),

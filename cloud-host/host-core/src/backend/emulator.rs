@@ -243,14 +243,33 @@ impl BackendKind for EmulatorKind {
     }
 
     fn check(&self, record: &PhoneRecord) -> Result<(), HostError> {
-        if record.avd.as_deref().unwrap_or("").is_empty() {
-            return Err(HostError::Invalid {
-                what: "phone",
-                why: "an emulator phone needs an AVD name (--avd)".to_owned(),
-            });
-        }
-        Ok(())
+        check_avd_name(record.avd.as_deref().unwrap_or(""))
     }
+}
+
+/// Checks an AVD name as `avdmanager` makes them (letters, digits, `.`,
+/// `_`, `-`), starting with a letter or digit: it becomes the emulator's
+/// `-avd` argument and part of file names, so nothing else may pass (a name
+/// like `-qemu` would be read as an option).
+///
+/// # Errors
+/// [`HostError::Invalid`] saying what is wrong.
+pub fn check_avd_name(avd: &str) -> Result<(), HostError> {
+    let why = if avd.is_empty() {
+        "an emulator phone needs an AVD name (--avd)".to_owned()
+    } else if avd.len() > 128 {
+        format!("the AVD name is {} bytes long; at most 128", avd.len())
+    } else if !avd
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        format!("AVD name {avd:?} may only contain letters, digits, '.', '_' and '-'")
+    } else if !avd.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        format!("AVD name {avd:?} must start with a letter or digit")
+    } else {
+        return Ok(());
+    };
+    Err(HostError::Invalid { what: "phone", why })
 }
 
 impl PhoneBackend for EmulatorBackend {
@@ -391,6 +410,25 @@ impl PhoneBackend for EmulatorBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_avd_name_cannot_become_an_option_or_a_path() {
+        for ok in ["pixel_7", "Pixel_8_API_35", "a", "x86.64-test"] {
+            assert!(check_avd_name(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "needs an AVD name"),
+            ("-qemu", "must start with"),
+            (".hidden", "must start with"),
+            ("../other", "may only contain"),
+            ("pixel 7", "may only contain"),
+            ("pixel\n-wipe-data", "may only contain"),
+        ] {
+            let why = check_avd_name(bad).expect_err(bad).to_string();
+            assert!(why.contains(says), "{bad:?}: {why}");
+        }
+        assert!(check_avd_name(&"a".repeat(129)).is_err());
+    }
 
     fn cfg() -> EmulatorConfig {
         EmulatorConfig {
