@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use host_core::keymap::android_to_w3c;
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
-use vphone_testkit::net::{FaultProxy, Faults, Loss};
+use vphone_testkit::net::{DirectionStats, FaultProxy, Faults, GilbertElliott, Loss};
 use vphone_tests::{TestHost, eventually, key};
 
 /// The seed of every proxy here; a failure replays with the same faults.
@@ -152,6 +152,188 @@ async fn a_session_survives_five_percent_loss() {
     })
     .await
     .unwrap_or_else(|e| panic!("video after the loss cleared: {e}"));
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut ended)
+            .await
+            .is_err(),
+        "the session is still up"
+    );
+    drop(ended);
+    companion.finish().await.expect("finish");
+    t.shutdown().await;
+}
+
+/// One session through each network fault a handset meets, one after
+/// another: light and heavy independent loss, bursty loss, jitter with
+/// reordering, duplication, a bandwidth cap below the video bitrate and a
+/// 2 s blackout. Under each (2 s), 20 keys are typed; when the fault clears every
+/// one of them has arrived exactly once and in order (counted, not timed),
+/// the picture moves again, and the session never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_arrives_once_in_order_through_each_network_fault() {
+    let mut t = TestHost::start().await;
+    let handset = t.enroll("faulty-handset", &["phone-1"]);
+    let upstream = mobile_client::config::load(&handset.dir)
+        .expect("config")
+        .host
+        .parse()
+        .expect("host address");
+    let proxy = FaultProxy::start(upstream, SEED).await.expect("proxy");
+    point_at(&handset, proxy.addr());
+    let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed: 2 }))
+        .await
+        .expect("companion connects through the proxy");
+    let (_, sim) = t.phone("phone-1").await;
+    let input = companion.input();
+    let mut ended = Box::pin(companion.ended());
+
+    let path = Faults::delay(Duration::from_millis(25), Duration::ZERO);
+    // Each scenario, and the proxy counter (both directions) that shows it
+    // really happened.
+    type Counter = fn(&DirectionStats) -> u64;
+    let lost: Counter = |d| d.lost;
+    let scenarios: Vec<(&str, Faults, bool, Counter)> = vec![
+        (
+            "1% loss",
+            Faults {
+                loss: Loss::Random(0.01),
+                ..path
+            },
+            false,
+            lost,
+        ),
+        (
+            "10% loss",
+            Faults {
+                loss: Loss::Random(0.10),
+                ..path
+            },
+            false,
+            lost,
+        ),
+        (
+            "5% loss in bursts of 8",
+            Faults {
+                loss: Loss::Bursty(GilbertElliott::bursts(0.05, 8.0)),
+                ..path
+            },
+            false,
+            lost,
+        ),
+        (
+            "25 ms +- 10 ms each way, 5% reordered",
+            Faults {
+                jitter: Duration::from_millis(10),
+                reorder: 0.05,
+                reorder_by: Duration::from_millis(30),
+                ..path
+            },
+            false,
+            |d| d.reordered,
+        ),
+        (
+            "5% duplicated",
+            Faults {
+                duplicate: 0.05,
+                ..path
+            },
+            false,
+            |d| d.duplicated,
+        ),
+        (
+            "a 64 kbit/s cap below the video bitrate, 16 KiB buffer",
+            Faults {
+                rate_bps: Some(64_000),
+                queue_bytes: 16 * 1024,
+                ..path
+            },
+            false,
+            |d| d.queued,
+        ),
+        ("a 2 s blackout", path, true, |d| d.blacked_out),
+    ];
+    let mut want: Vec<String> = Vec::new();
+    let mut code = 0;
+    for (name, faults, blackout, counter) in scenarios {
+        // Long enough for the proxy to act (1% of ~120 packets a second
+        // each way needs a few seconds to lose any).
+        let lasts = if name == "1% loss" { 4_000 } else { 2_000 };
+        let before = proxy.stats();
+        proxy.set_both(faults);
+        if blackout {
+            proxy.blackout(true);
+        }
+        let start = Instant::now();
+        for i in 0..20u64 {
+            let k = 29 + code % 26; // KEYCODE_A..Z
+            code += 1;
+            want.push(format!(
+                "{} press",
+                android_to_w3c(k).expect("a mapped key")
+            ));
+            tokio::select! {
+                e = &mut ended => panic!("the session ended under {name} (seed {SEED:#x}): {e}"),
+                () = tokio::time::sleep_until((start + Duration::from_millis(lasts / 20 * i)).into()) => {}
+            }
+            input.send(key(k)).await.expect("input accepted");
+        }
+        tokio::select! {
+            e = &mut ended => panic!("the session ended under {name} (seed {SEED:#x}): {e}"),
+            () = tokio::time::sleep_until((start + Duration::from_millis(lasts)).into()) => {}
+        }
+        proxy.blackout(false);
+        proxy.set_both(Faults::none());
+        let during = proxy.stats();
+        assert!(
+            counter(&during.up) + counter(&during.down)
+                > counter(&before.up) + counter(&before.down),
+            "the proxy never applied {name} (seed {SEED:#x}): {during:?}"
+        );
+        let frames = companion.report().frames;
+
+        let sim = &sim;
+        let expected = want.clone();
+        eventually(Duration::from_secs(10), || {
+            let expected = expected.clone();
+            async move {
+                let got = sim.recent_keys();
+                if got == expected {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} keys: {:?}",
+                        got.len(),
+                        expected.len(),
+                        got
+                    ))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "keys after {name} (seed {SEED:#x}): {e}; proxy {:?}; bridge {:?}",
+                proxy.stats(),
+                companion.session().stats()
+            )
+        });
+        let c = &companion;
+        eventually(Duration::from_secs(3), || async move {
+            let now = c.report().frames;
+            if now > frames + 5 {
+                Ok(())
+            } else {
+                Err(format!("{} frames since the fault cleared", now - frames))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("video after {name} (seed {SEED:#x}): {e}"));
+        eprintln!(
+            "{name}: {} keys in order, proxy {:?}",
+            want.len(),
+            proxy.stats()
+        );
+    }
     assert!(
         tokio::time::timeout(Duration::ZERO, &mut ended)
             .await

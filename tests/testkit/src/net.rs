@@ -168,6 +168,8 @@ pub struct DirectionStats {
     pub blacked_out: u64,
     /// Packets dropped because the queue behind the bandwidth cap was full.
     pub overflowed: u64,
+    /// Packets that found the link busy and queued behind the bandwidth cap.
+    pub queued: u64,
     /// Extra copies sent.
     pub duplicated: u64,
     /// Packets held back for reordering.
@@ -499,6 +501,9 @@ impl Relay {
                 if backlog_bytes + bytes.len() as f64 > faults.queue_bytes as f64 {
                     s.overflowed += 1;
                     continue;
+                }
+                if free > now {
+                    s.queued += 1;
                 }
                 let wire = Duration::from_secs_f64(bytes.len() as f64 * 8.0 / rate as f64);
                 self.link_free[d] = free + wire;
