@@ -109,6 +109,14 @@ pub enum HostError {
          free space there and retry ({0})"
     )]
     StorageFull(rusqlite::Error),
+    /// The registry's filesystem refuses writes (mounted read-only, or
+    /// remounted so after an I/O error).
+    #[error(
+        "registry: the data dir is read-only (a read-only volume, or a filesystem the kernel \
+         remounted read-only after an I/O error), so nothing was written; make it writable and \
+         retry ({0})"
+    )]
+    StorageReadOnly(rusqlite::Error),
     /// An enrollment token was refused.
     #[error("enrollment token {0}")]
     Token(&'static str),
@@ -151,7 +159,9 @@ impl HostError {
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Token(_) | Self::Denied(_) => ErrorKind::Denied,
-            Self::Unavailable { .. } | Self::StorageFull(_) => ErrorKind::Unavailable,
+            Self::Unavailable { .. } | Self::StorageFull(_) | Self::StorageReadOnly(_) => {
+                ErrorKind::Unavailable
+            }
             Self::Alloc { .. }
             | Self::Font(_)
             | Self::Png(_)
@@ -173,13 +183,15 @@ impl HostError {
 }
 
 impl From<rusqlite::Error> for HostError {
-    /// A full disk (`SQLITE_FULL`) is [`HostError::StorageFull`], which says
-    /// so and what to do; every other failure is [`HostError::Registry`].
+    /// A full disk (`SQLITE_FULL`) is [`HostError::StorageFull`] and a
+    /// read-only one (`SQLITE_READONLY`) [`HostError::StorageReadOnly`], each
+    /// saying so and what to do; every other failure is
+    /// [`HostError::Registry`].
     fn from(e: rusqlite::Error) -> Self {
-        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-            Self::StorageFull(e)
-        } else {
-            Self::Registry(e)
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Self::StorageFull(e),
+            Some(rusqlite::ErrorCode::ReadOnly) => Self::StorageReadOnly(e),
+            _ => Self::Registry(e),
         }
     }
 }

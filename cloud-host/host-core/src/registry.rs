@@ -275,6 +275,31 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
 }
 
+/// Whether `path` (or, if it does not exist, its directory) is on a
+/// filesystem mounted read-only.
+fn on_read_only_fs(path: &Path) -> bool {
+    let probe = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        tempfile_in(dir)
+    };
+    matches!(probe, Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+}
+
+/// Creates and removes an empty file in `dir`.
+fn tempfile_in(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".vphone-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 /// Checks a phone or handset name: 1-63 characters of `a-z A-Z 0-9 - _ .`,
 /// starting with a letter or digit.
 ///
@@ -342,10 +367,18 @@ impl Registry {
     /// # Errors
     /// [`HostError::Registry`] when the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Self, HostError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn)
+        let open = || -> Result<Self, HostError> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Self::init(conn)
+        };
+        // SQLite says only "unable to open database file" on a read-only
+        // filesystem: find out, and say what it is.
+        open().map_err(|e| match e {
+            HostError::Registry(err) if on_read_only_fs(path) => HostError::StorageReadOnly(err),
+            other => other,
+        })
     }
 
     /// An in-memory registry (tests).

@@ -1,7 +1,8 @@
 //! A full disk, for real: the registry on a small tmpfs that fills up. A
 //! write is refused whole with an error that says the disk is full and what
 //! to do, everything written before stays readable, and once space is freed
-//! the same write succeeds. Needs root (it mounts the tmpfs).
+//! the same write succeeds. The same for a filesystem that turns read-only.
+//! Needs root (it mounts the tmpfs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,4 +110,55 @@ fn a_full_disk_fails_registry_writes_loudly_and_loses_nothing() {
     drop(registry);
     let reopened = Registry::open(&fs.path().join("registry.sqlite3")).unwrap();
     assert_eq!(reopened.phones().unwrap().len(), written + 1);
+}
+
+#[test]
+fn a_read_only_data_dir_is_refused_clearly_and_loses_nothing() {
+    if !vphone_testkit::tools::require_root("mounting and remounting a small tmpfs") {
+        return;
+    }
+    let fs = Tmpfs::mount("4m");
+    let path = fs.path().join("registry.sqlite3");
+    Registry::open(&path)
+        .unwrap()
+        .insert_phone(&phone("before"))
+        .unwrap();
+
+    // A volume mounted read-only (by mistake, or by the kernel after an
+    // I/O error): the host cannot keep its registry there and says why,
+    // instead of SQLite's "unable to open database file". (Linux refuses to
+    // remount a filesystem with files open for writing, so the registry is
+    // opened on it afresh, as the host does at start.)
+    remount(fs.path(), "ro");
+    let err = Registry::open(&path).unwrap_err();
+    assert!(matches!(err, HostError::StorageReadOnly(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let text = err.to_string();
+    assert!(
+        text.contains("data dir is read-only") && text.contains("make it writable"),
+        "{text}"
+    );
+
+    // Writable again: the registry opens with everything in it, and the
+    // write goes through.
+    remount(fs.path(), "rw");
+    let registry = Registry::open(&path).unwrap();
+    registry.insert_phone(&phone("during")).unwrap();
+    let mut names: Vec<String> = registry
+        .phones()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["before", "during"]);
+}
+
+fn remount(dir: &Path, mode: &str) {
+    let status = Command::new("mount")
+        .args(["-o", &format!("remount,{mode}")])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mount -o remount,{mode} failed");
 }
