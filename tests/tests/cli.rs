@@ -1,6 +1,6 @@
 //! The real binaries: `vphone-host serve` driven by `vphonectl`, a
 //! screenshot checked by ffprobe, one-line errors with exit codes, and the
-//! registry surviving `kill -9`.
+//! registry and the companion's session surviving the host's `kill -9`.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -26,16 +26,17 @@ impl Drop for Daemon {
 }
 
 fn start_host(dir: &Path) -> Daemon {
+    start_host_on(dir, "127.0.0.1:0")
+}
+
+/// The host with its QUIC endpoint on `quic` (a fixed port survives a
+/// restart, as a real host's does).
+fn start_host_on(dir: &Path, quic: &str) -> Daemon {
     let _ = std::fs::remove_file(dir.join("operator.addr"));
     let child = Command::new(host_bin())
         .args(["serve", "--data-dir"])
         .arg(dir)
-        .args([
-            "--operator-listen",
-            "127.0.0.1:0",
-            "--quic-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--operator-listen", "127.0.0.1:0", "--quic-listen", quic])
         .env_remove("VPHONE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -275,6 +276,79 @@ fn registry_survives_kill_9() {
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["idle", "lab", "phone-1"]);
+}
+
+/// `kill -9` of the host in the middle of a session: the host comes back
+/// on the same address with its registry, and the companion, which nobody
+/// touches, reconnects by itself and says so.
+#[test]
+fn the_companion_reconnects_by_itself_after_the_host_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("host");
+    std::fs::create_dir(&data).unwrap();
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut host = start_host_on(&data, &quic);
+    wait_for_state(&data, "phone-1", "running");
+    let enrollment = ok(
+        &data,
+        &[
+            "handset", "enroll", "--name", "bob", "--phone", "phone-1", "--quiet",
+        ],
+    );
+    let config = dir.path().join("companion");
+    let enrolled = Command::new(vphone_testkit::binary("vphone-companion"))
+        .arg("--config-dir")
+        .arg(&config)
+        .args(["enroll", enrollment.trim()])
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    let log = dir.path().join("companion.log");
+    let companion = Daemon(
+        Command::new(vphone_testkit::binary("vphone-companion"))
+            .arg("--config-dir")
+            .arg(&config)
+            .args(["connect", "--headless", "--duration", "60"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = |what: &str, within: Duration| {
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(what) {
+                return text;
+            }
+            assert!(
+                t.elapsed() < within,
+                "the companion never said {what:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    said("connected to phone 'phone-1'", Duration::from_secs(20));
+
+    host.0.kill().unwrap();
+    host.0.wait().unwrap();
+    drop(host);
+    let _host = start_host_on(&data, &quic);
+    let text = said("reconnected", Duration::from_secs(40));
+    eprintln!("the companion said:\n{text}");
+    assert!(text.contains("reconnecting in"), "{text}");
+    let sessions: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["--json", "session", "list"])).unwrap();
+    assert_eq!(
+        sessions.as_array().map(Vec::len),
+        Some(1),
+        "one live session after the restart: {sessions}"
+    );
+    drop(companion);
 }
 
 /// No secret reaches a log. A whole run at debug level, through the real

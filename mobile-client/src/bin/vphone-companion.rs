@@ -1,11 +1,12 @@
 //! `vphone-companion`: lend this device's sensors, touches and keys (and,
 //! with `--radio`, its Bluetooth radio) to a virtual phone and see its screen.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use device_bridge::SessionEnd;
 use mobile_client::ClientError;
 use mobile_client::config;
 use mobile_client::radio::RadioOptions;
@@ -140,6 +141,14 @@ struct ConnectArgs {
     /// then decrypt the recorded links).
     #[arg(long, requires = "snoop")]
     unredacted: bool,
+    /// Exit when the session is lost instead of reconnecting. By default a
+    /// headless companion whose session is lost (the network stayed down
+    /// past the resume window, the host restarted or shut down) connects
+    /// again by itself, every 1 s backing off to 10 s, until it is back or
+    /// stopped; files it writes (--record, --snoop, ...) get a -2, -3, ...
+    /// suffix per new session.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 fn exit_code(e: &ClientError) -> u8 {
@@ -202,13 +211,14 @@ fn choose_mode(
     })
 }
 
-async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> {
+async fn start(dir: PathBuf, a: &ConnectArgs, session: u32) -> Result<Companion, ClientError> {
+    let file = |p: &Option<PathBuf>| p.as_deref().map(|p| numbered(p, session));
     let mut opts = ConnectOptions::new(dir);
     opts.phone = a.phone.clone();
     opts.sensors = a.sensors.parse()?;
-    opts.record_sensors = a.record_sensors.clone();
-    opts.record_h264 = a.record.clone();
-    opts.save_frame = a.save_frame.clone();
+    opts.record_sensors = file(&a.record_sensors);
+    opts.record_h264 = file(&a.record);
+    opts.save_frame = file(&a.save_frame);
     if let Some(spec) = &a.radio {
         let spec = spec
             .parse()
@@ -218,7 +228,7 @@ async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> 
             })?;
         let mut r = RadioOptions::new(spec);
         r.policy_file = a.radio_policy.clone();
-        r.snoop = a.snoop.clone();
+        r.snoop = file(&a.snoop);
         r.unredacted = a.unredacted;
         eprintln!("opening radio {}…", r.spec);
         opts.radio = Some(r);
@@ -234,6 +244,88 @@ async fn start(dir: PathBuf, a: &ConnectArgs) -> Result<Companion, ClientError> 
         eprintln!("lending radio {} to the phone", radio.spec);
     }
     Ok(companion)
+}
+
+/// `path` for the `session`-th session of this run: itself for the first,
+/// `NAME-2.EXT`, `NAME-3.EXT`, ... after reconnects, so no file is
+/// overwritten.
+fn numbered(path: &Path, session: u32) -> PathBuf {
+    if session <= 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let name = match (stem, path.extension()) {
+        (Some(stem), Some(ext)) => format!("{stem}-{session}.{}", ext.to_string_lossy()),
+        (Some(stem), None) => format!("{stem}-{session}"),
+        (None, _) => format!("{session}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Whether a session that ended with `code` is worth starting again: lost
+/// to the network or to a host that went away, not ended on purpose.
+fn reconnectable(code: mobile_client::proto::AppErrorCode) -> bool {
+    use mobile_client::proto::AppErrorCode as C;
+    matches!(
+        code,
+        C::Shutdown | C::ResumeExpired | C::IdleTimeout | C::InternalError
+    )
+}
+
+/// Whether a failed connect may succeed later (host down or restarting,
+/// the phone still held by the session that was lost, network trouble).
+fn transient(e: &ClientError) -> bool {
+    use mobile_client::proto::AppErrorCode as C;
+    match e {
+        ClientError::Unreachable { .. } | ClientError::Session(_) => true,
+        ClientError::Refused { code, .. } => matches!(
+            code,
+            C::PhoneBusy | C::Shutdown | C::PhoneStopped | C::InternalError | C::IdleTimeout
+        ),
+        _ => false,
+    }
+}
+
+/// Connects again after a lost session, backing off from 1 s to 10 s
+/// between attempts. `None` when the person stopped it (ctrl-c, SIGTERM) or
+/// `deadline` passed first.
+async fn reconnect(
+    dir: &Path,
+    a: &ConnectArgs,
+    session: u32,
+    deadline: Option<Instant>,
+) -> Result<Option<Companion>, ClientError> {
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1u32.. {
+        eprintln!(
+            "vphone-companion: reconnecting in {} s (attempt {attempt}; ctrl-c to stop)",
+            wait.as_secs()
+        );
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+            () = terminated() => return Ok(None),
+            () = until_deadline => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        match start(dir.to_path_buf(), a, session).await {
+            Ok(c) => {
+                eprintln!("vphone-companion: reconnected (session {session} of this run)");
+                return Ok(Some(c));
+            }
+            Err(e) if transient(&e) => {
+                eprintln!("vphone-companion: reconnect failed: {e}");
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the attempts never run out")
 }
 
 /// The window's side of a session run with the viewer.
@@ -324,10 +416,8 @@ async fn drive(
     companion: Companion,
     a: &ConnectArgs,
     mut window: Option<Window>,
-) -> Result<(), ClientError> {
-    let deadline = a
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    deadline: Option<Instant>,
+) -> Result<Option<SessionEnd>, ClientError> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
     let mut radio_failed = false;
@@ -377,7 +467,7 @@ async fn drive(
     if let Some(w) = window.as_ref() {
         w.close();
     }
-    if let Some(e) = end {
+    if let Some(e) = &end {
         if e.by_peer {
             eprintln!("session ended by the host: {}", e.reason);
         } else {
@@ -397,7 +487,7 @@ async fn drive(
     if let Some(radio) = &r.radio {
         eprintln!("{}", radio_line(radio));
     }
-    Ok(())
+    Ok(end)
 }
 
 fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
@@ -410,8 +500,23 @@ fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
     let rt = mobile_client::session::runtime()?;
     match mode {
         Mode::Headless => rt.block_on(async {
-            let companion = start(dir, &a).await?;
-            drive(companion, &a, None).await
+            let deadline = a
+                .duration
+                .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+            let mut session = 1;
+            let mut companion = start(dir.clone(), &a, session).await?;
+            loop {
+                let end = drive(companion, &a, None, deadline).await?;
+                match end {
+                    Some(end) if !a.no_reconnect && reconnectable(end.code) => {}
+                    _ => return Ok(()),
+                }
+                session += 1;
+                match reconnect(&dir, &a, session, deadline).await? {
+                    Some(c) => companion = c,
+                    None => return Ok(()),
+                }
+            }
         }),
         #[cfg(feature = "viewer")]
         Mode::View => view(&rt, dir, a),
@@ -425,7 +530,7 @@ fn connect(dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
 fn view(rt: &tokio::runtime::Runtime, dir: PathBuf, a: ConnectArgs) -> Result<(), ClientError> {
     use mobile_client::viewer::{self, Viewer, ViewerHandle};
 
-    let companion = rt.block_on(start(dir, &a))?;
+    let companion = rt.block_on(start(dir, &a, 1))?;
     let handle = ViewerHandle::new();
     let (stats_tx, stats_rx) = tokio::sync::watch::channel(Some(companion.report()));
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -455,7 +560,13 @@ fn view(rt: &tokio::runtime::Runtime, dir: PathBuf, a: ConnectArgs) -> Result<()
         stats: stats_tx,
         closed: closed_rx,
     };
-    let session = rt.spawn(async move { drive(companion, &a, Some(window)).await });
+    // The window shows one session: when it is lost, the companion says so
+    // and ends (only a headless companion reconnects by itself).
+    let deadline = a
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let session =
+        rt.spawn(async move { drive(companion, &a, Some(window), deadline).await.map(drop) });
     let shown = viewer::run(v);
     let _ = closed_tx.send(());
     let finished = rt
@@ -479,8 +590,7 @@ fn radios(scan_seconds: f64) -> Result<(), ClientError> {
     use mobile_client::adapters;
     let scan = Duration::from_secs_f64(scan_seconds);
     let report = rt.block_on(async {
-        let mut report =
-            adapters::list_adapters(std::path::Path::new(adapters::SYSFS_BLUETOOTH)).await;
+        let mut report = adapters::list_adapters(Path::new(adapters::SYSFS_BLUETOOTH)).await;
         if adapters::can_scan(&report, scan) {
             eprintln!("scanning for BLE peripherals for {scan_seconds} s…");
         }
@@ -536,6 +646,49 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_session_is_started_again_an_ended_one_is_not() {
+        use mobile_client::proto::AppErrorCode as C;
+        for code in [C::Shutdown, C::ResumeExpired, C::IdleTimeout] {
+            assert!(reconnectable(code), "{code:?}");
+        }
+        for code in [
+            C::NoError,
+            C::Kicked,
+            C::Revoked,
+            C::NotAssigned,
+            C::PhoneStopped,
+        ] {
+            assert!(!reconnectable(code), "{code:?}");
+        }
+        let refused = |code| ClientError::Refused {
+            code,
+            reason: String::new(),
+        };
+        assert!(
+            transient(&refused(C::PhoneBusy)),
+            "the lost session still holds the phone"
+        );
+        assert!(transient(&ClientError::Unreachable {
+            host: "h:1".into(),
+            why: "timed out".into()
+        }));
+        assert!(!transient(&refused(C::Revoked)));
+        assert!(!transient(&ClientError::PinMismatch {
+            expected: "a".into(),
+            actual: "b".into()
+        }));
+    }
+
+    #[test]
+    fn files_of_later_sessions_get_numbers() {
+        let p = Path::new("/tmp/rec.h264");
+        assert_eq!(numbered(p, 1), p);
+        assert_eq!(numbered(p, 2), Path::new("/tmp/rec-2.h264"));
+        assert_eq!(numbered(Path::new("snoop"), 3), Path::new("snoop-3"));
+        assert_eq!(numbered(Path::new("a.b.log"), 2), Path::new("a.b-2.log"));
+    }
 
     #[test]
     fn radio_flags_parse_and_depend_on_each_other() {
