@@ -221,6 +221,23 @@ pub struct Handset {
 }
 
 impl Handset {
+    /// The host address this handset dials (from its enrollment).
+    pub fn host_addr(&self) -> std::net::SocketAddr {
+        mobile_client::config::load(&self.dir)
+            .expect("companion config")
+            .host
+            .parse()
+            .expect("host address")
+    }
+
+    /// Points this handset's companion at `addr` (what a handset behind a
+    /// NAT or a proxy sees as the host).
+    pub fn point_at(&self, addr: std::net::SocketAddr) {
+        let mut cfg = mobile_client::config::load(&self.dir).expect("companion config");
+        cfg.host = addr.to_string();
+        cfg.save(&self.dir).expect("saving companion config");
+    }
+
     /// Companion options for this handset, with `sensors` as the source.
     pub fn options(&self, sensors: mobile_client::sensors::SourceSpec) -> ConnectOptions {
         let mut o = ConnectOptions::new(self.dir.clone());

@@ -15,6 +15,7 @@ use mobile_client::radio::{RadioOptions, RadioSpec};
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::{Companion, ConnectOptions};
 use sim_phone::render::BluetoothView;
+use vphone_testkit::net::FaultProxy;
 use vphone_tests::bumble::{PERIPHERAL, SECRET, Script, Testbed, binary};
 use vphone_tests::{Handset, TestHost, eventually};
 
@@ -265,6 +266,62 @@ async fn the_handset_rebinds_mid_connection_and_the_encrypted_link_survives() {
         !central.seen().iter().any(|l| l.event() == "disconnected"),
         "the BLE connection stayed up: {:?}",
         central.seen().iter().map(|l| &l.json).collect::<Vec<_>>()
+    );
+    central.send("quit").await;
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
+    companion.finish().await.expect("companion finishes");
+    t.shutdown().await;
+}
+
+/// A 1 s blackout between handset and host (a tunnel, a lift) while the
+/// phone holds an encrypted BLE link through the handset's radio: the link
+/// is still up and encrypted afterwards, and a read works, because the
+/// radio-lost bound (1.5 s without a heartbeat) outlasts the blackout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_blackout_keeps_the_encrypted_link() {
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let proxy = FaultProxy::start(handset.host_addr(), 0x5eed_0b1e)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
+    let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
+        .await
+        .expect("companion connects with its radio through the proxy");
+    radio_attached(&t).await;
+    let mut central = bed.central(&stack_spec(&t), &["--hold"]);
+    expect_encrypted_read(&mut central).await;
+
+    proxy.blackout(true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.blackout(false);
+    let stats = proxy.stats();
+    assert!(
+        stats.up.blacked_out + stats.down.blacked_out > 0,
+        "the blackout dropped packets: {stats:?}"
+    );
+
+    central.send("read").await;
+    let value = central.expect("value", FLOW).await;
+    assert_eq!(value.json["value"], SECRET);
+    assert!(
+        !central.seen().iter().any(|l| l.event() == "disconnected"),
+        "the BLE connection stayed up: {:?}",
+        central.seen().iter().map(|l| &l.json).collect::<Vec<_>>()
+    );
+    let (_, sim) = t.phone("phone-1").await;
+    assert!(
+        matches!(
+            sim.bluetooth(),
+            BluetoothView::Connected {
+                encrypted: true,
+                ..
+            }
+        ),
+        "{:?}",
+        sim.bluetooth()
     );
     central.send("quit").await;
     assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));

@@ -13,14 +13,6 @@ use vphone_tests::{TestHost, eventually, key};
 /// The seed of every proxy here; a failure replays with the same faults.
 const SEED: u64 = 0x5eed_0005;
 
-/// Points `handset`'s companion config at `addr` (what a handset behind a
-/// NAT or a proxy sees as the host).
-fn point_at(handset: &vphone_tests::Handset, addr: std::net::SocketAddr) {
-    let mut cfg = mobile_client::config::load(&handset.dir).expect("companion config");
-    cfg.host = addr.to_string();
-    cfg.save(&handset.dir).expect("saving companion config");
-}
-
 /// The first finding of the faults issue: at 5% packet loss each way the
 /// host resets superseded video streams, a reset can overtake the stream's
 /// first (lost) packet, and the handset used to call that a protocol
@@ -31,13 +23,10 @@ fn point_at(handset: &vphone_tests::Handset, addr: std::net::SocketAddr) {
 async fn a_session_survives_five_percent_loss() {
     let mut t = TestHost::start().await;
     let handset = t.enroll("lossy-handset", &["phone-1"]);
-    let upstream = mobile_client::config::load(&handset.dir)
-        .expect("config")
-        .host
-        .parse()
-        .expect("host address");
-    let proxy = FaultProxy::start(upstream, SEED).await.expect("proxy");
-    point_at(&handset, proxy.addr());
+    let proxy = FaultProxy::start(handset.host_addr(), SEED)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
     // Synthetic motion keeps the Sensor Lab moving, so video flows the whole
     // time and GOPs are superseded under loss.
     let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed: 1 }))
@@ -173,13 +162,10 @@ async fn a_session_survives_five_percent_loss() {
 async fn every_key_arrives_once_in_order_through_each_network_fault() {
     let mut t = TestHost::start().await;
     let handset = t.enroll("faulty-handset", &["phone-1"]);
-    let upstream = mobile_client::config::load(&handset.dir)
-        .expect("config")
-        .host
-        .parse()
-        .expect("host address");
-    let proxy = FaultProxy::start(upstream, SEED).await.expect("proxy");
-    point_at(&handset, proxy.addr());
+    let proxy = FaultProxy::start(handset.host_addr(), SEED)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
     let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed: 2 }))
         .await
         .expect("companion connects through the proxy");
