@@ -222,7 +222,7 @@ pub struct Handset {
 
 impl Handset {
     /// The host address this handset dials (from its enrollment).
-    pub fn host_addr(&self) -> std::net::SocketAddr {
+    pub fn host_addr(&self) -> SocketAddr {
         mobile_client::config::load(&self.dir)
             .expect("companion config")
             .host
@@ -232,7 +232,7 @@ impl Handset {
 
     /// Points this handset's companion at `addr` (what a handset behind a
     /// NAT or a proxy sees as the host).
-    pub fn point_at(&self, addr: std::net::SocketAddr) {
+    pub fn point_at(&self, addr: SocketAddr) {
         let mut cfg = mobile_client::config::load(&self.dir).expect("companion config");
         cfg.host = addr.to_string();
         cfg.save(&self.dir).expect("saving companion config");
