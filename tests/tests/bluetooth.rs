@@ -387,6 +387,58 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     t.shutdown().await;
 }
 
+/// A 5 s blackout, past the QUIC idle timeout (4 s): the phone's stack is
+/// told within 2 s that its link and controller are gone; when the network
+/// returns, the companion (a real `vphone-companion`, untouched) comes back
+/// by itself (it resumes its session on a new connection) and lends its
+/// radio again, and the stack connects, pairs and reads as before. Nobody
+/// restarts anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_five_second_blackout_the_companion_comes_back_and_bluetooth_works() {
+    let mut t = TestHost::start().await;
+    let dir = t.scratch("bt");
+    let bed = Testbed::start(&dir).await;
+    let handset = t.enroll("radio-handset", &["phone-1"]);
+    let proxy = FaultProxy::start(handset.host_addr(), 0x5eed_0b5e)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
+    let _companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 1);
+    let said = || std::fs::read_to_string(dir.join("companion-1.log")).unwrap_or_default();
+    radio_attached(&t).await;
+    let mut central = bed.central(&stack_spec(&t), &["--hold"]);
+    expect_encrypted_read(&mut central).await;
+
+    let dark = Instant::now();
+    proxy.blackout(true);
+    let disc = central.expect("disconnected", Duration::from_secs(5)).await;
+    let told = disc.at.duration_since(dark);
+    assert!(
+        told < Duration::from_secs(2),
+        "the stack was told after {told:?}"
+    );
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(1));
+    tokio::time::sleep_until((dark + Duration::from_secs(5)).into()).await;
+    proxy.blackout(false);
+
+    eventually(Duration::from_secs(30), || async {
+        match t.host.bluetooth.info("phone-1").radio_session {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "no radio lent again yet; the companion said: {}",
+                said()
+            )),
+        }
+    })
+    .await
+    .expect("the companion comes back by itself and lends its radio again");
+    let mut central = bed.central(&stack_spec(&t), &[]);
+    expect_encrypted_read(&mut central).await;
+    assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
+    eprintln!("the companion said: {}", said());
+    t.shutdown().await;
+}
+
 /// Sustained HCI traffic never makes a live radio's heartbeat look missing:
 /// heartbeats travel ahead of data on the host's link. (The stack here
 /// floods ACL without flow control, faster than bumble's controller takes
