@@ -13,6 +13,27 @@ use vphone_tests::{TestHost, eventually, key};
 /// The seed of every proxy here; a failure replays with the same faults.
 const SEED: u64 = 0x5eed_0005;
 
+/// A host, and a companion of handset `name` connected to it through a
+/// fault proxy (faults off for now), with the sim phone it drives. The
+/// companion's synthetic motion keeps the Sensor Lab moving, so video flows
+/// the whole time.
+async fn behind_a_proxy(
+    name: &str,
+    seed: u64,
+) -> (TestHost, FaultProxy, Companion, sim_phone::SimPhone) {
+    let mut t = TestHost::start().await;
+    let handset = t.enroll(name, &["phone-1"]);
+    let proxy = FaultProxy::start(handset.host_addr(), SEED)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
+    let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed }))
+        .await
+        .expect("companion connects through the proxy");
+    let (_, sim) = t.phone("phone-1").await;
+    (t, proxy, companion, sim)
+}
+
 /// The first finding of the faults issue: at 5% packet loss each way the
 /// host resets superseded video streams, a reset can overtake the stream's
 /// first (lost) packet, and the handset used to call that a protocol
@@ -21,18 +42,8 @@ const SEED: u64 = 0x5eed_0005;
 /// and the picture keeps coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_five_percent_loss() {
-    let mut t = TestHost::start().await;
-    let handset = t.enroll("lossy-handset", &["phone-1"]);
-    let proxy = FaultProxy::start(handset.host_addr(), SEED)
-        .await
-        .expect("proxy");
-    handset.point_at(proxy.addr());
-    // Synthetic motion keeps the Sensor Lab moving, so video flows the whole
-    // time and GOPs are superseded under loss.
-    let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed: 1 }))
-        .await
-        .expect("companion connects through the proxy");
-    let (_, sim) = t.phone("phone-1").await;
+    // Video flows the whole time, so GOPs are superseded under loss.
+    let (t, proxy, companion, sim) = behind_a_proxy("lossy-handset", 1).await;
     let input = companion.input();
     let mut ended = Box::pin(companion.ended());
 
@@ -160,16 +171,7 @@ async fn a_session_survives_five_percent_loss() {
 /// the picture moves again, and the session never ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_arrives_once_in_order_through_each_network_fault() {
-    let mut t = TestHost::start().await;
-    let handset = t.enroll("faulty-handset", &["phone-1"]);
-    let proxy = FaultProxy::start(handset.host_addr(), SEED)
-        .await
-        .expect("proxy");
-    handset.point_at(proxy.addr());
-    let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed: 2 }))
-        .await
-        .expect("companion connects through the proxy");
-    let (_, sim) = t.phone("phone-1").await;
+    let (t, proxy, companion, sim) = behind_a_proxy("faulty-handset", 2).await;
     let input = companion.input();
     let mut ended = Box::pin(companion.ended());
 

@@ -141,8 +141,23 @@ impl PhoneSpec {
     /// wrong.
     pub fn record(&self, kind: &dyn BackendKind, now_ms: i64) -> Result<PhoneRecord, HostError> {
         validate_name("phone name", &self.name)?;
+        let record = self.unchecked_record(now_ms);
+        let dpi = record.dpi;
+        kind.check(&record)?;
+        if !(120..=640).contains(&dpi) {
+            return Err(HostError::Invalid {
+                what: "display",
+                why: format!("density {dpi} dpi is outside 120..640"),
+            });
+        }
+        Ok(record)
+    }
+
+    /// The registry record of this spec as it stands, unchecked (the host's
+    /// own first phone, from its configuration).
+    fn unchecked_record(&self, now_ms: i64) -> PhoneRecord {
         let (width, height, dpi) = self.display;
-        let record = PhoneRecord {
+        PhoneRecord {
             name: self.name.clone(),
             backend: self.backend,
             desired: if self.start {
@@ -155,15 +170,7 @@ impl PhoneSpec {
             dpi,
             avd: self.avd.clone(),
             created_at_ms: now_ms,
-        };
-        kind.check(&record)?;
-        if !(120..=640).contains(&dpi) {
-            return Err(HostError::Invalid {
-                what: "display",
-                why: format!("density {dpi} dpi is outside 120..640"),
-            });
         }
-        Ok(record)
     }
 }
 
@@ -237,21 +244,9 @@ impl PhoneManager {
         if let Some(first) = actor.cfg.first_phone.clone()
             && actor.registry.phones()?.is_empty()
         {
-            let (width, height, dpi) = first.display;
-            actor.registry.insert_phone(&PhoneRecord {
-                name: first.name.clone(),
-                backend: first.backend,
-                desired: if first.start {
-                    DesiredState::Running
-                } else {
-                    DesiredState::Stopped
-                },
-                width,
-                height,
-                dpi,
-                avd: first.avd,
-                created_at_ms: crate::unix_ms(),
-            })?;
+            actor
+                .registry
+                .insert_phone(&first.unchecked_record(crate::unix_ms()))?;
             tracing::info!(
                 "no phone recorded: created {} phone {}",
                 first.backend.as_str(),
