@@ -332,3 +332,114 @@ async fn every_key_arrives_once_in_order_through_each_network_fault() {
     companion.finish().await.expect("finish");
     t.shutdown().await;
 }
+
+/// Sensors through loss, jitter, reordering and duplication: the phone's
+/// value never goes back (latest wins, end to end: the accelerometer's x
+/// counts the samples, so an older sample applied after a newer one would
+/// show as a smaller x), the host's filter really had stale samples to drop,
+/// and once the fault clears fresh samples reach the phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_never_go_back_under_reordering_and_catch_up_after() {
+    use sensor_proto::emulator::sensor_value::SensorType;
+    use std::fmt::Write as _;
+
+    let mut t = TestHost::start().await;
+    let handset = t.enroll("sensor-handset", &["phone-1"]);
+    let proxy = FaultProxy::start(handset.host_addr(), SEED)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
+    // x = 1, 2, 3, ... at 100 Hz for 30 s (longer than the test).
+    let mut body = String::new();
+    for i in 1..=3000u64 {
+        let _ = writeln!(
+            body,
+            "{} ACCELEROMETER {i} 0 9.81",
+            1_000_000_000 + i * 10_000_000
+        );
+    }
+    let rec = vphone_tests::write_recording(&t.scratch("rec"), "count.rec", &body);
+    let companion = handset.connect(&rec).await.expect("companion connects");
+    let (phone, _) = t.phone("phone-1").await;
+    let phone = &phone;
+    let x = || async move {
+        phone
+            .sensor(SensorType::Acceleration)
+            .await
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0)
+    };
+    eventually(Duration::from_secs(10), || async {
+        if x().await > 0.0 {
+            Ok(())
+        } else {
+            Err("no accelerometer value yet".to_owned())
+        }
+    })
+    .await
+    .expect("samples reach the phone");
+    let stale_before = t
+        .host
+        .sessions
+        .on_phone("phone-1")
+        .map(|s| s.stats().sensor_samples_stale)
+        .unwrap_or(0);
+
+    proxy.set_both(Faults {
+        loss: Loss::Random(0.10),
+        jitter: Duration::from_millis(10),
+        reorder: 0.10,
+        reorder_by: Duration::from_millis(30),
+        duplicate: 0.05,
+        ..Faults::delay(Duration::from_millis(25), Duration::ZERO)
+    });
+    let (mut last, mut polls) = (0.0f32, 0u32);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let now = x().await;
+        assert!(
+            now >= last,
+            "the phone's value went back from {last} to {now} (seed {SEED:#x})"
+        );
+        last = now;
+        polls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_both(Faults::none());
+    let stats = proxy.stats();
+    assert!(
+        stats.up.reordered > 0 && stats.up.duplicated > 0 && stats.up.lost > 0,
+        "the proxy reordered, duplicated and lost samples: {stats:?}"
+    );
+    let stale = t
+        .host
+        .sessions
+        .on_phone("phone-1")
+        .map(|s| s.stats().sensor_samples_stale)
+        .unwrap_or(0);
+    assert!(
+        stale > stale_before,
+        "the host's latest-wins filter had stale samples to drop ({stale_before} -> {stale})"
+    );
+
+    // Fresh samples again: half a second's worth beyond the value at the
+    // clear, and still never back.
+    let at_clear = last;
+    eventually(Duration::from_secs(3), || async {
+        let now = x().await;
+        assert!(now >= at_clear, "went back to {now} after the fault");
+        if now >= at_clear + 50.0 {
+            Ok(())
+        } else {
+            Err(format!("x = {now}, {at_clear} at the clear"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sensors after the fault: {e}"));
+    eprintln!(
+        "{polls} polls under the fault, x {at_clear} at the clear, stale {stale_before} -> {stale}, proxy {stats:?}"
+    );
+    companion.finish().await.expect("finish");
+    t.shutdown().await;
+}
