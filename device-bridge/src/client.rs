@@ -199,7 +199,7 @@ async fn handshake(inner: &ClientInner, hello: Hello) -> Result<Established, Bri
 
 /// Opens the per-connection streams and installs the link.
 async fn attach(core: &Arc<Core>, est: Established) -> Result<Arc<Link>, BridgeError> {
-    let (input, hci) = open_client_streams(&est.conn).await?;
+    let (input, hci) = open_client_streams(core, &est.conn).await?;
     Ok(core.install_link(est.conn, est.send, est.reader, Some(input), Some(hci)))
 }
 

@@ -160,6 +160,13 @@ impl Core {
             seq,
             event: Some(event),
         })?;
+        {
+            let mut recent = lock(&self.input_recent);
+            if recent.len() == INPUT_REPLAY {
+                recent.pop_front();
+            }
+            recent.push_back(bytes.clone());
+        }
         wire::write(&mut tx, bytes).await?;
         bump(&self.counters.input_sent);
         Ok(seq)

@@ -332,6 +332,11 @@ pub(crate) struct Core {
     sensor_seqs: Mutex<SensorSeqs>,
     /// Handset: last input seq assigned. Host: last input seq received.
     input_seq: AtomicU64,
+    /// Handset: the last [`INPUT_REPLAY`] input messages as sent (framed),
+    /// sent again on a resumed connection: the old connection may have
+    /// taken some to its grave, and the host drops those it already has
+    /// (by seq), so every input arrives exactly once.
+    pub(crate) input_recent: Mutex<std::collections::VecDeque<Bytes>>,
     /// Handset: newest GOP id seen.
     newest_gop: AtomicU64,
     /// Host: last GOP id / frame seq assigned.
@@ -395,6 +400,7 @@ impl Core {
             sensor_filter: Mutex::new(LatestWins::new(allowed)),
             sensor_seqs: Mutex::new(SensorSeqs::default()),
             input_seq: AtomicU64::new(0),
+            input_recent: Mutex::new(std::collections::VecDeque::new()),
             newest_gop: AtomicU64::new(0),
             gop_seq: AtomicU64::new(0),
             frame_seq: AtomicU64::new(0),
@@ -601,7 +607,15 @@ fn unreachable_end() -> SessionEnd {
 
 /// Opens the handset's per-connection streams: input (uni) and hci (bidi),
 /// each announced by its kind byte.
+/// Input messages a handset keeps to send again after a resume: more than a
+/// person types or touches in the seconds a resume can take.
+pub(crate) const INPUT_REPLAY: usize = 1024;
+
+/// Opens a handset's input and hci streams on `conn`; the input stream
+/// starts with the input messages `core` sent recently (after a resume, the
+/// host drops those it already has).
 pub(crate) async fn open_client_streams(
+    core: &Core,
     conn: &quinn::Connection,
 ) -> Result<(SendStream, (SendStream, FrameReader)), BridgeError> {
     let mut input = conn
@@ -609,6 +623,10 @@ pub(crate) async fn open_client_streams(
         .await
         .map_err(|_| BridgeError::Disconnected)?;
     wire::write(&mut input, wire::kind_prefix(StreamKind::Input).freeze()).await?;
+    let recent: Vec<Bytes> = lock(&core.input_recent).iter().cloned().collect();
+    for bytes in recent {
+        wire::write(&mut input, bytes).await?;
+    }
     let (mut hci_send, hci_recv): (SendStream, RecvStream) = conn
         .open_bi()
         .await
