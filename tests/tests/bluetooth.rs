@@ -435,7 +435,11 @@ async fn after_a_five_second_blackout_the_companion_comes_back_and_bluetooth_wor
     let mut central = bed.central(&stack_spec(&t), &[]);
     expect_encrypted_read(&mut central).await;
     assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
-    eprintln!("the companion said: {}", said());
+    assert!(
+        said().contains("the session resumed on a new one"),
+        "the companion says what happened: {}",
+        said()
+    );
     t.shutdown().await;
 }
 

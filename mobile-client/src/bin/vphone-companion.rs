@@ -421,6 +421,7 @@ async fn drive(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
     let mut radio_failed = false;
+    let mut connections = companion.session().stats().connections;
     let end = loop {
         let until_deadline = async {
             match deadline {
@@ -454,6 +455,11 @@ async fn drive(
                     if let Some(radio) = &r.radio {
                         eprintln!("{}", radio_line(radio));
                     }
+                }
+                let now = companion.session().stats().connections;
+                if now > connections {
+                    connections = now;
+                    eprintln!("vphone-companion: the connection was lost; the session resumed on a new one");
                 }
                 if let Some(e) = r.radio.as_ref().and_then(|x| x.error.as_ref())
                     && !radio_failed
