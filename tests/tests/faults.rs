@@ -14,12 +14,12 @@ use vphone_tests::{TestHost, eventually, key};
 const SEED: u64 = 0x5eed_0005;
 
 /// A host, and a companion of handset `name` connected to it through a
-/// fault proxy (faults off for now), with the sim phone it drives. The
-/// companion's synthetic motion keeps the Sensor Lab moving, so video flows
-/// the whole time.
+/// fault proxy (faults off for now), with the sim phone it drives; its
+/// sensors come from what `sensors` makes for this host. Synthetic motion
+/// keeps the Sensor Lab moving, so video flows the whole time.
 async fn behind_a_proxy(
     name: &str,
-    seed: u64,
+    sensors: impl FnOnce(&TestHost) -> SourceSpec,
 ) -> (TestHost, FaultProxy, Companion, sim_phone::SimPhone) {
     let mut t = TestHost::start().await;
     let handset = t.enroll(name, &["phone-1"]);
@@ -27,7 +27,7 @@ async fn behind_a_proxy(
         .await
         .expect("proxy");
     handset.point_at(proxy.addr());
-    let companion = Companion::connect(handset.options(SourceSpec::Synthetic { seed }))
+    let companion = Companion::connect(handset.options(sensors(&t)))
         .await
         .expect("companion connects through the proxy");
     let (_, sim) = t.phone("phone-1").await;
@@ -43,7 +43,8 @@ async fn behind_a_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_five_percent_loss() {
     // Video flows the whole time, so GOPs are superseded under loss.
-    let (t, proxy, companion, sim) = behind_a_proxy("lossy-handset", 1).await;
+    let (t, proxy, companion, sim) =
+        behind_a_proxy("lossy-handset", |_| SourceSpec::Synthetic { seed: 1 }).await;
     let input = companion.input();
     let mut ended = Box::pin(companion.ended());
 
@@ -171,7 +172,8 @@ async fn a_session_survives_five_percent_loss() {
 /// the handset decodes pictures again, and the session never ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_arrives_once_in_order_through_each_network_fault() {
-    let (t, proxy, companion, sim) = behind_a_proxy("faulty-handset", 2).await;
+    let (t, proxy, companion, sim) =
+        behind_a_proxy("faulty-handset", |_| SourceSpec::Synthetic { seed: 2 }).await;
     let input = companion.input();
     let mut ended = Box::pin(companion.ended());
 
@@ -348,12 +350,6 @@ async fn sensors_never_go_back_under_reordering_and_catch_up_after() {
     use sensor_proto::emulator::sensor_value::SensorType;
     use std::fmt::Write as _;
 
-    let mut t = TestHost::start().await;
-    let handset = t.enroll("sensor-handset", &["phone-1"]);
-    let proxy = FaultProxy::start(handset.host_addr(), SEED)
-        .await
-        .expect("proxy");
-    handset.point_at(proxy.addr());
     // x = 1, 2, 3, ... at 100 Hz for 30 s (longer than the test).
     let mut body = String::new();
     for i in 1..=3000u64 {
@@ -363,8 +359,10 @@ async fn sensors_never_go_back_under_reordering_and_catch_up_after() {
             1_000_000_000 + i * 10_000_000
         );
     }
-    let rec = vphone_tests::write_recording(&t.scratch("rec"), "count.rec", &body);
-    let companion = handset.connect(&rec).await.expect("companion connects");
+    let (t, proxy, companion, _) = behind_a_proxy("sensor-handset", |t| SourceSpec::Replay {
+        path: vphone_tests::write_recording(&t.scratch("rec"), "count.rec", &body),
+    })
+    .await;
     let (phone, _) = t.phone("phone-1").await;
     let phone = &phone;
     let x = || async move {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use device_bridge::proto::{AppErrorCode, Key, input_message};
-use device_bridge::{BridgeError, ClientSession};
+use device_bridge::{BridgeError, ClientSession, ServerSession};
 
 use vphone_testkit::net::FaultProxy;
 
@@ -12,22 +12,32 @@ use crate::common::{Host, acl, acl_index, new_socket, within};
 
 const PACKETS: u32 = 10_000;
 
-/// Keys typed while the network is cut, on a connection that then dies:
-/// after the resume every one of them reaches the host, once, in order
-/// (the handset sends its recent input again on the new connection; the
-/// host drops what it already has by seq).
-#[tokio::test]
-async fn input_survives_a_network_cut_exactly_once() -> anyhow::Result<()> {
+/// A host with a 10 s resume window and an enrolled handset `name`
+/// connected to it through a fault proxy seeded with `seed`.
+async fn behind_a_proxy(
+    seed: u64,
+    name: &str,
+) -> anyhow::Result<(Host, FaultProxy, ClientSession, ServerSession)> {
     let host = Host::start_with(Duration::from_secs(10))?;
-    let proxy = FaultProxy::start(host.addr, 2).await?;
+    let proxy = FaultProxy::start(host.addr, seed).await?;
     let identity = device_bridge::HandsetIdentity::generate()?;
-    host.auth.enroll(identity.fingerprint(), "typist");
+    host.auth.enroll(identity.fingerprint(), name);
     let mut config = host.client_config(&identity);
     config.server_addr = proxy.addr();
     let client = ClientSession::connect(config).await?;
     let server = within(5, "accept", host.server.accept())
         .await?
         .expect("session");
+    Ok((host, proxy, client, server))
+}
+
+/// Keys typed while the network is cut, on a connection that then dies:
+/// after the resume every one of them reaches the host, once, in order
+/// (the handset sends its recent input again on the new connection; the
+/// host drops what it already has by seq).
+#[tokio::test]
+async fn input_survives_a_network_cut_exactly_once() -> anyhow::Result<()> {
+    let (_host, proxy, client, server) = behind_a_proxy(2, "typist").await?;
     let press = |code: i32| {
         input_message::Event::Key(Key {
             keycode: code,
@@ -86,16 +96,7 @@ async fn input_survives_a_network_cut_exactly_once() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn hci_transfer_survives_a_network_cut_exactly_once() -> anyhow::Result<()> {
-    let host = Host::start_with(Duration::from_secs(10))?;
-    let proxy = FaultProxy::start(host.addr, 1).await?;
-    let identity = device_bridge::HandsetIdentity::generate()?;
-    host.auth.enroll(identity.fingerprint(), "roamer");
-    let mut config = host.client_config(&identity);
-    config.server_addr = proxy.addr();
-    let client = ClientSession::connect(config).await?;
-    let server = within(5, "accept", host.server.accept())
-        .await?
-        .expect("session");
+    let (host, proxy, client, server) = behind_a_proxy(1, "roamer").await?;
 
     // Both directions at once, paced so the cut lands mid-transfer.
     let down = {
