@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
             avd: (!r.avd.is_empty()).then_some(r.avd),
             start: r.start,
         };
-        let kind: &dyn BackendKind = if emulator { &EmulatorKind } else { &AnyScreen };
+        let kind: &dyn BackendKind = if emulator {
+            &EmulatorKind::default()
+        } else {
+            &AnyScreen
+        };
         if let Ok(record) = spec.record(kind, 0) {
             let safe = |s: &str| {
                 !s.is_empty()

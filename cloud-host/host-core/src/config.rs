@@ -14,7 +14,7 @@
 //! | resume window | | | `resume_window_secs` | 10 |
 //! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
 //! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
-//! | extra emulator args | | | `emulator_args` | none |
+//! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -240,6 +240,44 @@ impl HostConfig {
         })
     }
 
+    /// Checks the extra emulator arguments: the flags that decide where the
+    /// emulator's gRPC API listens and how it authenticates, which AVD it
+    /// runs and where its Bluetooth attaches are the host's to set (`-grpc
+    /// 8554` would open an unauthenticated API on every interface; `-ports`
+    /// turns the API off).
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the flag.
+    pub fn check_emulator_args(&self) -> Result<(), HostError> {
+        const HOSTS: &[&str] = &[
+            "-avd",
+            "-grpc",
+            "-grpc-use-token",
+            "-grpc-use-jwt",
+            "-grpc-tls-key",
+            "-grpc-tls-cer",
+            "-grpc-tls-ca",
+            "-grpc-allowlist",
+            "-packet-streamer-endpoint",
+            "-ports",
+            "-port",
+        ];
+        match self
+            .emulator_args
+            .iter()
+            .find(|a| HOSTS.contains(&a.as_str()) || a.starts_with('@'))
+        {
+            Some(flag) => Err(HostError::Invalid {
+                what: "emulator_args",
+                why: format!(
+                    "{flag} is set by the host for every emulator (its AVD, its gRPC API on \
+                     loopback with a token, its Bluetooth attach point); remove it"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The address for enrollment strings, given the bound QUIC address.
     pub fn public_addr_for(&self, bound: SocketAddr) -> String {
         self.public_addr.clone().unwrap_or_else(|| {
@@ -346,6 +384,29 @@ mod tests {
             }
             .resolve(&|_| None);
             assert!(c.check_operator_listen().is_ok(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn emulator_args_cannot_take_over_what_the_host_sets() {
+        let with = |args: &[&str]| HostConfig {
+            emulator_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..ConfigLayer::default().resolve(&|_| None)
+        };
+        assert!(
+            with(&["-memory", "4096", "-no-snapshot-save"])
+                .check_emulator_args()
+                .is_ok()
+        );
+        for bad in [
+            &["-grpc", "8554"][..],
+            &["-ports", "5554,5555"],
+            &["@other"],
+            &["-grpc-use-jwt"],
+        ] {
+            let e = with(bad).check_emulator_args().unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::BadInput);
+            assert!(e.to_string().contains(bad[0]), "{e}");
         }
         let bad = |k: &str| (k == "VPHONE_OPERATOR_INSECURE_LISTEN").then(|| "maybe".to_owned());
         assert!(ConfigLayer::from_env(&bad).is_err());

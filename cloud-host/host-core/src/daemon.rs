@@ -40,6 +40,7 @@ impl Listeners {
     /// [`HostConfig::check_operator_listen`]).
     pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
         cfg.check_operator_listen()?;
+        cfg.check_emulator_args()?;
         let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
             HostError::io(
                 format!(

@@ -15,7 +15,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status, Streaming};
+use tonic::{Code, Request, Status, Streaming};
 
 use crate::HostError;
 
@@ -317,21 +317,44 @@ impl EmulatorClient {
     pub async fn wait_booted(
         &self,
         timeout: Duration,
+        progress: impl FnMut(Duration),
+    ) -> Result<EmulatorStatus, HostError> {
+        self.wait_booted_from(tokio::time::Instant::now(), timeout, progress)
+            .await
+    }
+
+    /// As [`Self::wait_booted`], for a boot that began at `start` (the
+    /// timeout and the progress count from there).
+    ///
+    /// # Errors
+    /// As [`Self::wait_booted`].
+    pub async fn wait_booted_from(
+        &self,
+        start: tokio::time::Instant,
+        timeout: Duration,
         mut progress: impl FnMut(Duration),
     ) -> Result<EmulatorStatus, HostError> {
-        let start = tokio::time::Instant::now();
         loop {
-            if let Ok(s) = self.status().await
-                && s.booted
-            {
-                return Ok(s);
-            }
+            let last = match self.inner.clone().get_status(()).await {
+                Ok(s) if s.get_ref().booted => return Ok(s.into_inner()),
+                Ok(_) => "getStatus says booted=false".to_owned(),
+                // Waiting would not change the answer: say so now.
+                Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                    return Err(HostError::Denied(format!(
+                        "the phone's gRPC API at {} refused our token: {} ({:?})",
+                        self.target,
+                        without_quoted(s.message()),
+                        s.code()
+                    )));
+                }
+                Err(s) => format!("getStatus failed: {} ({:?})", s.message(), s.code()),
+            };
             let t = start.elapsed();
             if t >= timeout {
                 return Err(HostError::Unavailable {
                     what: "phone boot",
                     why: format!(
-                        "{} did not finish booting within {}s",
+                        "{} did not finish booting within {}s (last: {last})",
                         self.target,
                         timeout.as_secs()
                     ),
@@ -341,6 +364,16 @@ impl EmulatorClient {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// `message` with every `` `quoted` `` part elided: the emulator's
+/// authentication errors quote the credentials they were sent.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "`…`" } else { part });
+    }
+    out
 }
 
 /// `hardwareConfig` key under which a phone (the sim phone does) lists the

@@ -20,6 +20,7 @@ pub mod files;
 pub mod keymap;
 pub mod metrics;
 pub mod phones;
+pub mod procnet;
 mod region;
 pub mod registry;
 pub mod router;

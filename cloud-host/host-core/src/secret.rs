@@ -31,7 +31,7 @@ mod tests {
             text: "vpe1.SECRET-MINTED".into(),
         };
         let discovery = crate::backend::emulator::Discovery {
-            grpc_port: 1,
+            grpc_port: Some(1),
             token: Some("SECRET-DISCOVERY".into()),
         };
         for text in [

@@ -32,7 +32,7 @@ impl SimKind {
     pub fn backends(&self) -> Backends {
         Backends::default()
             .with(Backend::Sim, Arc::new(self.clone()))
-            .with(Backend::Emulator, Arc::new(EmulatorKind))
+            .with(Backend::Emulator, Arc::new(EmulatorKind::default()))
     }
 
     /// The running sim phone `name`, if any.

@@ -23,7 +23,7 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
         emulator_args: Vec::new(),
         backends: Backends::default()
             .with(Backend::Sim, Arc::new(sim_phone::SimKind::default()))
-            .with(Backend::Emulator, Arc::new(EmulatorKind)),
+            .with(Backend::Emulator, Arc::new(EmulatorKind::default())),
         first_phone: Some(PhoneSpec {
             name: "phone-1".into(),
             backend: Backend::Sim,

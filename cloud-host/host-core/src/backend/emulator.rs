@@ -33,10 +33,14 @@ use crate::status::PhoneStatus;
 /// How to run one emulator.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
-    /// The Android SDK (contains `emulator/emulator`).
-    pub sdk_root: PathBuf,
+    /// The Android SDK (contains `emulator/emulator`); `None`: found at
+    /// start with [`find_sdk`] from the environment.
+    pub sdk_root: Option<PathBuf>,
     /// The AVD to boot.
     pub avd: String,
+    /// Where the AVDs are (`ANDROID_AVD_HOME` for the emulator); `None`
+    /// leaves the emulator's own default.
+    pub avd_home: Option<PathBuf>,
     /// The host's PacketStreamer endpoint (`host:port`) for Bluetooth.
     pub packet_streamer: String,
     /// Where the emulator's stdout and stderr go.
@@ -175,20 +179,91 @@ pub fn read_discovery(runtime_dir: &Path, pid: u32) -> Result<Option<Discovery>,
     let text = std::fs::read_to_string(&file)
         .map_err(|e| HostError::io(format!("reading {}", file.display()), e))?;
     let kv = parse_discovery(&text);
-    Ok(kv
-        .get("grpc.port")
-        .and_then(|p| p.parse().ok())
-        .map(|grpc_port| Discovery {
-            grpc_port,
-            token: kv.get("grpc.token").cloned(),
-        }))
+    Ok(Some(Discovery {
+        grpc_port: kv.get("grpc.port").and_then(|p| p.parse().ok()),
+        token: kv.get("grpc.token").cloned(),
+    }))
+}
+
+/// Where emulator `pid`'s gRPC API answers on `port`: it binds `127.0.0.1`
+/// when it can and `[::1]` otherwise (`qemu_setup_grpc`), and its
+/// discovery file names only the port. Of the two, the one whose listening
+/// socket the emulator process itself holds: never another process's
+/// listener on the other address (another emulator's, another user's),
+/// which would receive the token.
+///
+/// # Errors
+/// [`HostError::Denied`] when the emulator holds no listener on the port.
+pub fn grpc_address(port: u16, pid: u32) -> Result<std::net::SocketAddr, HostError> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]
+    .into_iter()
+    .map(|ip| SocketAddr::new(ip, port))
+    .find(|addr| crate::procnet::held_by(*addr, pid))
+    .ok_or_else(|| {
+        HostError::Denied(format!(
+            "the emulator (pid {pid}) advertised gRPC port {port}, but does not listen on \
+                 127.0.0.1 or [::1] there"
+        ))
+    })
+}
+
+/// Stops emulators a previous run of the host left running for this phone
+/// (a host killed with `kill -9` cannot stop its children), and removes
+/// the discovery files of dead ones. An emulator is ours to stop only when
+/// its discovery file is in this phone's private runtime dir and the
+/// process still runs with that dir as its `XDG_RUNTIME_DIR` (so a reused
+/// pid is never signalled). Returns the pids it stopped.
+pub async fn reap_leftovers(runtime_dir: &Path) -> Vec<u32> {
+    let running = runtime_dir.join("avd").join("running");
+    let Ok(entries) = std::fs::read_dir(&running) else {
+        return Vec::new();
+    };
+    let want = {
+        let mut v = b"XDG_RUNTIME_DIR=".to_vec();
+        v.extend_from_slice(runtime_dir.as_os_str().as_encoded_bytes());
+        v
+    };
+    let mut stopped = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| {
+            n.strip_prefix("pid_")?
+                .strip_suffix(".ini")?
+                .parse::<i32>()
+                .ok()
+        }) else {
+            continue;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_slice()));
+        if ours && let Some(p) = rustix::process::Pid::from_raw(pid) {
+            tracing::warn!(pid, dir = %runtime_dir.display(), "stopping an emulator left running by an earlier host");
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() {
+                if tokio::time::Instant::now() > deadline {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stopped.push(pid.unsigned_abs());
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    stopped
 }
 
 /// What a discovery file tells us. Its `Debug` never shows the token.
 #[derive(Clone, Eq, PartialEq)]
 pub struct Discovery {
-    /// The gRPC port on loopback.
-    pub grpc_port: u16,
+    /// The gRPC port on loopback; `None` when the emulator runs no gRPC
+    /// server (it starts none when given `-ports` without `-grpc`).
+    pub grpc_port: Option<u16>,
     /// The gRPC bearer token.
     pub token: Option<String>,
 }
@@ -223,14 +298,24 @@ impl EmulatorBackend {
 
 /// The Android Emulator as a backend kind: one [`EmulatorBackend`] per
 /// phone, its AVD from the phone's record.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EmulatorKind;
+///
+/// By default it finds the SDK as the SDK's own tools do
+/// (`ANDROID_SDK_ROOT`, then `ANDROID_HOME`) and leaves the emulator to
+/// find AVDs where it looks (`ANDROID_AVD_HOME`, else `~/.android/avd`).
+#[derive(Clone, Debug, Default)]
+pub struct EmulatorKind {
+    /// The SDK to run the emulator from, instead of the environment's.
+    pub sdk_root: Option<PathBuf>,
+    /// Where the AVDs are, given to the emulator as `ANDROID_AVD_HOME`.
+    pub avd_home: Option<PathBuf>,
+}
 
 impl BackendKind for EmulatorKind {
     fn make(&self, record: &PhoneRecord, cfg: &BackendContext) -> Box<dyn PhoneBackend> {
         Box::new(EmulatorBackend::new(EmulatorConfig {
-            sdk_root: find_sdk(&|k| std::env::var(k).ok()).unwrap_or_default(),
+            sdk_root: self.sdk_root.clone(),
             avd: record.avd.clone().unwrap_or_default(),
+            avd_home: self.avd_home.clone(),
             packet_streamer: cfg.packet_streamer.clone(),
             log_path: cfg
                 .data_dir
@@ -279,8 +364,12 @@ impl PhoneBackend for EmulatorBackend {
         _status: watch::Receiver<PhoneStatus>,
     ) -> BoxFuture<'_, Result<PhoneEndpoint, HostError>> {
         Box::pin(async move {
+            let sdk = match &self.cfg.sdk_root {
+                Some(root) => root.clone(),
+                None => find_sdk(&|k| std::env::var(k).ok())?,
+            };
+            let bin = emulator_binary(&sdk);
             check_kvm(Path::new("/dev/kvm"))?;
-            let bin = emulator_binary(&self.cfg.sdk_root);
             if let Some(dir) = self.cfg.log_path.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| HostError::io(format!("creating {}", dir.display()), e))?;
@@ -293,12 +382,21 @@ impl PhoneBackend for EmulatorBackend {
                 .map_err(|e| HostError::io("duplicating the log file", e))?;
             let args = command_line(&self.cfg);
             private_dir(&self.cfg.runtime_dir)?;
+            for pid in reap_leftovers(&self.cfg.runtime_dir).await {
+                progress(format!(
+                    "stopped emulator pid {pid}, left running by an earlier host"
+                ));
+            }
             progress(format!("launching {} {}", bin.display(), args.join(" ")));
-            let mut child = Command::new(&bin)
-                .args(&args)
+            let mut cmd = Command::new(&bin);
+            cmd.args(&args)
                 // Its discovery file (gRPC port and token) goes here, where
                 // only the host's user can write.
-                .env("XDG_RUNTIME_DIR", &self.cfg.runtime_dir)
+                .env("XDG_RUNTIME_DIR", &self.cfg.runtime_dir);
+            if let Some(home) = &self.cfg.avd_home {
+                cmd.env("ANDROID_AVD_HOME", home);
+            }
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)
@@ -315,9 +413,10 @@ impl PhoneBackend for EmulatorBackend {
                         let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
                         let tail: Vec<&str> = tail.lines().rev().take(3).collect();
                         Some(format!(
-                            "emulator exited ({}); last log lines: {}",
+                            "emulator exited ({}); last log lines: {}; log: {}",
                             status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                            log_path.display()
                         ))
                     }
                     _ = stop_rx => {
@@ -335,43 +434,96 @@ impl PhoneBackend for EmulatorBackend {
             self.exit_rx = Some(exit_rx.clone());
 
             // Find the gRPC port and token.
+            // Find the gRPC port and token, then wait for the boot: all of
+            // it within the boot timeout, and reporting an exit at once.
             let started = tokio::time::Instant::now();
-            let disc = loop {
-                if let Some(d) = read_discovery(&self.cfg.runtime_dir, pid)? {
-                    break d;
+            let timeout = self.cfg.boot_timeout;
+            let log = self.cfg.log_path.display().to_string();
+            let exited = |reason: String| HostError::Unavailable {
+                what: "emulator",
+                why: reason,
+            };
+            let mut portless = None;
+            let (port, token) = loop {
+                match read_discovery(&self.cfg.runtime_dir, pid)? {
+                    Some(Discovery {
+                        grpc_port: Some(port),
+                        token,
+                    }) => break (port, token),
+                    // Written whole once the server runs: give a write in
+                    // progress a moment, then say what is wrong.
+                    Some(_)
+                        if *portless.get_or_insert_with(tokio::time::Instant::now)
+                            + Duration::from_secs(2)
+                            < tokio::time::Instant::now() =>
+                    {
+                        return Err(HostError::Unavailable {
+                            what: "emulator",
+                            why: format!(
+                                "its discovery file pid_{pid}.ini names no gRPC port, so it runs no \
+                                 gRPC server (is `-ports` among the emulator args?); see {log}"
+                            ),
+                        });
+                    }
+                    _ => {}
                 }
                 if let Some(reason) = exit_rx.borrow().clone() {
-                    return Err(HostError::Unavailable {
-                        what: "emulator",
-                        why: reason,
-                    });
+                    return Err(exited(reason));
                 }
-                if started.elapsed() > Duration::from_secs(120) {
+                if started.elapsed() > timeout {
                     return Err(HostError::Unavailable {
                         what: "emulator",
                         why: format!(
-                            "no discovery file pid_{pid}.ini appeared in {}/avd/running within 120s; see {}",
+                            "no discovery file pid_{pid}.ini appeared in {}/avd/running within {}s; see {log}",
                             self.cfg.runtime_dir.display(),
-                            self.cfg.log_path.display()
+                            timeout.as_secs()
                         ),
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            let addr = format!("[::1]:{}", disc.grpc_port);
+            let addr = grpc_address(port, pid)?.to_string();
             progress(format!("emulator gRPC on {addr}; waiting for boot"));
-            let client = EmulatorClient::connect(&addr, disc.token.as_deref()).await?;
-            client
-                .wait_booted(self.cfg.boot_timeout, |t| {
-                    if t.as_secs() % 10 == 0 {
-                        progress(format!("booting… {}s", t.as_secs()));
+            let boot = async {
+                let client = EmulatorClient::connect(&addr, token.as_deref()).await?;
+                let mut said = 0;
+                client
+                    .wait_booted_from(started, timeout, |t| {
+                        let secs = t.as_secs();
+                        if secs >= said + 10 {
+                            said = secs - secs % 10;
+                            progress(format!("booting… {said}s"));
+                        }
+                    })
+                    .await
+            };
+            let mut exit_watch = exit_rx.clone();
+            let gone = async move {
+                loop {
+                    if let Some(reason) = exit_watch.borrow_and_update().clone() {
+                        return reason;
                     }
-                })
-                .await?;
+                    if exit_watch.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            };
+            tokio::select! {
+                res = boot => {
+                    res.map_err(|e| match e {
+                        HostError::Unavailable { what, why } => HostError::Unavailable {
+                            what,
+                            why: format!("{why}; see {log}"),
+                        },
+                        e => e,
+                    })?;
+                }
+                reason = gone => return Err(exited(reason)),
+            }
             progress("booted".to_owned());
             Ok(PhoneEndpoint {
                 grpc_addr: addr,
-                token: disc.token,
+                token,
             })
         })
     }
@@ -432,8 +584,9 @@ mod tests {
 
     fn cfg() -> EmulatorConfig {
         EmulatorConfig {
-            sdk_root: PathBuf::from("/sdk"),
+            sdk_root: Some(PathBuf::from("/sdk")),
             avd: "pixel_7".into(),
+            avd_home: None,
             packet_streamer: "unix:/var/lib/vphone/bt/pixel.sock".into(),
             log_path: PathBuf::from("/tmp/x.log"),
             runtime_dir: PathBuf::from("/var/lib/vphone/run/pixel"),
@@ -501,7 +654,7 @@ mod tests {
         assert_eq!(
             read_discovery(&runtime, 4242).unwrap(),
             Some(Discovery {
-                grpc_port: 8554,
+                grpc_port: Some(8554),
                 token: Some("s3cr3t".into())
             })
         );

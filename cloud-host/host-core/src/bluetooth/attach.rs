@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 
 use super::{Bluetooth, NetsimService};
 use crate::HostError;
+pub use crate::procnet::peer_uid;
 
 /// The loopback address attach points listen on by default: loopback, and
 /// not the 127.0.0.1 that emulator guests reach as 10.0.2.2.
@@ -208,50 +209,6 @@ pub(super) enum Source {
     Development(Arc<Bluetooth>),
 }
 
-/// The uid owning the socket at the other end of our TCP connection
-/// `local` <- `peer` on this machine, from `/proc/net/tcp{,6}` (the peer's
-/// own entry: its local address is `peer`, its remote `local`). Both tables
-/// are read: gRPC's C core dials IPv4 from a dual-stack IPv6 socket, listed
-/// in `tcp6` with IPv4-mapped addresses. `None` when there is no such entry
-/// (a peer on another machine, or gone).
-#[must_use]
-pub fn peer_uid(local: SocketAddr, peer: SocketAddr) -> Option<u32> {
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-    let (local, peer) = (canonical(local), canonical(peer));
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                let (ours, theirs, uid) = (cols.get(1)?, cols.get(2)?, cols.get(7)?);
-                (canonical(parse_proc_addr(ours)?) == peer
-                    && canonical(parse_proc_addr(theirs)?) == local)
-                    .then(|| uid.parse().ok())?
-            })
-        })
-}
-
-/// `0100007F:1F90` (the kernel's hex of the address as stored, then the
-/// port) as a socket address.
-fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = match ip.len() {
-        8 => IpAddr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes()),
-        32 => {
-            let mut b = [0u8; 16];
-            for (i, chunk) in b.chunks_mut(4).enumerate() {
-                let word = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
-                chunk.copy_from_slice(&word.to_ne_bytes());
-            }
-            IpAddr::from(b)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 /// Whether a TCP address may serve phones' stacks: loopback, and not an
 /// address an emulator guest reaches (its 10.0.2.2 is the host's
 /// 127.0.0.1; IPv6 user-mode networking maps to `::1`).
@@ -304,19 +261,6 @@ mod tests {
             check_attach_ip(good.parse().unwrap()).unwrap();
         }
         assert!(AttachPoints::new(Ipv4Addr::LOCALHOST).is_err());
-    }
-
-    #[test]
-    fn proc_net_addresses_parse() {
-        assert_eq!(
-            parse_proc_addr("0100007F:1F90"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_proc_addr("00000000000000000000000001000000:0050"),
-            Some("[::1]:80".parse().unwrap())
-        );
-        assert_eq!(parse_proc_addr("zz:1"), None);
     }
 
     #[tokio::test]

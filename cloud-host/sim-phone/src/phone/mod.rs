@@ -18,7 +18,7 @@
 //! emulator's raw screenshots are consumed by existing clients.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq as _;
@@ -121,6 +121,9 @@ struct Shared {
     frames: watch::Sender<Option<Arc<Frame>>>,
     started: Instant,
     stats: SimStats,
+    /// What `getStatus` says of the boot (the sim is ready at once; the
+    /// emulator stand-in in the test tree boots slowly).
+    booted: AtomicBool,
 }
 
 /// A running sim phone. Cheap to clone; all clones are the same phone.
@@ -171,6 +174,7 @@ impl SimPhone {
             frames,
             started: Instant::now(),
             stats: SimStats::default(),
+            booted: AtomicBool::new(true),
         });
         // Rendering is CPU work: it gets its own lower-priority thread (see
         // `device_bridge::bulk_thread_priority`), never an async worker that
@@ -189,6 +193,11 @@ impl SimPhone {
 
     fn touch(&self) {
         self.shared.changed.notify_one();
+    }
+
+    /// Sets what `getStatus` reports as `booted` (true from the start).
+    pub fn set_booted(&self, booted: bool) {
+        self.shared.booted.store(booted, Ordering::Relaxed);
     }
 
     /// Screen size and density.
@@ -271,8 +280,14 @@ impl SimPhone {
             {
                 // Constant time, like the operator API's.
                 Some(v) if bool::from(v.as_bytes().ct_eq(want.as_bytes())) => Ok(req),
-                Some(_) => Err(Status::unauthenticated("wrong bearer token")),
-                None => Err(Status::unauthenticated("missing authorization header")),
+                // The Android Emulator's answers, word for word (its
+                // `BasicTokenAuth`), including the echo of what was sent.
+                Some(v) => Err(Status::unauthenticated(format!(
+                    "The token `{v}` is invalid"
+                ))),
+                None => Err(Status::unauthenticated(
+                    "Missing the 'authorization' header with security credentials.",
+                )),
             }
         };
         let svc = tonic::service::interceptor::InterceptedService::new(self.service(), auth);
@@ -433,7 +448,7 @@ impl SimPhone {
         EmulatorStatus {
             version: format!("vphone-sim {}", env!("CARGO_PKG_VERSION")),
             uptime: self.shared.started.elapsed().as_millis() as u64,
-            booted: true,
+            booted: self.shared.booted.load(Ordering::Relaxed),
             vm_config: Some(VmConfiguration {
                 hypervisor_type: vm_configuration::VmHypervisorType::None as i32,
                 number_of_cpu_cores: 1,
