@@ -19,10 +19,13 @@
 //!   [`wait_sim_frame`] (wait, with a timeout, for a decoded picture / an
 //!   exact phone frame satisfying a check, reporting the last mismatch on
 //!   timeout).
+//! * [`standin::FakeSdk`]: an Android SDK whose emulator is the emulator
+//!   stand-in, with AVDs made on demand, for the emulator backend's tests.
 //! * Small builders: [`write_recording`] (a replay file for
 //!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
 
 pub mod bumble;
+pub mod standin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,9 +79,20 @@ impl TestHost {
     /// # Panics
     /// When the host or the phone does not start.
     pub async fn start() -> Self {
+        Self::start_with(|b| b).await
+    }
+
+    /// As [`TestHost::start`], with the host's backends changed by `adapt`
+    /// (an emulator backend on a fake SDK, say).
+    ///
+    /// # Panics
+    /// When the host or the phone does not start.
+    pub async fn start_with(
+        adapt: impl FnOnce(host_core::backend::Backends) -> host_core::backend::Backends,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let sims = SimKind::default();
-        let host = ServedHost::start_on_loopback(dir.path().join("host"), sims.backends())
+        let host = ServedHost::start_on_loopback(dir.path().join("host"), adapt(sims.backends()))
             .await
             .expect("starting the host");
         host.phones

@@ -32,8 +32,14 @@ fn start_host(dir: &Path) -> Daemon {
 /// The host with its QUIC endpoint on `quic` (a fixed port survives a
 /// restart, as a real host's does).
 fn start_host_on(dir: &Path, quic: &str) -> Daemon {
+    start_host_with(dir, quic, &[])
+}
+
+/// The host with `env` set (an SDK for the emulator backend, say).
+fn start_host_with(dir: &Path, quic: &str, env: &[(&str, &Path)]) -> Daemon {
     let _ = std::fs::remove_file(dir.join("operator.addr"));
     let child = Command::new(host_bin())
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--operator-listen", "127.0.0.1:0", "--quic-listen", quic])
@@ -276,6 +282,99 @@ fn registry_survives_kill_9() {
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["idle", "lab", "phone-1"]);
+}
+
+/// An emulator phone through `vphonectl` on the real host binary, the
+/// emulator being the stand-in in a fake SDK named by `ANDROID_SDK_ROOT`
+/// and `ANDROID_AVD_HOME`: created, running, screenshot, stopped, started;
+/// then the host is killed with `kill -9`, which leaves its emulator
+/// running, and the restarted host stops that leftover before it boots the
+/// phone again.
+#[test]
+fn an_emulator_phone_through_vphonectl_survives_a_killed_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = vphone_tests::standin::FakeSdk::new(&dir.path().join("android"));
+    sdk.add_avd("pixel_standin", &["standin.boot_ms=300"]);
+    let data = dir.path().join("host");
+    let env = [
+        ("ANDROID_SDK_ROOT", sdk.sdk.as_path()),
+        ("ANDROID_AVD_HOME", sdk.avd_home.as_path()),
+    ];
+    let mut host = start_host_with(&data, "127.0.0.1:0", &env);
+    let created = ok(
+        &data,
+        &[
+            "phone",
+            "create",
+            "emu",
+            "--backend",
+            "emulator",
+            "--avd",
+            "pixel_standin",
+        ],
+    );
+    assert!(created.contains("emu"), "{created}");
+    wait_for_state(&data, "emu", "running");
+    let shot = data.join("emu.png");
+    let msg = ok(
+        &data,
+        &[
+            "phone",
+            "screenshot",
+            "emu",
+            "--out",
+            shot.to_str().unwrap(),
+        ],
+    );
+    assert!(msg.contains("(720x1280)"), "{msg}");
+    ok(&data, &["phone", "stop", "emu"]);
+    wait_for_state(&data, "emu", "stopped");
+    ok(&data, &["phone", "start", "emu"]);
+    wait_for_state(&data, "emu", "running");
+
+    let running = data.join("run/emu/avd/running");
+    let pids = |d: &Path| -> Vec<u32> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("pid_")?
+                    .strip_suffix(".ini")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let before = pids(&running);
+    assert_eq!(before.len(), 1, "{before:?}");
+    host.0.kill().unwrap();
+    host.0.wait().unwrap();
+    drop(host);
+    assert!(
+        Path::new(&format!("/proc/{}", before[0])).exists(),
+        "a killed host leaves its emulator running"
+    );
+    let _host = start_host_with(&data, "127.0.0.1:0", &env);
+    wait_for_state(&data, "emu", "running");
+    let after = pids(&running);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "a new emulator");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", before[0])).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        "the leftover emulator {} was stopped: {stat}",
+        before[0]
+    );
+    assert_eq!(sdk.launches("pixel_standin"), 3);
 }
 
 /// `kill -9` of the host in the middle of a session: the host comes back
