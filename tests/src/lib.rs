@@ -90,9 +90,26 @@ impl TestHost {
     pub async fn start_with(
         adapt: impl FnOnce(host_core::backend::Backends) -> host_core::backend::Backends,
     ) -> Self {
+        Self::start_configured(|_| {}, adapt).await
+    }
+
+    /// As [`TestHost::start_with`], with the host's configuration (on
+    /// loopback, in the test's data dir) changed by `configure` first.
+    ///
+    /// # Panics
+    /// When the host or the phone does not start.
+    pub async fn start_configured(
+        configure: impl FnOnce(&mut host_core::config::HostConfig),
+        adapt: impl FnOnce(host_core::backend::Backends) -> host_core::backend::Backends,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let sims = SimKind::default();
-        let host = ServedHost::start_on_loopback(dir.path().join("host"), adapt(sims.backends()))
+        let mut cfg = host_core::config::HostConfig::loopback(dir.path().join("host"));
+        configure(&mut cfg);
+        let listeners = host_core::daemon::Listeners::bind(&cfg)
+            .await
+            .expect("binding the host's ports");
+        let host = ServedHost::start(&cfg, listeners, adapt(sims.backends()))
             .await
             .expect("starting the host");
         host.phones

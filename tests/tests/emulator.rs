@@ -483,3 +483,73 @@ async fn its_bluetooth_attaches_under_the_avd_name_and_a_lent_radio_serves_it() 
     companion.finish().await.expect("companion finishes");
     t.shutdown().await;
 }
+
+/// The phone's own process dies while a handset drives it: the phone is
+/// Failed with the reason, the handset's session is closed saying so
+/// (`PhoneStopped`, not a silent freeze), the restart policy boots the
+/// phone again, and the handset can connect to it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dying_emulator_ends_its_session_clearly_and_the_policy_brings_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdk = FakeSdk::new(tmp.path());
+    sdk.add_avd(
+        AVD,
+        &[
+            "standin.boot_ms=200",
+            "standin.crash_after_boot_ms=3000",
+            "standin.crash_launches=1",
+        ],
+    );
+    let kind = Arc::new(sdk.kind());
+    let mut t = TestHost::start_configured(
+        |c| c.restart = RestartPolicy::OnFailure(1),
+        move |b| b.with(Backend::Emulator, kind),
+    )
+    .await;
+    t.host.phones.create(spec("emu", AVD)).await.unwrap();
+    t.host
+        .phones
+        .wait_running("emu", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let handset = t.enroll("emu-handset", &["emu"]);
+    let mut o = handset.options(SourceSpec::Synthetic { seed: 3 });
+    o.phone = Some("emu".into());
+    let companion = Companion::connect(o.clone())
+        .await
+        .expect("companion connects");
+    let end = tokio::time::timeout(Duration::from_secs(15), companion.session().ended())
+        .await
+        .expect("the session ends when the phone dies");
+    assert_eq!(
+        end.code,
+        mobile_client::proto::AppErrorCode::PhoneStopped,
+        "{end}"
+    );
+    assert!(end.by_peer, "{end}");
+    assert!(
+        end.reason.contains("phone 'emu' failed") && end.reason.contains("emulator exited"),
+        "{end}"
+    );
+    // The policy restarts it; the second launch does not crash.
+    let s = &sdk;
+    eventually(Duration::from_secs(30), || async move {
+        match s.launches(AVD) {
+            2 => Ok(()),
+            n => Err(format!("{n} launches")),
+        }
+    })
+    .await
+    .expect("restarted by the policy");
+    t.host
+        .phones
+        .wait_running("emu", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let again = Companion::connect(o)
+        .await
+        .expect("the handset connects again");
+    assert_eq!(again.session().welcome().phone_name, "emu");
+    again.finish().await.expect("finish");
+    t.shutdown().await;
+}

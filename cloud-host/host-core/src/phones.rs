@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::HostError;
 use crate::backend::{
@@ -216,6 +216,65 @@ enum Cmd {
 pub struct PhoneManager {
     tx: mpsc::Sender<Cmd>,
     status: StatusBoard,
+    states: States,
+}
+
+/// What a watcher of a phone sees ([`PhoneManager::watch`]).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct PhoneWatch {
+    /// Its lifecycle state now.
+    pub state: Lifecycle,
+    /// How many times it has failed (a watcher that compares this misses
+    /// no failure, even when a restart followed before it looked).
+    pub failures: u64,
+    /// Why it last failed.
+    pub last_failure: Option<String>,
+}
+
+/// Every phone's lifecycle state as a watch, so a session can follow its
+/// phone (and end when the phone stops or fails).
+#[derive(Clone, Debug, Default)]
+struct States(Arc<std::sync::Mutex<HashMap<String, watch::Sender<PhoneWatch>>>>);
+
+impl States {
+    fn sender(&self, phone: &str) -> watch::Sender<PhoneWatch> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(phone.to_owned())
+            .or_insert_with(|| {
+                watch::channel(PhoneWatch {
+                    state: Lifecycle::Creating,
+                    failures: 0,
+                    last_failure: None,
+                })
+                .0
+            })
+            .clone()
+    }
+
+    fn publish(&self, phone: &str, state: &Lifecycle) {
+        self.sender(phone).send_if_modified(|w| {
+            if &w.state == state {
+                return false;
+            }
+            if let Lifecycle::Failed(why) = state {
+                w.failures += 1;
+                w.last_failure = Some(why.clone());
+            }
+            w.state = state.clone();
+            true
+        });
+    }
+
+    fn remove(&self, phone: &str) {
+        let removed = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(phone);
+        if let Some(tx) = removed {
+            tx.send_modify(|w| w.state = Lifecycle::Stopped);
+        }
+    }
 }
 
 impl std::fmt::Debug for Cmd {
@@ -234,12 +293,14 @@ impl PhoneManager {
     pub fn spawn(registry: Arc<Registry>, cfg: ManagerConfig) -> Result<Self, HostError> {
         let (tx, rx) = mpsc::channel(64);
         let status = StatusBoard::default();
+        let states = States::default();
         let mut actor = Actor {
             registry,
             cfg,
             phones: HashMap::new(),
             tx: tx.clone(),
             status: status.clone(),
+            states: states.clone(),
         };
         if let Some(first) = actor.cfg.first_phone.clone()
             && actor.registry.phones()?.is_empty()
@@ -263,8 +324,16 @@ impl PhoneManager {
                 actor.begin_start(&name);
             }
         }
+        actor.publish();
         tokio::spawn(actor.run(rx));
-        Ok(Self { tx, status })
+        Ok(Self { tx, status, states })
+    }
+
+    /// `phone`'s lifecycle state, its failures and their changes (a
+    /// deleted phone's ends as Stopped).
+    #[must_use]
+    pub fn watch(&self, phone: &str) -> watch::Receiver<PhoneWatch> {
+        self.states.sender(phone).subscribe()
     }
 
     /// Where the host writes what `phone` shows of its state (its session,
@@ -455,6 +524,7 @@ struct Actor {
     phones: HashMap<String, Entry>,
     tx: mpsc::Sender<Cmd>,
     status: StatusBoard,
+    states: States,
 }
 
 fn not_found(name: &str) -> HostError {
@@ -468,6 +538,14 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         while let Some(cmd) = rx.recv().await {
             self.handle(cmd);
+            self.publish();
+        }
+    }
+
+    /// Tells the watchers of every phone its state.
+    fn publish(&self) {
+        for (name, e) in &self.phones {
+            self.states.publish(name, &e.state);
         }
     }
 
@@ -655,6 +733,9 @@ impl Actor {
         tracing::error!(phone = %name, %reason, "phone died");
         e.running = None;
         e.state = Lifecycle::Failed(reason);
+        // Watchers (its session) learn of the failure and its reason even
+        // when the restart below follows at once.
+        self.states.publish(name, &e.state);
         if let RestartPolicy::OnFailure(max) = self.cfg.restart
             && e.restarts < max
             && e.record.desired == DesiredState::Running
@@ -703,6 +784,7 @@ impl Actor {
         self.registry.delete_phone(name)?;
         self.phones.remove(name);
         self.status.remove(name);
+        self.states.remove(name);
         self.cfg.attach.close(name);
         Ok(())
     }

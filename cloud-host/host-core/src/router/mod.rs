@@ -41,12 +41,12 @@ use std::time::Duration;
 
 use device_bridge::{BridgeServer, ServerSession};
 use sensor_proto::bridge::{CloseReason, SensorKind, VideoCodec, VideoConfig, control_message};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::bluetooth::Bluetooth;
 use crate::emu_client::{EmulatorClient, listened_sensors};
 use crate::metrics::Metrics;
-use crate::phones::PhoneManager;
+use crate::phones::{Lifecycle, PhoneManager, PhoneWatch};
 use crate::registry::{Registry, SessionRecord};
 use crate::threads::{Priority, spawn_until_dropped};
 
@@ -215,8 +215,15 @@ impl Router {
                 let status = self.phones.status(&phone);
                 status.set_session(Some(handset_name.clone()));
                 tracing::info!("attached");
+                let phone_state = self.phones.watch(&phone);
                 let reason = self
-                    .serve(s.clone(), client, frames, sensor_latency, radio_lent)
+                    .serve(
+                        s.clone(),
+                        (client, phone_state),
+                        frames,
+                        sensor_latency,
+                        radio_lent,
+                    )
                     .await;
                 status.set_session(None);
                 reason
@@ -245,7 +252,7 @@ impl Router {
     async fn serve(
         &self,
         s: Arc<ServerSession>,
-        client: EmulatorClient,
+        (client, mut phone_state): (EmulatorClient, watch::Receiver<PhoneWatch>),
         frames: Arc<AtomicU64>,
         sensor_latency: Arc<Mutex<SensorLatency>>,
         radio_lent: Arc<AtomicBool>,
@@ -326,7 +333,17 @@ impl Router {
                 (self.bluetooth.clone(), radio_lent),
             )),
         ];
-        let end = s.ended().await;
+        // The session lasts as long as the handset's connection and the
+        // phone: a phone that stops or dies ends it, saying why.
+        let phone = s.welcome().phone_name;
+        let end = tokio::select! {
+            end = s.ended() => end.to_string(),
+            why = phone_left(&phone, &mut phone_state) => {
+                tracing::warn!(%why, "the phone left: ending its session");
+                s.close(CloseReason::PhoneStopped, &why).await;
+                why
+            }
+        };
         for t in tasks {
             t.abort();
         }
@@ -343,6 +360,29 @@ impl Router {
                 "input refused during the session"
             );
         }
-        end.to_string()
+        end
+    }
+}
+
+/// Resolves when `phone` is no longer running, with why, for its handset:
+/// a failure since the session began (even one already followed by a
+/// restart), or the state it went to.
+async fn phone_left(phone: &str, state: &mut watch::Receiver<PhoneWatch>) -> String {
+    let failures = state.borrow().failures;
+    loop {
+        let now = state.borrow_and_update().clone();
+        if now.failures > failures {
+            let why = now.last_failure.unwrap_or_default();
+            return match now.state {
+                Lifecycle::Failed(_) => format!("phone '{phone}' failed: {why}"),
+                _ => format!("phone '{phone}' failed: {why}; the host is restarting it"),
+            };
+        }
+        if now.state != Lifecycle::Running {
+            return format!("phone '{phone}' is {}", now.state.name());
+        }
+        if state.changed().await.is_err() {
+            return format!("phone '{phone}' is gone");
+        }
     }
 }
