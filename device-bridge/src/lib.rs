@@ -124,7 +124,9 @@ pub use priority::{
     latency_priority_outcome, latency_thread_priority,
 };
 pub use sensors::{LatestWins, SampleVerdict, UnknownSensor};
-pub use server::{BridgeServer, BridgeServerConfig, DEFAULT_RESUME_WINDOW, ServerSession};
+pub use server::{
+    BridgeServer, BridgeServerConfig, DEFAULT_RESUME_WINDOW, PathInfo, ServerSession,
+};
 pub use session::{GopWriter, SessionEnd, SessionStats, VideoFrame};
 pub use token::{TokenId, TokenKey, VerifiedToken};
 pub use util::random_token;

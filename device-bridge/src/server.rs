@@ -630,6 +630,21 @@ impl ServerSession {
         self.core().is_connected()
     }
 
+    /// What the current connection's sender knows of its path, for pacing
+    /// video to what the path carries; `None` while disconnected.
+    #[must_use]
+    pub fn path(&self) -> Option<PathInfo> {
+        self.core().current_link().map(|l| {
+            let s = l.conn.stats();
+            PathInfo {
+                connection: l.conn.stable_id(),
+                wire_bytes: s.udp_tx.bytes,
+                rtt: s.path.rtt,
+                cwnd: s.path.cwnd,
+            }
+        })
+    }
+
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> SessionStats {
@@ -723,4 +738,19 @@ impl ServerSession {
     pub async fn close(&self, reason: CloseReason, message: &str) {
         self.core().close(reason, message).await;
     }
+}
+
+/// The sender's view of a connection's path ([`ServerSession::path`]).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct PathInfo {
+    /// Identifies the connection (a resume starts a new one, with its
+    /// counters from zero).
+    pub connection: usize,
+    /// UDP payload bytes sent on this connection so far: what left the
+    /// host, as opposed to what waits in the connection's send buffer.
+    pub wire_bytes: u64,
+    /// The smoothed round-trip time.
+    pub rtt: Duration,
+    /// The congestion window, bytes.
+    pub cwnd: u64,
 }

@@ -281,6 +281,12 @@ impl VideoEncoder {
         Ok(())
     }
 
+    /// The bitrate [`set_bitrate`](Self::set_bitrate) asked for that waits
+    /// for the next keyframe, if any.
+    pub fn pending_bitrate(&self) -> Option<u32> {
+        self.pending_bitrate
+    }
+
     /// The earliest pacing-clock time (`now_us` of
     /// [`encode_at`](Self::encode_at), the capture time for
     /// [`encode`](Self::encode)) at which a frame is accepted; `None` if any

@@ -14,6 +14,7 @@
 //! | resume window | | | `resume_window_secs` | 10 |
 //! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
 //! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
+//! | pace video to the path, adapt its bitrate | | | `video_adapt` | true |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
@@ -61,6 +62,9 @@ pub struct HostConfig {
     pub restart: RestartPolicy,
     /// Extra arguments for every emulator.
     pub emulator_args: Vec<String>,
+    /// Pace each session's video to what its path carries and adapt the
+    /// encoder's bitrate (on by default; off only to measure without it).
+    pub video_adapt: bool,
 }
 
 /// Values a layer may set (every field optional).
@@ -89,6 +93,8 @@ pub struct ConfigLayer {
     pub restart_max: Option<u32>,
     /// See [`HostConfig::emulator_args`].
     pub emulator_args: Option<Vec<String>>,
+    /// See [`HostConfig::video_adapt`].
+    pub video_adapt: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -161,6 +167,7 @@ impl ConfigLayer {
             boot_timeout_secs: other.boot_timeout_secs.or(self.boot_timeout_secs),
             restart_max: other.restart_max.or(self.restart_max),
             emulator_args: other.emulator_args.or(self.emulator_args),
+            video_adapt: other.video_adapt.or(self.video_adapt),
         }
     }
 
@@ -188,6 +195,7 @@ impl ConfigLayer {
                 n => RestartPolicy::OnFailure(n),
             },
             emulator_args: self.emulator_args.unwrap_or_default(),
+            video_adapt: self.video_adapt.unwrap_or(true),
         }
     }
 }

@@ -230,7 +230,10 @@ impl Host {
             registry.clone(),
             sessions.clone(),
             metrics.clone(),
-            RouterConfig::default(),
+            RouterConfig {
+                adapt_to_path: cfg.video_adapt,
+                ..RouterConfig::default()
+            },
             bluetooth.clone(),
         ));
         let mut rx = stopped.clone();

@@ -20,6 +20,7 @@
 mod admission;
 mod control;
 mod input;
+mod pace;
 mod sensors;
 mod sessions;
 mod video;
@@ -64,6 +65,9 @@ pub struct RouterConfig {
     /// reliably, so periodic keyframes only cost bitrate (about 25 kbit/s
     /// on an idle screen at one per 10 s, against about 1.3 kbit/s without).
     pub keyframe_interval: Option<Duration>,
+    /// Pace video to what the path carries and adapt the bitrate (see
+    /// `pace`); off only to measure what happens without it.
+    pub adapt_to_path: bool,
 }
 
 impl Default for RouterConfig {
@@ -72,6 +76,7 @@ impl Default for RouterConfig {
             max_fps: 60,
             bitrate_bps: 4_000_000,
             keyframe_interval: None,
+            adapt_to_path: true,
         }
     }
 }

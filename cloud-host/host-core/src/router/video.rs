@@ -21,6 +21,10 @@ use crate::threads::{Priority, spawn_on_own_runtime};
 use crate::video::{EncoderConfig, VideoEncoder};
 
 use super::RouterConfig;
+use super::pace::{Pacer, Verdict};
+
+/// How soon a held frame is offered again.
+const HOLD_RECHECK: Duration = Duration::from_millis(10);
 
 type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 
@@ -165,6 +169,7 @@ pub(super) async fn video_loop(
         });
     }
     let mut encoder: Option<VideoEncoder> = None;
+    let mut pacer = Pacer::new(cfg.bitrate_bps, Instant::now());
     let mut gop = None;
     let mut last_key = Instant::now();
     let mut gop_id = 0u64;
@@ -236,6 +241,28 @@ pub(super) async fn video_loop(
             ));
             continue;
         }
+        // Never more video waiting to leave than the path carries (see
+        // `pace`): the newest frame waits for the queue to drain, and the
+        // encoder's target follows the path.
+        if cfg.adapt_to_path {
+            if pacer.admit(Instant::now(), s.path().as_ref()) == Verdict::Hold {
+                if want_key {
+                    force.store(true, Ordering::Relaxed);
+                }
+                pending = Some((img, tokio::time::Instant::now() + HOLD_RECHECK));
+                continue;
+            }
+            let target = pacer.target_bps();
+            let current = enc.config().bitrate_bps;
+            if target != current && enc.pending_bitrate() != Some(target) {
+                // Takes effect at the next keyframe; a large cut makes one
+                // now (the queue is drained), so the new rate applies at once.
+                if enc.set_bitrate(target).is_ok() && target <= current / 2 {
+                    force.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let want_key = want_key || force.swap(false, Ordering::Relaxed);
         // Encoding is CPU work; this thread is the video's own (see
         // `Priority::Bulk`), so it encodes in place.
         let result = enc.encode_at(&img.image, img.timestamp_us, now_us, want_key);
@@ -260,6 +287,9 @@ pub(super) async fn video_loop(
         if encoded.keyframe {
             last_key = Instant::now();
             gop_id += 1;
+            // Starting the GOP resets the last one's stream with whatever
+            // of it still waited.
+            pacer.new_gop(s.path().as_ref());
             match s
                 .start_gop(VideoStreamHeader {
                     gop_id,
@@ -292,6 +322,7 @@ pub(super) async fn video_loop(
         };
         match writer.write_frame(header, Bytes::from(encoded.data)).await {
             Ok(_) => {
+                pacer.wrote(len);
                 frames.fetch_add(1, Ordering::Relaxed);
                 metrics.frames_sent.inc();
                 metrics.bytes_down.inc_by(len);
