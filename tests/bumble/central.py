@@ -1,7 +1,7 @@
 """LE central: scan, connect, read before pairing, pair (passkey), read encrypted.
 
 Usage: python central.py --transport SPEC --target EncPeripheral
-                         [--hold] [--vendor-probe] [--timeout S]
+                         [--hold] [--vendor-probe] [--notifications N] [--timeout S]
                          [--pairing passkey|numeric]
 
 SPEC is any bumble transport, e.g. android-netsim:127.0.0.1:8877,name=phone-1.
@@ -29,6 +29,7 @@ from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
 from testbed_common import (
+    COUNTER_CHARACTERISTIC_UUID,
     SECRET_CHARACTERISTIC_UUID,
     PAIRING_METHODS,
     SERVICE_UUID,
@@ -155,8 +156,47 @@ class Central:
 
         value = await self.guard(characteristic.read_value())
         emit('value', value=value.decode('utf-8', errors='replace'))
+        if self.args.notifications:
+            await self.count_notifications(connection, self.args.notifications)
         emit('done')
         return characteristic
+
+    async def count_notifications(self, connection: Connection, want: int) -> None:
+        """Subscribe to the counter and take `want` notifications; report whether any
+        value was skipped (a gap) or came again (a duplicate), in arrival order."""
+        peer = Peer(connection)
+        services = await self.guard(peer.discover_services([SERVICE_UUID]))
+        found = await self.guard(
+            peer.discover_characteristics([COUNTER_CHARACTERISTIC_UUID], services[0])
+        )
+        if not found:
+            raise Failure(f'characteristic {COUNTER_CHARACTERISTIC_UUID} not found')
+        counter = found[0]
+        values: list[int] = []
+        enough: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_value(value: bytes) -> None:
+            values.append(int.from_bytes(value[:4], 'little'))
+            if len(values) >= want and not enough.done():
+                enough.set_result(None)
+
+        start = time.monotonic()
+        await self.guard(counter.subscribe(on_value))
+        emit('subscribed')
+        await self.guard(enough)
+        seconds = time.monotonic() - start
+        await self.guard(counter.unsubscribe(on_value))
+        gaps = sum(1 for a, b in zip(values, values[1:]) if b > a + 1)
+        duplicates = sum(1 for a, b in zip(values, values[1:]) if b <= a)
+        emit(
+            'notifications',
+            count=len(values),
+            first=values[0],
+            last=values[-1],
+            gaps=gaps,
+            duplicates=duplicates,
+            per_second=round(len(values) / seconds, 1),
+        )
 
     async def vendor_probe(self) -> None:
         command = VendorCommand(VENDOR_PROBE_PARAMETERS, op_code=VENDOR_PROBE_OPCODE)
@@ -306,6 +346,14 @@ def main() -> None:
         '--hold',
         action='store_true',
         help='after the first encrypted read, serve "read"/"quit" lines from stdin',
+    )
+    parser.add_argument(
+        '--notifications',
+        type=int,
+        default=0,
+        metavar='N',
+        help='after the encrypted read, subscribe to the counter and check N '
+        'notifications for gaps and duplicates',
     )
     parser.add_argument(
         '--vendor-probe',

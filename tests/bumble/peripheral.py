@@ -1,4 +1,5 @@
-"""LE peripheral with one characteristic readable only over an authenticated link.
+"""LE peripheral with one characteristic readable only over an authenticated link,
+and one that notifies a counter (+1 per notification, every 20 ms) to subscribers.
 
 Usage: python peripheral.py --transport tcp-client:127.0.0.1:9001
                             [--name EncPeripheral] [--address F1:F1:F1:F1:F1:F1]
@@ -22,6 +23,8 @@ from bumble.gatt import Characteristic, Service
 from bumble.transport import open_transport
 
 from testbed_common import (
+    COUNTER_CHARACTERISTIC_UUID,
+    COUNTER_PERIOD,
     DEFAULT_PERIPHERAL_ADDRESS,
     DEFAULT_PERIPHERAL_NAME,
     PAIRING_METHODS,
@@ -34,7 +37,7 @@ from testbed_common import (
 )
 
 
-def secret_service() -> Service:
+def secret_service(counter: Characteristic) -> Service:
     return Service(
         SERVICE_UUID,
         [
@@ -44,9 +47,38 @@ def secret_service() -> Service:
                 Characteristic.Permissions.READ_REQUIRES_ENCRYPTION
                 | Characteristic.Permissions.READ_REQUIRES_AUTHENTICATION,
                 SECRET_VALUE,
-            )
+            ),
+            counter,
         ],
     )
+
+
+def counter_characteristic() -> Characteristic:
+    return Characteristic(
+        COUNTER_CHARACTERISTIC_UUID,
+        Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
+        Characteristic.Permissions.READ_REQUIRES_ENCRYPTION,
+        bytes(4),
+    )
+
+
+async def notify_counter(device: Device, counter: Characteristic) -> None:
+    """Every COUNTER_PERIOD, notify the next counter value to the subscribers.
+
+    A value goes out only when somebody is subscribed, and the counter moves on
+    only when it went out, so a subscriber sees every value, in order: a gap or a
+    repeat on its side is a notification the path between lost or doubled.
+    """
+    n = 0
+    while True:
+        await asyncio.sleep(COUNTER_PERIOD)
+        subscribed = any(
+            counter.handle in cccds and cccds[counter.handle]
+            for cccds in device.gatt_server.subscribers.values()
+        )
+        if subscribed:
+            await device.notify_subscribers(counter, n.to_bytes(4, 'little'))
+            n += 1
 
 
 def advertising_data(name: str) -> bytes:
@@ -73,7 +105,8 @@ async def run(transport_spec: str, name: str, address: str, pairing: str) -> int
         config = DeviceConfiguration()
         config.load_from_dict({'name': name, 'address': address})
         device = Device.from_config_with_hci(config, transport.source, transport.sink)
-        device.add_service(secret_service())
+        counter = counter_characteristic()
+        device.add_service(secret_service(counter))
         device.pairing_config_factory = lambda _connection: pairing_config(
             io_capability(pairing, central=False)
         )
@@ -84,12 +117,14 @@ async def run(transport_spec: str, name: str, address: str, pairing: str) -> int
             auto_restart=True, advertising_data=advertising_data(name)
         )
         emit('advertising', name=name, address=address)
+        notifier = asyncio.create_task(notify_counter(device, counter))
 
         try:
             await transport.source.terminated
             message = 'HCI transport lost'
         except Exception as error:  # the transport reports why it ended
             message = f'HCI transport lost: {type(error).__name__}: {error}'
+        notifier.cancel()
         emit('error', message=message)
         return 1
 

@@ -13,6 +13,10 @@ from bumble.pairing import PairingConfig, PairingDelegate
 SERVICE_UUID = UUID('5e1e0001-7c3b-4d2a-9f00-7670686f6e65')
 SECRET_CHARACTERISTIC_UUID = UUID('5e1e0002-7c3b-4d2a-9f00-7670686f6e65')
 SECRET_VALUE = b'secret-value'
+# Notifies a 4-byte little-endian counter, +1 per notification, every
+# COUNTER_PERIOD seconds to subscribers (over an encrypted link).
+COUNTER_CHARACTERISTIC_UUID = UUID('5e1e0003-7c3b-4d2a-9f00-7670686f6e65')
+COUNTER_PERIOD = 0.02
 PASSKEY = 123456
 DEFAULT_PERIPHERAL_NAME = 'EncPeripheral'
 DEFAULT_PERIPHERAL_ADDRESS = 'F1:F1:F1:F1:F1:F1'
