@@ -11,14 +11,68 @@
 //! over every picture of the run), pictures per second, video kbit/s,
 //! keyframes, and the p99 ratio baseline / paced. `VPHONE_BENCH_SECONDS`
 //! sets each run's length (default 12).
+//!
+//! Then Bluetooth on a lossy path: the bumble testbed's central, as the
+//! phone's stack, scans, connects, pairs (LE Secure Connections, passkey)
+//! and reads the encrypted characteristic through the handset's lent radio
+//! while the Sensor Lab moves (video flowing), on a clean path and at 5%
+//! loss each way with 25 ms +- 10 ms jitter; it prints the time from the
+//! stack's power-on to the encrypted value (median of 3 runs) and the
+//! ratio lossy / clean. Needs the bumble venv (`scripts/setup`).
 
 use std::time::Duration;
 
+use mobile_client::radio::{RadioOptions, RadioSpec};
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
 use sensor_proto::bridge::TouchAction;
 use vphone_testkit::net::{FaultProxy, Faults, Loss};
-use vphone_tests::{TestHost, touch};
+use vphone_tests::bumble::Testbed;
+use vphone_tests::{TestHost, eventually, touch};
+
+/// Seconds from the central's power-on to the encrypted value, with video
+/// flowing, on a path with `faults`.
+async fn pairing_seconds(faults: Faults) -> f64 {
+    let mut th = TestHost::start().await;
+    let bed = Testbed::start(&th.scratch("bt")).await;
+    let handset = th.enroll("radio", &["phone-1"]);
+    let proxy = FaultProxy::start(handset.host_addr(), 0xb1e_10c5)
+        .await
+        .expect("proxy");
+    handset.point_at(proxy.addr());
+    let mut o = handset.options(SourceSpec::Synthetic { seed: 7 });
+    o.radio = Some(RadioOptions::new(
+        bed.radio_spec().parse::<RadioSpec>().expect("radio spec"),
+    ));
+    let companion = Companion::connect(o)
+        .await
+        .expect("companion lends its radio");
+    eventually(Duration::from_secs(10), || async {
+        th.host
+            .bluetooth
+            .info("phone-1")
+            .radio_session
+            .map(|_| ())
+            .ok_or_else(|| "no radio".to_owned())
+    })
+    .await
+    .expect("the radio attaches");
+    proxy.set_both(faults);
+    let addr = th.host.attach.endpoint("phone-1").expect("attach point");
+    let mut central = bed.central(
+        &format!("android-netsim:{addr},name=phone-1"),
+        &["--timeout", "120"],
+    );
+    let flow = Duration::from_secs(120);
+    let powered = central.expect("powered", flow).await;
+    let value = central.expect("value", flow).await;
+    let secs = value.json["t"].as_f64().unwrap_or(f64::NAN)
+        - powered.json["t"].as_f64().unwrap_or(f64::NAN);
+    let _ = central.wait(Duration::from_secs(10)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), companion.finish()).await;
+    th.shutdown().await;
+    secs
+}
 
 struct Run {
     g2g_p50_ms: f64,
@@ -125,4 +179,33 @@ async fn main() {
             p99[0] / p99[1]
         );
     }
+
+    println!();
+    println!(
+        "{:<42} power-on -> encrypted value (median of 3)",
+        "Bluetooth, video flowing"
+    );
+    let mut medians = Vec::new();
+    for (name, faults) in [
+        ("clean path", Faults::none()),
+        (
+            "5% loss, 50 ms +- 20 ms",
+            Faults {
+                loss: Loss::Random(0.05),
+                ..Faults::delay(Duration::from_millis(25), Duration::from_millis(10))
+            },
+        ),
+    ] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(pairing_seconds(faults).await);
+        }
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "{:<42} {:>6.2} s  (runs {:.2} / {:.2} / {:.2} s)",
+            name, runs[1], runs[0], runs[1], runs[2]
+        );
+        medians.push(runs[1]);
+    }
+    println!("{:<42} {:.1}x", "lossy / clean", medians[1] / medians[0]);
 }

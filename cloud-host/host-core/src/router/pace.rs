@@ -13,14 +13,21 @@
 //!   waits; the newest frame goes as soon as the queue drains.
 //! - **Router buffers.** It watches the round-trip time against the lowest
 //!   seen in the last 30 s: a rise of more than 50 ms is a queue building on
-//!   the path, and the target bitrate is cut (x0.85 at most once per round
-//!   trip; x0.7 when the send buffer overflows too), down to a floor.
+//!   the path. Then the target is cut to 85% of what left the host in the
+//!   last second (and x0.85 at least; at most once per round trip, and not
+//!   again while the queue already shrinks), and nothing is sent for about
+//!   as long as the queue is (at most a second), so it drains at the path's
+//!   full rate rather than at the small margin between the path and the new
+//!   target. An overflowing send buffer cuts x0.7. Never below a floor
+//!   (1/40 of the cap, at least 64 kbit/s).
 //! - **The rate.** Frames leave at no more than the target on average (a
 //!   token bucket with a quarter second of burst; a large keyframe borrows
 //!   and later frames wait), so a cut takes effect at once, as fewer
 //!   pictures per second, before the encoder's own rate follows at its next
-//!   keyframe. After two calm seconds the target rises again (+1/8, at least
-//!   25 kbit/s), up to the configured cap.
+//!   keyframe. It starts at a quarter of the configured cap and, after each
+//!   calm second, rises by a quarter (at least 25 kbit/s), up to the cap,
+//!   so a picture that a fault slowed down is back to full speed within
+//!   seconds of the fault clearing.
 //!
 //! Keyframes wait like any frame, so a handset asking for them under loss
 //! cannot stuff the pipe with pictures that supersede each other before
@@ -38,7 +45,10 @@ const MIN_QUEUE: u64 = 16 * 1024;
 /// The queue allowed, in time at the target rate.
 const QUEUE_TIME_MS: u64 = 150;
 /// Calm time before the target rises.
-const RAISE_AFTER: Duration = Duration::from_secs(2);
+const RAISE_AFTER: Duration = Duration::from_secs(1);
+/// The target starts at this fraction of the cap (a session may begin on
+/// a slow path; screen content rarely needs the cap).
+const START_DIVISOR: u32 = 4;
 /// A round trip this much above the lowest is a queue on the path.
 const QUEUE_DELAY: Duration = Duration::from_millis(50);
 /// Below this much above the lowest, the path is calm.
@@ -82,10 +92,18 @@ pub(crate) struct Pacer {
     /// The path's queue delay at the last cut: a queue that is already
     /// shrinking is not cut for again.
     delay_at_cut: Duration,
+    /// After a cut for a queue on the path: nothing is sent until then, so
+    /// the standing queue drains at the path's full rate.
+    quiet_until: Option<Instant>,
+    /// The connection's wire bytes at the last cut for a path queue: the
+    /// round trip only tells something new once more has been sent (with
+    /// nothing in flight the estimate stays where it was).
+    wire_at_cut: Option<u64>,
 }
 
 impl Pacer {
-    /// A pacer starting at (and never above) `max_bps`.
+    /// A pacer starting at a quarter of `max_bps` (at least its floor),
+    /// never above `max_bps`.
     pub(crate) fn new(max_bps: u32, now: Instant) -> Self {
         let mut p = Self {
             max_bps,
@@ -101,7 +119,10 @@ impl Pacer {
             rate_mark: None,
             sent_bps: None,
             delay_at_cut: Duration::ZERO,
+            quiet_until: None,
+            wire_at_cut: None,
         };
+        p.target_bps = (max_bps / START_DIVISOR).max(p.min_bps);
         p.tokens = p.burst();
         p
     }
@@ -183,9 +204,13 @@ impl Pacer {
     /// `bytes` of video were written.
     pub(crate) fn wrote(&mut self, bytes: u64) {
         self.written += bytes;
+        // A large frame (a keyframe) owes at most one burst: how fast it
+        // actually leaves is the send-buffer check's business, so it does
+        // not hold the frames after it for seconds once the path is free.
         self.tokens = self
             .tokens
-            .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
+            .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .max(-self.burst());
     }
 
     /// Whether a frame may go now; adjusts the target. `None` path: not
@@ -211,24 +236,33 @@ impl Pacer {
             // A queue on the path: send less than what gets through (what
             // left the host lately, which the queue's exit paces), unless
             // the queue already shrinks since the last cut.
-            if once_per_rtt && delay >= self.delay_at_cut {
+            let fresh = self
+                .wire_at_cut
+                .is_none_or(|w| p.wire_bytes > w + MIN_QUEUE / 4);
+            if once_per_rtt && fresh && delay >= self.delay_at_cut {
                 self.cut(now, 8);
                 if let Some(sent) = self.sent_bps {
                     self.target_bps = self.target_bps.min(sent / 20 * 17).max(self.min_bps);
                 }
                 self.delay_at_cut = delay;
+                self.wire_at_cut = Some(p.wire_bytes);
+                // The queue standing on the path is about `delay` long at
+                // its rate: send nothing for that long and it is gone,
+                // instead of draining at the small difference between the
+                // path's rate and the new target.
+                self.quiet_until = Some(now + delay.min(Duration::from_secs(1)));
             } else {
                 self.delay_at_cut = self.delay_at_cut.min(delay);
             }
         } else {
             self.delay_at_cut = Duration::ZERO;
             if delay < CALM_DELAY && since >= RAISE_AFTER && self.target_bps < self.max_bps {
-                let step = (self.target_bps / 8).max(25_000);
+                let step = (self.target_bps / 4).max(25_000);
                 self.target_bps = self.target_bps.saturating_add(step).min(self.max_bps);
                 self.last_change = now;
             }
         }
-        if self.tokens < 0 {
+        if self.tokens < 0 || self.quiet_until.is_some_and(|q| now < q) {
             return Verdict::Hold;
         }
         Verdict::Send
@@ -266,6 +300,8 @@ mod tests {
     fn holds_while_more_than_the_allowed_queue_waits_and_sends_when_it_drains() {
         let t0 = Instant::now();
         let mut p = Pacer::new(2_000_000, t0);
+        assert_eq!(p.target_bps(), 500_000, "starts at a quarter of the cap");
+        p.target_bps = 2_000_000;
         // 150 ms at 2 Mbit/s = 37.5 kB may wait in the send buffer.
         assert_eq!(p.admit(t0, Some(&path(1, 1000, 50))), Verdict::Send);
         p.wrote(60_000);
@@ -282,6 +318,7 @@ mod tests {
         );
         // Other traffic never becomes room for video.
         let mut q = Pacer::new(2_000_000, t0);
+        q.target_bps = 2_000_000;
         assert_eq!(q.admit(t0, Some(&path(1, 0, 50))), Verdict::Send);
         assert_eq!(q.admit(t0, Some(&path(1, 500_000, 50))), Verdict::Send);
         q.wrote(60_000);
@@ -291,7 +328,8 @@ mod tests {
     #[test]
     fn frames_leave_at_the_target_rate_on_average() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(800_000, t0); // 100 kB/s
+        let mut p = Pacer::new(800_000, t0);
+        p.target_bps = 800_000; // 100 kB/s, the cap: it stays there
         let mut t = t0;
         let mut wire = 0;
         let mut sent = 0u64;
@@ -318,26 +356,35 @@ mod tests {
         p.admit(t, Some(&path(1, 0, 40)));
         // The round trip grows to 300 ms: a router's buffer fills.
         let mut seen = vec![p.target_bps()];
+        let mut wire = 0;
         for _ in 0..30 {
             t += 300 * MS;
-            p.admit(t, Some(&path(1, 0, 300)));
+            wire += 10_000;
+            p.admit(t, Some(&path(1, wire, 300)));
             seen.push(p.target_bps());
         }
+        // Nothing new sent: the round trip is stale and cuts nothing more.
+        let mut q = Pacer::new(2_000_000, t0);
+        q.admit(t0, Some(&path(1, 0, 40)));
+        q.admit(t0 + 500 * MS, Some(&path(1, 0, 300)));
+        let once = q.target_bps();
+        q.admit(t0 + 1500 * MS, Some(&path(1, 0, 300)));
+        assert_eq!(q.target_bps(), once);
         assert!(seen.windows(2).all(|w| w[1] <= w[0]), "{seen:?}");
         assert!(p.target_bps() < 100_000, "{seen:?}");
         assert_eq!(p.target_bps(), 64_000, "down to the floor: {seen:?}");
-        // The queue drains (round trip back to 45 ms): up again, slowly.
+        // The queue drains (round trip back to 45 ms): up again.
         t += 2 * RAISE_AFTER;
-        p.admit(t, Some(&path(1, 0, 45)));
+        p.admit(t, Some(&path(1, wire, 45)));
         assert_eq!(p.target_bps(), 89_000);
         for _ in 0..60 {
             t += RAISE_AFTER;
-            p.admit(t, Some(&path(1, 0, 45)));
+            p.admit(t, Some(&path(1, wire, 45)));
         }
         assert_eq!(p.target_bps(), 2_000_000, "never above the cap");
         // Jitter below the threshold cuts nothing.
         t += RAISE_AFTER;
-        p.admit(t, Some(&path(1, 0, 80)));
+        p.admit(t, Some(&path(1, wire, 80)));
         assert_eq!(p.target_bps(), 2_000_000);
     }
 
@@ -370,9 +417,23 @@ mod tests {
     }
 
     #[test]
+    fn after_a_cut_for_a_path_queue_nothing_is_sent_while_it_drains() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(2_000_000, t0);
+        p.admit(t0, Some(&path(1, 0, 40)));
+        // A 340 ms queue on the path (a round trip after the last change):
+        // cut, then quiet for about that long.
+        let t = t0 + 500 * MS;
+        assert_eq!(p.admit(t, Some(&path(1, 0, 380))), Verdict::Hold);
+        assert_eq!(p.admit(t + 300 * MS, Some(&path(1, 0, 380))), Verdict::Hold);
+        assert_eq!(p.admit(t + 400 * MS, Some(&path(1, 0, 60))), Verdict::Send);
+    }
+
+    #[test]
     fn an_overflowing_send_buffer_cuts_harder() {
         let t0 = Instant::now();
         let mut p = Pacer::new(2_000_000, t0);
+        p.target_bps = 2_000_000;
         p.admit(t0, Some(&path(1, 0, 50)));
         p.wrote(1_000_000);
         p.admit(t0 + 200 * MS, Some(&path(1, 0, 50)));

@@ -205,7 +205,11 @@ pub(super) async fn video_loop(
                 width: w,
                 height: h,
                 max_fps: cfg.max_fps,
-                bitrate_bps: cfg.bitrate_bps,
+                bitrate_bps: if cfg.adapt_to_path {
+                    pacer.target_bps()
+                } else {
+                    cfg.bitrate_bps
+                },
                 keyframe_interval_s: cfg
                     .keyframe_interval
                     .map_or(0, |d| d.as_secs().max(1) as u32),
