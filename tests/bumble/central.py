@@ -1,7 +1,7 @@
 """LE central: scan, connect, read before pairing, pair (passkey), read encrypted.
 
 Usage: python central.py --transport SPEC --target EncPeripheral
-                         [--hold] [--vendor-probe] [--notifications N] [--timeout S]
+                         [--hold] [--vendor-probe] [--write TEXT] [--notifications N] [--timeout S]
                          [--pairing passkey|numeric]
 
 SPEC is any bumble transport, e.g. android-netsim:127.0.0.1:8877,name=phone-1.
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import bumble.logging
 from bumble import hci
 from bumble.att import ATT_Error
-from bumble.core import AdvertisingData, BaseError
+from bumble.core import UUID, AdvertisingData, BaseError
 from bumble.device import Advertisement, Connection, Device, DeviceConfiguration, Peer
 from bumble.gatt_client import CharacteristicProxy
 from bumble.host import Host
@@ -30,6 +30,7 @@ from bumble.transport.common import Transport
 
 from testbed_common import (
     COUNTER_CHARACTERISTIC_UUID,
+    NOTE_CHARACTERISTIC_UUID,
     SECRET_CHARACTERISTIC_UUID,
     PAIRING_METHODS,
     SERVICE_UUID,
@@ -156,22 +157,24 @@ class Central:
 
         value = await self.guard(characteristic.read_value())
         emit('value', value=value.decode('utf-8', errors='replace'))
+        if self.args.write:
+            await self.write_and_read_back(connection, self.args.write)
         if self.args.notifications:
             await self.count_notifications(connection, self.args.notifications)
         emit('done')
         return characteristic
 
+    async def write_and_read_back(self, connection: Connection, text: str) -> None:
+        """Write `text` to the note (with response) and read it back."""
+        note = await self.characteristic(connection, NOTE_CHARACTERISTIC_UUID)
+        await self.guard(note.write_value(text.encode(), with_response=True))
+        back = await self.guard(note.read_value())
+        emit('written', value=back.decode('utf-8', errors='replace'))
+
     async def count_notifications(self, connection: Connection, want: int) -> None:
         """Subscribe to the counter and take `want` notifications; report whether any
         value was skipped (a gap) or came again (a duplicate), in arrival order."""
-        peer = Peer(connection)
-        services = await self.guard(peer.discover_services([SERVICE_UUID]))
-        found = await self.guard(
-            peer.discover_characteristics([COUNTER_CHARACTERISTIC_UUID], services[0])
-        )
-        if not found:
-            raise Failure(f'characteristic {COUNTER_CHARACTERISTIC_UUID} not found')
-        counter = found[0]
+        counter = await self.characteristic(connection, COUNTER_CHARACTERISTIC_UUID)
         values: list[int] = []
         enough: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -243,16 +246,20 @@ class Central:
         return address
 
     async def discover(self, connection: Connection) -> CharacteristicProxy[bytes]:
+        return await self.characteristic(connection, SECRET_CHARACTERISTIC_UUID)
+
+    async def characteristic(
+        self, connection: Connection, uuid: UUID
+    ) -> CharacteristicProxy[bytes]:
+        """The testbed service's characteristic `uuid` on the peer."""
         peer = Peer(connection)
         services = await self.guard(peer.discover_services([SERVICE_UUID]))
         if not services:
             raise Failure(f'service {SERVICE_UUID} not found')
-        characteristics = await self.guard(
-            peer.discover_characteristics([SECRET_CHARACTERISTIC_UUID], services[0])
-        )
-        if not characteristics:
-            raise Failure(f'characteristic {SECRET_CHARACTERISTIC_UUID} not found')
-        return characteristics[0]
+        found = await self.guard(peer.discover_characteristics([uuid], services[0]))
+        if not found:
+            raise Failure(f'characteristic {uuid} not found')
+        return found[0]
 
     async def hold(self, characteristic: CharacteristicProxy[bytes]) -> None:
         """Serve stdin commands: "read" reads again, "quit" (or end of input) exits."""
@@ -346,6 +353,12 @@ def main() -> None:
         '--hold',
         action='store_true',
         help='after the first encrypted read, serve "read"/"quit" lines from stdin',
+    )
+    parser.add_argument(
+        '--write',
+        metavar='TEXT',
+        help='after the encrypted read, write TEXT to the note characteristic and '
+        'read it back (prints "written")',
     )
     parser.add_argument(
         '--notifications',

@@ -1,5 +1,6 @@
 """LE peripheral with one characteristic readable only over an authenticated link,
-and one that notifies a counter (+1 per notification, every 20 ms) to subscribers.
+one that notifies a counter (+1 per notification, every 20 ms) to subscribers, and a
+note that an encrypted link may write and read back.
 
 Usage: python peripheral.py --transport tcp-client:127.0.0.1:9001
                             [--name EncPeripheral] [--address F1:F1:F1:F1:F1:F1]
@@ -24,6 +25,7 @@ from bumble.transport import open_transport
 
 from testbed_common import (
     COUNTER_CHARACTERISTIC_UUID,
+    NOTE_CHARACTERISTIC_UUID,
     COUNTER_PERIOD,
     DEFAULT_PERIPHERAL_ADDRESS,
     DEFAULT_PERIPHERAL_NAME,
@@ -49,6 +51,13 @@ def secret_service(counter: Characteristic) -> Service:
                 SECRET_VALUE,
             ),
             counter,
+            Characteristic(
+                NOTE_CHARACTERISTIC_UUID,
+                Characteristic.Properties.READ | Characteristic.Properties.WRITE,
+                Characteristic.Permissions.READ_REQUIRES_ENCRYPTION
+                | Characteristic.Permissions.WRITE_REQUIRES_ENCRYPTION,
+                b'',
+            ),
         ],
     )
 

@@ -17,6 +17,8 @@ SECRET_VALUE = b'secret-value'
 # COUNTER_PERIOD seconds to subscribers (over an encrypted link).
 COUNTER_CHARACTERISTIC_UUID = UUID('5e1e0003-7c3b-4d2a-9f00-7670686f6e65')
 COUNTER_PERIOD = 0.02
+# Readable and writable over an encrypted link: what was last written.
+NOTE_CHARACTERISTIC_UUID = UUID('5e1e0004-7c3b-4d2a-9f00-7670686f6e65')
 PASSKEY = 123456
 DEFAULT_PERIPHERAL_NAME = 'EncPeripheral'
 DEFAULT_PERIPHERAL_ADDRESS = 'F1:F1:F1:F1:F1:F1'

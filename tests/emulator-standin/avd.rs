@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// `key=value` lines: an AVD's `.ini` files have the discovery file's format.
+use host_core::backend::emulator::parse_discovery as parse_ini;
+
 /// A found AVD.
 #[derive(Debug)]
 pub(crate) struct Avd {
@@ -31,20 +34,6 @@ pub(crate) fn home(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         return h.join(".android").join("avd");
     }
     set("HOME").unwrap_or_default().join(".android").join("avd")
-}
-
-/// `key=value` lines (the `.ini` files of AVDs and the discovery file).
-pub(crate) fn parse_ini(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if l.starts_with('#') {
-                return None;
-            }
-            let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_owned(), v.trim().to_owned()))
-        })
-        .collect()
 }
 
 /// The AVD `name` under `home`.

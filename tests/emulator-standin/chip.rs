@@ -25,33 +25,58 @@ use tokio::sync::mpsc;
 use crate::log;
 
 /// Serves the guest's HCI on `guest` and relays it to the PacketStreamer
-/// at `endpoint` as chip `avd`, reconnecting when the stream ends.
+/// at `endpoint` as chip `avd`. Like the emulator's netsim client
+/// (`packet_streamer_client.cc`, `PacketStreamTransport.cpp`): when a
+/// stream ends it opens a new one at once and introduces the chip again;
+/// when it cannot connect it tries four more times, 1, 2, 4 and 8 s apart,
+/// then gives up ("Unable to reconnect to packet streamer for device").
 pub(crate) async fn run(endpoint: String, avd: String, guest: TcpListener) {
     let (to_chip, mut from_guest) = mpsc::channel::<H4Packet>(1024);
     let (to_guest, from_chip) = mpsc::channel::<H4Packet>(1024);
     tokio::spawn(serve_guest(guest, to_chip, from_chip));
-    let mut reconnect = false;
+    let mut failures = 0;
     loop {
-        match stream(&endpoint, &avd, reconnect, &mut from_guest, &to_guest).await {
-            Ok(()) => log::info(&format!("netsim stream at {endpoint} ended")),
-            Err(e) => log::warn(&format!("netsim stream at {endpoint}: {e}")),
+        match stream(&endpoint, &avd, &mut from_guest, &to_guest).await {
+            Ok(()) => {
+                log::info(&format!("netsim stream at {endpoint} ended"));
+                failures = 0;
+            }
+            Err(Attach::Refused(e)) => {
+                log::warn(&format!("netsim stream at {endpoint}: {e}"));
+                failures = 0;
+            }
+            Err(Attach::Unreachable(e)) => {
+                if failures == 4 {
+                    log::warn(&format!(
+                        "Unable to reconnect to packet streamer for device: {avd} ({e})"
+                    ));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1 << failures)).await;
+                failures += 1;
+            }
         }
-        reconnect = true;
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Why a stream could not go on.
+enum Attach {
+    /// No connection to the endpoint.
+    Unreachable(String),
+    /// Connected, then refused or broken.
+    Refused(String),
 }
 
 /// One `StreamPackets` call, until it ends.
 async fn stream(
     endpoint: &str,
     avd: &str,
-    reconnect: bool,
     from_guest: &mut mpsc::Receiver<H4Packet>,
     to_guest: &mpsc::Sender<H4Packet>,
-) -> Result<(), String> {
+) -> Result<(), Attach> {
     let mut client = PacketStreamerClient::connect(format!("http://{endpoint}"))
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| Attach::Unreachable(format!("cannot connect: {e}")))?;
     let (tx, rx) = mpsc::channel::<PacketRequest>(1024);
     tx.send(PacketRequest {
         request_type: Some(RequestType::InitialInfo(ChipInfo {
@@ -67,15 +92,22 @@ async fn stream(
                 kind: "EMULATOR".to_owned(),
                 ..DeviceInfo::default()
             }),
-            is_host_reconnect: reconnect,
+            // The emulator leaves it unset (it is not in its sources).
+            is_host_reconnect: false,
         })),
     })
     .await
-    .map_err(|_| "request queue closed".to_owned())?;
+    .map_err(|_| Attach::Refused("request queue closed".to_owned()))?;
     let mut inbound = client
         .stream_packets(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("StreamPackets refused: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| {
+            Attach::Refused(format!(
+                "StreamPackets refused: {} ({:?})",
+                s.message(),
+                s.code()
+            ))
+        })?
         .into_inner();
     log::info(&format!(
         "Bluetooth chip '{avd}' attached to the packet streamer at {endpoint}"
@@ -91,7 +123,7 @@ async fn stream(
                     })),
                 };
                 if tx.send(req).await.is_err() {
-                    return Err("stream closed".to_owned());
+                    return Err(Attach::Refused("stream closed".to_owned()));
                 }
             }
             msg = inbound.message() => {
@@ -115,7 +147,7 @@ async fn stream(
                         _ => {}
                     },
                     Ok(None) => return Ok(()),
-                    Err(s) => return Err(format!("{} ({:?})", s.message(), s.code())),
+                    Err(s) => return Err(Attach::Refused(format!("{} ({:?})", s.message(), s.code()))),
                 }
             }
         }

@@ -91,4 +91,48 @@ impl FakeSdk {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
+
+    /// Waits until AVD `name` was launched `n` times.
+    ///
+    /// # Panics
+    /// When that does not happen within `within`.
+    pub async fn wait_launches(&self, name: &str, n: u32, within: std::time::Duration) {
+        crate::eventually(within, || async {
+            match self.launches(name) {
+                got if got == n => Ok(()),
+                got => Err(format!("{got} launches of {name}, waiting for {n}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The pids of the emulators that advertise themselves in a phone's
+/// private runtime dir (`<data dir>/run/<phone>`): their discovery files.
+pub fn advertised_pids(runtime_dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(runtime_dir.join("avd/running"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("pid_")?
+                .strip_suffix(".ini")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether process `pid` runs (a zombie has exited and does not count).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }

@@ -329,7 +329,8 @@ async fn a_one_second_blackout_keeps_the_encrypted_link() {
     t.shutdown().await;
 }
 
-/// Pairing, an encrypted read and a stream of notifications, all through
+/// Pairing, an encrypted read, a write read back and a stream of
+/// notifications, all through
 /// 5% loss each way, 25 ms +- 10 ms of jitter and 5% reordered between
 /// handset and host: the peripheral's counter arrives at the phone's stack
 /// with no gap and no duplicate, because the bridge carries HCI on a
@@ -356,10 +357,24 @@ async fn notifications_arrive_without_gap_or_duplicate_through_loss_and_jitter()
     });
     let mut central = bed.central(
         &stack_spec(&t),
-        &["--notifications", "300", "--timeout", "90"],
+        &[
+            "--write",
+            "written-through-loss",
+            "--notifications",
+            "300",
+            "--timeout",
+            "90",
+        ],
     );
     let flow = Duration::from_secs(60);
     expect_encrypted_read(&mut central).await;
+    let written = central
+        .seen()
+        .iter()
+        .find(|l| l.event() == "written")
+        .map(|l| l.json.clone())
+        .expect("the central wrote the note");
+    assert_eq!(written["value"], "written-through-loss", "{written}");
     let n = central
         .seen()
         .iter()

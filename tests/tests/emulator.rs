@@ -23,7 +23,7 @@ use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
 use sim_phone::RIPPLE_RGB;
 use vphone_tests::bumble::Testbed;
-use vphone_tests::standin::FakeSdk;
+use vphone_tests::standin::{FakeSdk, advertised_pids, running};
 use vphone_tests::{TestHost, eventually, find_colour, touch, write_recording};
 
 const AVD: &str = "pixel_standin";
@@ -97,33 +97,6 @@ async fn failure(m: &PhoneManager, phone: &str, within: Duration) -> String {
         Lifecycle::Failed(why) => why,
         other => panic!("{phone} is {other:?}"),
     }
-}
-
-fn pids_advertised(runtime: &Path) -> Vec<u32> {
-    std::fs::read_dir(runtime.join("avd/running"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("pid_")?
-                .strip_suffix(".ini")?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited; only a running process counts.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 /// Created through the operator API, an emulator phone goes Creating ->
@@ -235,15 +208,15 @@ async fn an_emulator_phone_boots_and_a_handset_drives_it() {
 
     // Stop: the emulator exits cleanly (its discovery file is gone); start.
     let runtime = t.data_dir().join("run/emu");
-    let first = pids_advertised(&runtime);
+    let first = advertised_pids(&runtime);
     assert_eq!(first.len(), 1, "one emulator advertised: {first:?}");
     t.host.phones.stop("emu").await.unwrap();
     states_until(&t.host.phones, "emu", "stopped", Duration::from_secs(30)).await;
     assert!(
-        pids_advertised(&runtime).is_empty(),
+        advertised_pids(&runtime).is_empty(),
         "a clean exit removes the discovery file"
     );
-    assert!(!alive(first[0]), "the emulator process is gone");
+    assert!(!running(first[0]), "the emulator process is gone");
     t.host.phones.start("emu").await.unwrap();
     states_until(&t.host.phones, "emu", "running", Duration::from_secs(30)).await;
     assert_eq!(sdk.launches(AVD), 2);
@@ -275,15 +248,8 @@ async fn a_crash_is_reported_with_its_log_and_the_restart_policy_applies() {
     states_until(&m, "emu", "running", Duration::from_secs(30)).await;
     // It crashes (Failed) and the policy starts it again at once; the
     // second launch does not crash.
-    let s = &sdk;
-    eventually(Duration::from_secs(30), || async move {
-        match s.launches(AVD) {
-            2 => Ok(()),
-            n => Err(format!("{n} launches")),
-        }
-    })
-    .await
-    .expect("restarted after the crash");
+    // restarted after the crash
+    sdk.wait_launches(AVD, 2, Duration::from_secs(30)).await;
     states_until(&m, "emu", "running", Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(m.get("emu").await.unwrap().state, Lifecycle::Running);
@@ -384,8 +350,8 @@ async fn bad_emulators_fail_clearly_and_leave_nothing_running() {
     // Every failed emulator was stopped: nothing advertised is alive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for phone in ["slow", "early", "unknown", "liar", "open"] {
-        for pid in pids_advertised(&dir.join("run").join(phone)) {
-            assert!(!alive(pid), "{phone}'s emulator {pid} still runs");
+        for pid in advertised_pids(&dir.join("run").join(phone)) {
+            assert!(!running(pid), "{phone}'s emulator {pid} still runs");
         }
     }
 }
@@ -532,15 +498,8 @@ async fn a_dying_emulator_ends_its_session_clearly_and_the_policy_brings_it_back
         "{end}"
     );
     // The policy restarts it; the second launch does not crash.
-    let s = &sdk;
-    eventually(Duration::from_secs(30), || async move {
-        match s.launches(AVD) {
-            2 => Ok(()),
-            n => Err(format!("{n} launches")),
-        }
-    })
-    .await
-    .expect("restarted by the policy");
+    // restarted by the policy
+    sdk.wait_launches(AVD, 2, Duration::from_secs(30)).await;
     t.host
         .phones
         .wait_running("emu", Duration::from_secs(30))

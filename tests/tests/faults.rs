@@ -455,6 +455,28 @@ async fn sensors_never_go_back_under_reordering_and_catch_up_after() {
         "the host's latest-wins filter had stale samples to drop ({stale_before} -> {stale})"
     );
 
+    // How soon after the clear the phone has a newer value than it had at
+    // the clear (the handset sends one every 10 ms): nothing queued up
+    // during the fault delays the current one.
+    let cleared = Instant::now();
+    let x_at_clear = x().await;
+    eventually(Duration::from_secs(3), || async {
+        let now = x().await;
+        if now > x_at_clear {
+            Ok(())
+        } else {
+            Err(format!("x = {now}, {x_at_clear} at the clear"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("a fresh value after the fault: {e}"));
+    let fresh = cleared.elapsed();
+    eprintln!("the phone had a value newer than at the clear {fresh:?} after it");
+    assert!(
+        fresh < Duration::from_secs(1),
+        "the first fresh value took {fresh:?} to reach the phone"
+    );
+
     // Fresh samples again: half a second's worth beyond the value at the
     // clear, and still never back.
     let at_clear = last;
