@@ -640,7 +640,6 @@ impl ServerSession {
                 connection: l.conn.stable_id(),
                 wire_bytes: s.udp_tx.bytes,
                 rtt: s.path.rtt,
-                cwnd: s.path.cwnd,
             }
         })
     }
@@ -751,6 +750,4 @@ pub struct PathInfo {
     pub wire_bytes: u64,
     /// The smoothed round-trip time.
     pub rtt: Duration,
-    /// The congestion window, bytes.
-    pub cwnd: u64,
 }

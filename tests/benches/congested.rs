@@ -28,7 +28,7 @@ use mobile_client::session::Companion;
 use sensor_proto::bridge::TouchAction;
 use vphone_testkit::net::{FaultProxy, Faults, Loss};
 use vphone_tests::bumble::Testbed;
-use vphone_tests::{TestHost, eventually, touch};
+use vphone_tests::{TestHost, touch};
 
 /// Seconds from the central's power-on to the encrypted value, with video
 /// flowing, on a path with `faults`.
@@ -47,16 +47,7 @@ async fn pairing_seconds(faults: Faults) -> f64 {
     let companion = Companion::connect(o)
         .await
         .expect("companion lends its radio");
-    eventually(Duration::from_secs(10), || async {
-        th.host
-            .bluetooth
-            .info("phone-1")
-            .radio_session
-            .map(|_| ())
-            .ok_or_else(|| "no radio".to_owned())
-    })
-    .await
-    .expect("the radio attaches");
+    th.radio_attached("phone-1").await;
     proxy.set_both(faults);
     let addr = th.host.attach.endpoint("phone-1").expect("attach point");
     let mut central = bed.central(

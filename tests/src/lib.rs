@@ -182,6 +182,21 @@ impl TestHost {
         (client, self.sims.phone(name).expect("a running sim phone"))
     }
 
+    /// Waits until a handset's radio is attached to `phone`.
+    ///
+    /// # Panics
+    /// When none is within 10 s.
+    pub async fn radio_attached(&self, phone: &str) {
+        eventually(Duration::from_secs(10), || async {
+            match self.host.bluetooth.info(phone).radio_session {
+                Some(_) => Ok(()),
+                None => Err(format!("no radio attached to {phone}")),
+            }
+        })
+        .await
+        .expect("the radio attaches");
+    }
+
     /// The host's data dir (`vphonectl --data-dir`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("host")

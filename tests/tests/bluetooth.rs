@@ -30,18 +30,6 @@ fn companion_options(handset: &Handset, radio: &str, snoop: Option<&Path>) -> Co
     o
 }
 
-/// Waits until the host has the handset's radio attached to phone-1.
-async fn radio_attached(t: &TestHost) {
-    eventually(Duration::from_secs(10), || async {
-        match t.host.bluetooth.info("phone-1").radio_session {
-            Some(_) => Ok(()),
-            None => Err("no radio attached to phone-1".to_owned()),
-        }
-    })
-    .await
-    .expect("the radio attaches");
-}
-
 /// The central's transport: phone-1's own Bluetooth attach point.
 fn stack_spec(t: &TestHost) -> String {
     let addr = t
@@ -134,7 +122,7 @@ async fn pairing_and_encrypted_read_through_vphone_with_matching_redacted_captur
     ))
     .await
     .expect("companion connects with its radio");
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
     let (_, sim) = t.phone("phone-1").await;
     assert_eq!(sim.bluetooth(), BluetoothView::RadioAttached);
 
@@ -241,7 +229,7 @@ async fn the_handset_rebinds_mid_connection_and_the_encrypted_link_survives() {
     let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
         .await
         .expect("companion connects with its radio");
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
     let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
     let (_, sim) = t.phone("phone-1").await;
@@ -273,24 +261,31 @@ async fn the_handset_rebinds_mid_connection_and_the_encrypted_link_survives() {
     t.shutdown().await;
 }
 
-/// A 1 s blackout between handset and host (a tunnel, a lift) while the
-/// phone holds an encrypted BLE link through the handset's radio: the link
-/// is still up and encrypted afterwards, and a read works, because the
-/// radio-lost bound (1.5 s without a heartbeat) outlasts the blackout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_second_blackout_keeps_the_encrypted_link() {
+/// A host, the testbed, and a companion lending controller B to phone-1
+/// through a fault proxy seeded with `seed` (faults off for now), with the
+/// radio attached.
+async fn lending_through_a_proxy(seed: u64) -> (TestHost, Testbed, FaultProxy, Companion) {
     let mut t = TestHost::start().await;
-    let dir = t.scratch("bt");
-    let bed = Testbed::start(&dir).await;
+    let bed = Testbed::start(&t.scratch("bt")).await;
     let handset = t.enroll("radio-handset", &["phone-1"]);
-    let proxy = FaultProxy::start(handset.host_addr(), 0x5eed_0b1e)
+    let proxy = FaultProxy::start(handset.host_addr(), seed)
         .await
         .expect("proxy");
     handset.point_at(proxy.addr());
     let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
         .await
         .expect("companion connects with its radio through the proxy");
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
+    (t, bed, proxy, companion)
+}
+
+/// A 1 s blackout between handset and host (a tunnel, a lift) while the
+/// phone holds an encrypted BLE link through the handset's radio: the link
+/// is still up and encrypted afterwards, and a read works, because the
+/// radio-lost bound (1.5 s without a heartbeat) outlasts the blackout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_blackout_keeps_the_encrypted_link() {
+    let (t, bed, proxy, companion) = lending_through_a_proxy(0x5eed_0b1e).await;
     let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
 
@@ -337,18 +332,7 @@ async fn a_one_second_blackout_keeps_the_encrypted_link() {
 /// reliable stream, in order, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_arrive_without_gap_or_duplicate_through_loss_and_jitter() {
-    let mut t = TestHost::start().await;
-    let dir = t.scratch("bt");
-    let bed = Testbed::start(&dir).await;
-    let handset = t.enroll("radio-handset", &["phone-1"]);
-    let proxy = FaultProxy::start(handset.host_addr(), 0x5eed_0c0c)
-        .await
-        .expect("proxy");
-    handset.point_at(proxy.addr());
-    let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
-        .await
-        .expect("companion connects with its radio through the proxy");
-    radio_attached(&t).await;
+    let (t, bed, proxy, companion) = lending_through_a_proxy(0x5eed_0c0c).await;
     proxy.set_both(Faults {
         loss: Loss::Random(0.05),
         reorder: 0.05,
@@ -427,7 +411,7 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     let bed = Testbed::start(&dir).await;
     let handset = t.enroll("radio-handset", &["phone-1"]);
     let companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 1);
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
     let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
 
@@ -451,7 +435,7 @@ async fn a_killed_companion_is_reported_within_2_s_and_a_new_one_brings_bluetoot
     // (Android restarts its Bluetooth process after a hardware error) and
     // connects, pairs and reads as before.
     let _companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 2);
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
     let mut central = bed.central(&stack_spec(&t), &[]);
     expect_encrypted_read(&mut central).await;
     assert_eq!(central.wait(Duration::from_secs(10)).await, Some(0));
@@ -477,7 +461,7 @@ async fn after_a_five_second_blackout_the_companion_comes_back_and_bluetooth_wor
     handset.point_at(proxy.addr());
     let _companion = spawn_companion(&dir, &handset, &bed.radio_spec(), 1);
     let said = || std::fs::read_to_string(dir.join("companion-1.log")).unwrap_or_default();
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
     let mut central = bed.central(&stack_spec(&t), &["--hold"]);
     expect_encrypted_read(&mut central).await;
 
@@ -544,7 +528,7 @@ async fn sustained_hci_traffic_never_fakes_a_lost_radio() {
     let companion = Companion::connect(companion_options(&handset, &bed.radio_spec(), None))
         .await
         .expect("companion connects with its radio");
-    radio_attached(&t).await;
+    t.radio_attached("phone-1").await;
 
     // A stack of our own on phone-1's attach point that reads everything
     // it is sent, resets its controller, then streams ACL data.

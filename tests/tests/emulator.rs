@@ -38,12 +38,14 @@ fn spec(name: &str, avd: &str) -> PhoneSpec {
     }
 }
 
-/// A phone manager running emulator phones from `sdk`, its state in `dir`.
+/// A phone manager running emulator phones from `sdk` with extra emulator
+/// `args`, its state in `dir`.
 fn manager(
     dir: &Path,
     sdk: &FakeSdk,
     restart: RestartPolicy,
     boot: Duration,
+    args: &[&str],
 ) -> (PhoneManager, Arc<Registry>) {
     std::fs::create_dir_all(dir).expect("host dir");
     let reg = Arc::new(Registry::open(&dir.join("registry.db")).expect("registry"));
@@ -57,7 +59,7 @@ fn manager(
             ),
             boot_timeout: boot,
             restart,
-            emulator_args: Vec::new(),
+            emulator_args: args.iter().map(|a| (*a).to_owned()).collect(),
             backends: Backends::default().with(Backend::Emulator, Arc::new(sdk.kind())),
             first_phone: None,
         },
@@ -243,6 +245,7 @@ async fn a_crash_is_reported_with_its_log_and_the_restart_policy_applies() {
         &sdk,
         RestartPolicy::OnFailure(1),
         Duration::from_secs(30),
+        &[],
     );
     m.create(spec("emu", AVD)).await.unwrap();
     states_until(&m, "emu", "running", Duration::from_secs(30)).await;
@@ -266,6 +269,7 @@ async fn a_crash_is_reported_with_its_log_and_the_restart_policy_applies() {
         &sdk,
         RestartPolicy::Never,
         Duration::from_secs(30),
+        &[],
     );
     m2.create(spec("emu2", "crashy")).await.unwrap();
     let why = failure(&m2, "emu2", Duration::from_secs(30)).await;
@@ -291,7 +295,13 @@ async fn desired_state_is_restored_after_a_host_restart() {
     sdk.add_avd(AVD, &["standin.boot_ms=200"]);
     let dir = tmp.path().join("host");
     {
-        let (m, _) = manager(&dir, &sdk, RestartPolicy::Never, Duration::from_secs(30));
+        let (m, _) = manager(
+            &dir,
+            &sdk,
+            RestartPolicy::Never,
+            Duration::from_secs(30),
+            &[],
+        );
         m.create(spec("emu", AVD)).await.unwrap();
         m.create(PhoneSpec {
             start: false,
@@ -301,7 +311,13 @@ async fn desired_state_is_restored_after_a_host_restart() {
         .unwrap();
         states_until(&m, "emu", "running", Duration::from_secs(30)).await;
     }
-    let (m, _) = manager(&dir, &sdk, RestartPolicy::Never, Duration::from_secs(30));
+    let (m, _) = manager(
+        &dir,
+        &sdk,
+        RestartPolicy::Never,
+        Duration::from_secs(30),
+        &[],
+    );
     states_until(&m, "emu", "running", Duration::from_secs(30)).await;
     assert_eq!(m.get("idle").await.unwrap().state, Lifecycle::Stopped);
     let client = m.connect("emu").await.unwrap();
@@ -316,7 +332,13 @@ async fn bad_emulators_fail_clearly_and_leave_nothing_running() {
     let tmp = tempfile::tempdir().unwrap();
     let sdk = FakeSdk::new(tmp.path());
     let dir = tmp.path().join("host");
-    let (m, _) = manager(&dir, &sdk, RestartPolicy::Never, Duration::from_secs(3));
+    let (m, _) = manager(
+        &dir,
+        &sdk,
+        RestartPolicy::Never,
+        Duration::from_secs(3),
+        &[],
+    );
 
     sdk.add_avd("slow", &["standin.boot_ms=never"]);
     m.create(spec("slow", "slow")).await.unwrap();
@@ -363,23 +385,13 @@ async fn an_unknown_emulator_flag_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let sdk = FakeSdk::new(tmp.path());
     sdk.add_avd(AVD, &[]);
-    let reg = Arc::new(Registry::open_in_memory().unwrap());
-    let m = PhoneManager::spawn(
-        reg,
-        ManagerConfig {
-            data_dir: tmp.path().join("host"),
-            attach: Arc::new(
-                host_core::bluetooth::AttachPoints::new(host_core::bluetooth::DEFAULT_ATTACH_IP)
-                    .unwrap(),
-            ),
-            boot_timeout: Duration::from_secs(10),
-            restart: RestartPolicy::Never,
-            emulator_args: vec!["-frobnicate".into()],
-            backends: Backends::default().with(Backend::Emulator, Arc::new(sdk.kind())),
-            first_phone: None,
-        },
-    )
-    .unwrap();
+    let (m, _) = manager(
+        &tmp.path().join("host"),
+        &sdk,
+        RestartPolicy::Never,
+        Duration::from_secs(10),
+        &["-frobnicate"],
+    );
     m.create(spec("emu", AVD)).await.unwrap();
     let why = failure(&m, "emu", Duration::from_secs(20)).await;
     assert!(why.contains("unknown option: -frobnicate"), "{why}");
@@ -426,16 +438,7 @@ async fn its_bluetooth_attaches_under_the_avd_name_and_a_lent_radio_serves_it() 
     let companion = Companion::connect(o)
         .await
         .expect("companion lends its radio");
-    eventually(Duration::from_secs(10), || async {
-        t.host
-            .bluetooth
-            .info("emu")
-            .radio_session
-            .map(|_| ())
-            .ok_or_else(|| "no radio".to_owned())
-    })
-    .await
-    .expect("the radio attaches to emu");
+    t.radio_attached("emu").await;
     let port = sdk.hci_port(AVD).expect("the stand-in's guest HCI port");
     let mut central = bed.central(&format!("tcp-client:127.0.0.1:{port}"), &[]);
     let flow = Duration::from_secs(30);

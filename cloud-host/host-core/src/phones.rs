@@ -21,7 +21,7 @@ use crate::backend::{
 };
 use crate::emu_client::EmulatorClient;
 use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
-use crate::status::{StatusBoard, StatusHandle};
+use crate::status::{Board, StatusBoard, StatusHandle};
 
 /// The screen a phone gets when none is asked for: width, height (pixels)
 /// and density (dpi).
@@ -231,24 +231,24 @@ pub struct PhoneWatch {
     pub last_failure: Option<String>,
 }
 
+impl Default for PhoneWatch {
+    fn default() -> Self {
+        Self {
+            state: Lifecycle::Creating,
+            failures: 0,
+            last_failure: None,
+        }
+    }
+}
+
 /// Every phone's lifecycle state as a watch, so a session can follow its
 /// phone (and end when the phone stops or fails).
 #[derive(Clone, Debug, Default)]
-struct States(Arc<std::sync::Mutex<HashMap<String, watch::Sender<PhoneWatch>>>>);
+struct States(Board<PhoneWatch>);
 
 impl States {
     fn sender(&self, phone: &str) -> watch::Sender<PhoneWatch> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(phone.to_owned())
-            .or_insert_with(|| {
-                watch::channel(PhoneWatch {
-                    state: Lifecycle::Creating,
-                    failures: 0,
-                    last_failure: None,
-                })
-                .0
-            })
-            .clone()
+        self.0.sender(phone)
     }
 
     fn publish(&self, phone: &str, state: &Lifecycle) {
@@ -266,12 +266,7 @@ impl States {
     }
 
     fn remove(&self, phone: &str) {
-        let removed = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(phone);
-        if let Some(tx) = removed {
+        if let Some(tx) = self.0.remove(phone) {
             tx.send_modify(|w| w.state = Lifecycle::Stopped);
         }
     }

@@ -1,8 +1,8 @@
 //! Who owns a local TCP socket, from the kernel's `/proc/net/tcp{,6}`
 //! tables: the user at the other end of a connection to us (Bluetooth
-//! attach points admit only the host's own user), and the user listening
-//! on a port (the host talks to an emulator's gRPC port only when its
-//! own user listens there).
+//! attach points admit only the host's own user), and the process holding
+//! a listening socket (the host talks to an emulator's gRPC port only on
+//! the address the emulator process itself listens on).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,20 +14,32 @@ use std::net::{IpAddr, SocketAddr};
 /// (a peer on another machine, or gone).
 #[must_use]
 pub fn peer_uid(local: SocketAddr, peer: SocketAddr) -> Option<u32> {
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let (local, peer) = (canonical(local), canonical(peer));
+    find_row(|cols| {
+        let (ours, theirs, uid) = (cols.get(1)?, cols.get(2)?, cols.get(7)?);
+        (canonical(parse_proc_addr(ours)?) == peer && canonical(parse_proc_addr(theirs)?) == local)
+            .then(|| uid.parse().ok())?
+    })
+}
+
+/// The first row of `/proc/net/tcp`, then `/proc/net/tcp6`, for which
+/// `pick` (given the row's columns) says something.
+fn find_row<T>(pick: impl Fn(&[&str]) -> Option<T>) -> Option<T> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .find_map(|table| {
             let text = std::fs::read_to_string(table).ok()?;
             text.lines().skip(1).find_map(|line| {
                 let cols: Vec<&str> = line.split_whitespace().collect();
-                let (ours, theirs, uid) = (cols.get(1)?, cols.get(2)?, cols.get(7)?);
-                (canonical(parse_proc_addr(ours)?) == peer
-                    && canonical(parse_proc_addr(theirs)?) == local)
-                    .then(|| uid.parse().ok())?
+                pick(&cols)
             })
         })
+}
+
+/// `addr` with an IPv4-mapped IPv6 address as plain IPv4 (the tables list
+/// a dual-stack socket's IPv4 peers that way).
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// `0100007F:1F90` (the kernel's hex of the address as stored, then the
@@ -50,32 +62,19 @@ fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The uid of the socket listening on `addr` on this machine (a `LISTEN`
-/// row with exactly that local address), from `/proc/net/tcp{,6}`. `None`
-/// when nothing listens there.
-#[must_use]
-pub fn listener_uid(addr: SocketAddr) -> Option<u32> {
-    listener(addr).map(|(uid, _)| uid)
-}
-
-/// The uid and socket inode of the listener on `addr`.
+/// The uid and socket inode of the socket listening on `addr` on this
+/// machine (a `LISTEN` row with exactly that local address). `None` when
+/// nothing listens there.
 fn listener(addr: SocketAddr) -> Option<(u32, u64)> {
     /// The kernel's `TCP_LISTEN` state.
     const LISTEN: &str = "0A";
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let want = canonical(addr);
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                let (local, state) = (cols.get(1)?, cols.get(3)?);
-                let (uid, inode) = (cols.get(7)?, cols.get(9)?);
-                (*state == LISTEN && canonical(parse_proc_addr(local)?) == want)
-                    .then(|| Some((uid.parse().ok()?, inode.parse().ok()?)))?
-            })
-        })
+    find_row(|cols| {
+        let (local, state) = (cols.get(1)?, cols.get(3)?);
+        let (uid, inode) = (cols.get(7)?, cols.get(9)?);
+        (*state == LISTEN && canonical(parse_proc_addr(local)?) == want)
+            .then(|| Some((uid.parse().ok()?, inode.parse().ok()?)))?
+    })
 }
 
 /// Whether process `pid` itself holds the socket listening on `addr` (one
@@ -112,23 +111,20 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_is_found_with_its_uid() {
+    fn a_listener_is_found_with_its_uid_and_its_holder() {
         let me = rustix::process::geteuid().as_raw();
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let a = v4.local_addr().unwrap();
-        assert_eq!(listener_uid(a), Some(me));
+        assert_eq!(listener(a).map(|l| l.0), Some(me));
         let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
         let b = v6.local_addr().unwrap();
-        assert_eq!(listener_uid(b), Some(me));
+        assert_eq!(listener(b).map(|l| l.0), Some(me));
         // The same port on the other loopback: nobody listens there.
-        assert_eq!(
-            listener_uid(SocketAddr::from(([127, 0, 0, 1], b.port()))),
-            None
-        );
+        assert_eq!(listener(SocketAddr::from(([127, 0, 0, 1], b.port()))), None);
         assert!(held_by(a, std::process::id()) && held_by(b, std::process::id()));
         assert!(!held_by(a, 1), "not init's");
         drop(v4);
-        assert_eq!(listener_uid(a), None, "closed");
+        assert_eq!(listener(a), None, "closed");
         assert!(!held_by(a, std::process::id()));
     }
 }

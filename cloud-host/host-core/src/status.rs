@@ -37,42 +37,67 @@ pub struct PhoneStatus {
     pub radio: RadioStatus,
 }
 
+/// A watch per phone, by phone name. Cheap to clone; an entry outlives
+/// the phone's restarts, so what it holds survives them.
+#[derive(Debug)]
+pub(crate) struct Board<T>(Arc<Mutex<HashMap<String, watch::Sender<T>>>>);
+
+impl<T> Clone for Board<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Default for Board<T> {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(HashMap::new())))
+    }
+}
+
+impl<T: Default> Board<T> {
+    /// `phone`'s sender, made (holding `T::default()`) if there is none.
+    pub(crate) fn sender(&self, phone: &str) -> watch::Sender<T> {
+        let mut phones = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        phones
+            .entry(phone.to_owned())
+            .or_insert_with(|| watch::channel(T::default()).0)
+            .clone()
+    }
+
+    /// Forgets a deleted phone; its sender, if it had one.
+    pub(crate) fn remove(&self, phone: &str) -> Option<watch::Sender<T>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(phone)
+    }
+}
+
 /// Every phone's status, by phone name. Cheap to clone; an entry outlives
 /// the phone's restarts, so the status survives them.
 #[derive(Clone, Debug, Default)]
 pub struct StatusBoard {
-    phones: Arc<Mutex<HashMap<String, watch::Sender<PhoneStatus>>>>,
+    phones: Board<PhoneStatus>,
 }
 
 impl StatusBoard {
-    fn sender(&self, phone: &str) -> watch::Sender<PhoneStatus> {
-        let mut phones = self.phones.lock().unwrap_or_else(|p| p.into_inner());
-        phones
-            .entry(phone.to_owned())
-            .or_insert_with(|| watch::channel(PhoneStatus::default()).0)
-            .clone()
-    }
-
     /// A writer for `phone`'s status.
     #[must_use]
     pub fn handle(&self, phone: &str) -> StatusHandle {
         StatusHandle {
-            tx: self.sender(phone),
+            tx: self.phones.sender(phone),
         }
     }
 
     /// The current status of `phone` and its changes.
     #[must_use]
     pub fn subscribe(&self, phone: &str) -> watch::Receiver<PhoneStatus> {
-        self.sender(phone).subscribe()
+        self.phones.sender(phone).subscribe()
     }
 
     /// Forgets a deleted phone.
     pub fn remove(&self, phone: &str) {
-        self.phones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(phone);
+        self.phones.remove(phone);
     }
 }
 

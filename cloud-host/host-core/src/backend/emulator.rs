@@ -497,17 +497,8 @@ impl PhoneBackend for EmulatorBackend {
                     })
                     .await
             };
-            let mut exit_watch = exit_rx.clone();
-            let gone = async move {
-                loop {
-                    if let Some(reason) = exit_watch.borrow_and_update().clone() {
-                        return reason;
-                    }
-                    if exit_watch.changed().await.is_err() {
-                        return std::future::pending().await;
-                    }
-                }
-            };
+            // The backend's own exit watch: resolves if the emulator dies.
+            let gone = self.exited();
             tokio::select! {
                 res = boot => {
                     res.map_err(|e| match e {

@@ -105,10 +105,11 @@ impl Pacer {
     /// A pacer starting at a quarter of `max_bps` (at least its floor),
     /// never above `max_bps`.
     pub(crate) fn new(max_bps: u32, now: Instant) -> Self {
+        let min_bps = (max_bps / 40).max(64_000).min(max_bps);
         let mut p = Self {
             max_bps,
-            min_bps: (max_bps / 40).max(64_000).min(max_bps),
-            target_bps: max_bps,
+            min_bps,
+            target_bps: (max_bps / START_DIVISOR).max(min_bps),
             connection: None,
             wire_base: 0,
             written: 0,
@@ -122,7 +123,6 @@ impl Pacer {
             quiet_until: None,
             wire_at_cut: None,
         };
-        p.target_bps = (max_bps / START_DIVISOR).max(p.min_bps);
         p.tokens = p.burst();
         p
     }
@@ -292,7 +292,6 @@ mod tests {
             connection,
             wire_bytes,
             rtt: MS * u32::try_from(rtt_ms).unwrap(),
-            cwnd: 12_000,
         }
     }
 
