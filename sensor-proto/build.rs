@@ -25,6 +25,8 @@ const SECRET_BEARING: &[&str] = &[
     ".vphone.bridge.v1.Hello",
     ".vphone.bridge.v1.Welcome",
     ".vphone.operator.v1.EnrollHandsetResponse",
+    ".vphone.bridge.v1.Clipboard",
+    ".android.emulation.control.ClipData",
 ];
 
 /// Files whose services get default `UNIMPLEMENTED` method bodies: vphone's

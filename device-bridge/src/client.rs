@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bt_raw::H4Packet;
 use sensor_proto::bridge::{
-    AppErrorCode, CloseReason, ControlMessage, Hello, PROTOCOL_VERSION, SensorSample, Welcome,
-    control_message, input_message,
+    AppErrorCode, AudioFrame, CloseReason, ControlMessage, Hello, PROTOCOL_VERSION, SensorSample,
+    Welcome, control_message, input_message,
 };
 use tokio::time::Instant;
 
@@ -497,6 +497,29 @@ impl ClientSession {
     /// [`BridgeError::SessionEnded`].
     pub fn send_sensors(&self, samples: Vec<SensorSample>) -> Result<(), BridgeError> {
         self.core().send_sensors(samples)
+    }
+
+    /// Sends one microphone frame as a datagram (only when `Hello.audio`
+    /// announced the microphone). Unreliable by design: dropped and counted
+    /// while disconnected.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::InvalidArgument`] without the microphone in `Hello`
+    /// or for a frame too large for a datagram; [`BridgeError::SessionEnded`].
+    pub fn send_audio(&self, frame: AudioFrame) -> Result<(), BridgeError> {
+        self.core().send_audio(frame)
+    }
+
+    /// The next frame of the phone's sound (only when `Hello.audio` asked
+    /// for playback), in arrival order: lost and reordered frames are the
+    /// jitter buffer's business.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_audio(&self) -> Result<AudioFrame, BridgeError> {
+        self.core().recv_audio().await
     }
 
     /// Sends one input event (touch, key, location) on the ordered input

@@ -13,7 +13,8 @@
 //! | Channel | QUIC primitive | Direction | Content | API |
 //! |---|---|---|---|---|
 //! | control | first bidi stream (opened by the handset) | both | length-delimited `ControlMessage`: `Hello`/`Welcome`, clock sync, `ActiveSensors`, `VideoConfig`, `Stats`, `RadioState`, `Close` | `send_control` / `recv_control` |
-//! | sensors | datagrams | handset -> host | one `SensorDatagram` per datagram; per-sensor seq, **latest wins** ([`LatestWins`]) | [`ClientSession::send_sensors`] / [`ServerSession::recv_sensor`] |
+//! | sensors | datagrams | handset -> host | one `Datagram` (`batch`) per datagram; per-sensor seq, **latest wins** ([`LatestWins`]) | [`ClientSession::send_sensors`] / [`ServerSession::recv_sensor`] |
+//! | audio | datagrams | both, only as `Hello.audio` asked | one `Datagram` (`audio`: one Opus `AudioFrame`); a lost or late frame is concealed, never retransmitted | `send_audio` / `recv_audio` |
 //! | input | uni stream, kind byte `INPUT` | handset -> host | length-delimited `InputMessage`, reliable and ordered | [`ClientSession::send_input`] / [`ServerSession::recv_input`] |
 //! | video | one uni stream per GOP, kind byte `VIDEO` | host -> handset | `VideoStreamHeader`, then per frame a `VideoFrameHeader` + payload; a newer GOP resets an unfinished older one | [`ServerSession::start_gop`] + [`GopWriter`] / [`ClientSession::recv_video`] |
 //! | hci | bidi stream (opened by the handset), kind byte `HCI` | both | length-delimited `HciMessage`: numbered `HciPacket`s and cumulative `HciAck`s | `send_hci` / `recv_hci` |

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bt_raw::H4Packet;
 use sensor_proto::bridge::{
-    AppErrorCode, CloseReason, ControlMessage, Hello, InputMessage, PROTOCOL_VERSION, SensorSample,
-    VideoStreamHeader, Welcome, control_message,
+    AppErrorCode, AudioFrame, CloseReason, ControlMessage, Hello, InputMessage, PROTOCOL_VERSION,
+    SensorSample, VideoStreamHeader, Welcome, control_message,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -686,6 +686,27 @@ impl ServerSession {
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_sensor(&self) -> Result<SensorSample, BridgeError> {
         self.core().recv_sensor().await
+    }
+
+    /// Sends one frame of the phone's sound as a datagram (only to a
+    /// handset whose `Hello.audio` asked for playback). Dropped and counted
+    /// while disconnected or when the send buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::InvalidArgument`] when the handset did not ask for
+    /// sound or the frame is too large; [`BridgeError::SessionEnded`].
+    pub fn send_audio(&self, frame: AudioFrame) -> Result<(), BridgeError> {
+        self.core().send_audio(frame)
+    }
+
+    /// The next frame of the handset's microphone, in arrival order.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::SessionEnded`].
+    pub async fn recv_audio(&self) -> Result<AudioFrame, BridgeError> {
+        self.core().recv_audio().await
     }
 
     /// The next input event, in the order the handset sent them (duplicates

@@ -8,7 +8,7 @@
 use bt_raw::H4Packet;
 use device_bridge::hci::{HciReceiver, Incoming};
 use device_bridge::proto::{
-    ControlMessage, HciMessage, Hello, InputMessage, SensorDatagram, SensorKind, hci_message,
+    ControlMessage, HciMessage, Hello, InputMessage, Datagram, SensorKind, hci_message,
 };
 use device_bridge::{LatestWins, SampleVerdict};
 use libfuzzer_sys::fuzz_target;
@@ -89,7 +89,7 @@ fn datagrams(mut data: &[u8]) {
         let len = usize::from(len).min(rest.len());
         let (one, next) = rest.split_at(len);
         data = next;
-        let Ok(d) = SensorDatagram::decode(one) else {
+        let Ok(d) = Datagram::decode(one) else {
             continue;
         };
         for s in d.batch.unwrap_or_default().samples {

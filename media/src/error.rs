@@ -31,6 +31,9 @@ pub enum MediaError {
     /// The H.264 codec failed (a corrupt stream, OpenH264 refusing).
     #[error("video: {0}")]
     Video(String),
+    /// The Opus codec failed (a corrupt packet, libopus refusing).
+    #[error("audio: {0}")]
+    Audio(String),
     /// PNG encoding failed.
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),

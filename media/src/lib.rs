@@ -1,4 +1,4 @@
-//! The host-side video pipeline: phone frames (RGBA) to an H.264 Annex B
+//! The media pipelines. Video: phone frames (RGBA) to an H.264 Annex B
 //! stream for the handset, plus a decoder for tests and the handset.
 //!
 //! # Pieces
@@ -65,7 +65,15 @@
 //!
 //! Shared by the host (encoding a phone's screen) and the handset
 //! (decoding it); it knows nothing of sessions or phones.
+//!
+//! # Sound
+//!
+//! [`audio`]: 48 kHz mono PCM to Opus ([`audio::OpusEncoder`], with DTX)
+//! and back ([`audio::OpusDecoder`], with loss concealment), plus the level
+//! and dominant frequency of a sound and a tone generator, which the sim
+//! phone and the tests use to tell the right sound came out.
 
+pub mod audio;
 mod decoder;
 mod encoder;
 mod error;

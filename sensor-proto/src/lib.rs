@@ -13,7 +13,7 @@
 //!    cloud host exchange on their single QUIC connection: the control stream
 //!    of length-delimited [`bridge::ControlMessage`]s (`Hello`, `Welcome`,
 //!    `ActiveSensors`, `VideoConfig`, clock sync, `Stats`, `Close`, ...),
-//!    sensor datagrams ([`bridge::SensorDatagram`]), the input stream
+//!    sensor datagrams ([`bridge::Datagram`]), the input stream
 //!    ([`bridge::InputMessage`]), per-GOP video streams
 //!    ([`bridge::VideoStreamHeader`], [`bridge::VideoFrameHeader`] + NAL
 //!    bytes), the HCI passthrough stream ([`bridge::HciMessage`]) and the
@@ -185,7 +185,8 @@ pub mod netsim {
 mod secrets {
     use std::fmt;
 
-    use crate::bridge::{Hello, Welcome};
+    use crate::bridge::{Clipboard, Hello, Welcome};
+    use crate::emulator::ClipData;
     use crate::operator::EnrollHandsetResponse;
 
     /// How a secret shows: `<redacted>` when set, `<none>` when not.
@@ -211,6 +212,8 @@ mod secrets {
                 .field("hci_rx_acked", &self.hci_rx_acked)
                 .field("video_codecs", &self.video_codecs)
                 .field("client_version", &self.client_version)
+                .field("audio", &self.audio)
+                .field("clipboard", &self.clipboard)
                 .finish()
         }
     }
@@ -231,6 +234,31 @@ mod secrets {
         }
     }
 
+    /// Clipboard text is the person's: its length shows, never the text.
+    struct Text<'a>(&'a str);
+
+    impl fmt::Debug for Text<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "<{} bytes of text>", self.0.len())
+        }
+    }
+
+    impl fmt::Debug for Clipboard {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Clipboard")
+                .field("text", &Text(&self.text))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for ClipData {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ClipData")
+                .field("text", &Text(&self.text))
+                .finish()
+        }
+    }
+
     impl fmt::Debug for EnrollHandsetResponse {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("EnrollHandsetResponse")
@@ -244,6 +272,19 @@ mod secrets {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn clipboard_text_never_shows_in_debug() {
+            let a = Clipboard {
+                text: "SECRET-CLIP".into(),
+            };
+            let b = ClipData {
+                text: "SECRET-CLIP".into(),
+            };
+            let text = format!("{a:?} {b:#?}");
+            assert!(!text.contains("SECRET"), "{text}");
+            assert!(text.contains("<11 bytes of text>"), "{text}");
+        }
 
         #[test]
         fn secrets_never_show_in_debug() {

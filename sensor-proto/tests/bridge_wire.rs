@@ -4,8 +4,8 @@
 
 use prost::Message;
 use sensor_proto::bridge::{
-    AppErrorCode, CloseReason, ControlMessage, HciAck, HciMessage, HciPacket, Hello, InputMessage,
-    Key, KeyAction, Location, Pointer, SensorBatch, SensorCapability, SensorDatagram, SensorKind,
+    AppErrorCode, CloseReason, ControlMessage, Datagram, HciAck, HciMessage, HciPacket, Hello,
+    InputMessage, Key, KeyAction, Location, Pointer, SensorBatch, SensorCapability, SensorKind,
     SensorSample, StreamKind, Touch, TouchAction, VideoFrameHeader, control_message, hci_message,
     input_message,
 };
@@ -129,7 +129,7 @@ fn sensor_kind_maps_to_emulator_sensor_type_without_offset_errors() {
 
 #[test]
 fn sensor_datagram_layout() {
-    let msg = SensorDatagram {
+    let msg = Datagram {
         seq: 7,
         batch: Some(SensorBatch {
             samples: vec![SensorSample {
@@ -139,13 +139,30 @@ fn sensor_datagram_layout() {
                 values: vec![1.0],
             }],
         }),
+        audio: None,
     };
-    // SensorDatagram{seq=1: 7, batch=2{samples=1{kind=1: 2, seq=2: 1,
+    // Datagram{seq=1: 7, batch=2{samples=1{kind=1: 2, seq=2: 1,
     // timestamp_ns=3: 1000 (e8 07), values=4 packed [1.0]}}}
     assert_wire(
         &msg,
         "08 07 12 0f 0a 0d 08 02 10 01 18 e8 07 22 04 00 00 80 3f",
     );
+}
+
+#[test]
+fn audio_datagram_layout() {
+    let msg = Datagram {
+        seq: 2,
+        batch: None,
+        audio: Some(sensor_proto::bridge::AudioFrame {
+            seq: 5,
+            capture_time_us: 300,
+            payload: vec![0xf8, 0xff].into(),
+        }),
+    };
+    // Datagram{seq=1: 2, audio=3{seq=1: 5, capture_time_us=2: 300 (ac 02),
+    // payload=3: f8 ff}}
+    assert_wire(&msg, "08 02 1a 09 08 05 10 ac 02 1a 02 f8 ff");
 }
 
 #[test]

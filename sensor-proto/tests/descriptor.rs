@@ -140,6 +140,11 @@ fn grpc_method_paths_and_shapes() {
         (format!("{ec}/getDisplayConfigurations"), unary),
         (format!("{ec}/setDisplayConfigurations"), unary),
         (format!("{ec}/getVmState"), unary),
+        (format!("{ec}/setClipboard"), unary),
+        (format!("{ec}/getClipboard"), unary),
+        (format!("{ec}/streamClipboard"), server_stream),
+        (format!("{ec}/streamAudio"), server_stream),
+        (format!("{ec}/injectAudio"), client_stream),
         (format!("{ec}/setVmState"), unary),
         (
             "/netsim.packet.PacketStreamer/StreamPackets".to_owned(),
@@ -213,6 +218,31 @@ fn grpc_method_types() {
         &format!("{ec}/getStatus"),
         empty,
         &format!("{pkg}.EmulatorStatus"),
+    );
+    check(
+        &format!("{ec}/streamAudio"),
+        &format!("{pkg}.AudioFormat"),
+        &format!("{pkg}.AudioPacket"),
+    );
+    check(
+        &format!("{ec}/injectAudio"),
+        &format!("{pkg}.AudioPacket"),
+        empty,
+    );
+    check(
+        &format!("{ec}/setClipboard"),
+        &format!("{pkg}.ClipData"),
+        empty,
+    );
+    check(
+        &format!("{ec}/getClipboard"),
+        empty,
+        &format!("{pkg}.ClipData"),
+    );
+    check(
+        &format!("{ec}/streamClipboard"),
+        empty,
+        &format!("{pkg}.ClipData"),
     );
     check(
         &format!("{ec}/setSensor"),
@@ -417,6 +447,14 @@ const REFERENCE_FIELDS: &[(&str, &str, i32, Type, &str, bool)] = &[
     (".netsim.startup.DeviceInfo", "variant", 6, Type::String, "", false),
     (".netsim.startup.DeviceInfo", "arch", 7, Type::String, "", false),
     (".netsim.startup.DeviceInfo", "avd_path", 8, Type::String, "", false),
+    (".android.emulation.control.AudioFormat", "samplingRate", 1, Type::Uint64, "", false),
+    (".android.emulation.control.AudioFormat", "channels", 2, Type::Enum, ".android.emulation.control.AudioFormat.Channels", false),
+    (".android.emulation.control.AudioFormat", "format", 3, Type::Enum, ".android.emulation.control.AudioFormat.SampleFormat", false),
+    (".android.emulation.control.AudioFormat", "mode", 4, Type::Enum, ".android.emulation.control.AudioFormat.DeliveryMode", false),
+    (".android.emulation.control.AudioPacket", "format", 1, Type::Message, ".android.emulation.control.AudioFormat", false),
+    (".android.emulation.control.AudioPacket", "timestamp", 2, Type::Uint64, "", false),
+    (".android.emulation.control.AudioPacket", "audio", 3, Type::Bytes, "", false),
+    (".android.emulation.control.ClipData", "text", 1, Type::String, "", false),
 ];
 
 #[test]
@@ -472,6 +510,9 @@ const REFERENCE_ENUMS: &[(&str, &[(&str, i32)])] = &[
     (".android.emulation.control.DisplayConfiguration.DisplayFlags", &[("DISPLAYFLAGS_UNSPECIFIED", 0), ("VIRTUAL_DISPLAY_FLAG_PUBLIC", 1), ("VIRTUAL_DISPLAY_FLAG_PRESENTATION", 2), ("VIRTUAL_DISPLAY_FLAG_SECURE", 4), ("VIRTUAL_DISPLAY_FLAG_OWN_CONTENT_ONLY", 8), ("VIRTUAL_DISPLAY_FLAG_AUTO_MIRROR", 16)]),
     (".android.emulation.control.VmConfiguration.VmHypervisorType", &[("UNKNOWN", 0), ("NONE", 1), ("KVM", 2), ("HAXM", 3), ("HVF", 4), ("WHPX", 5), ("AEHD", 6)]),
     (".android.emulation.control.VmRunState.RunState", &[("UNKNOWN", 0), ("RUNNING", 1), ("RESTORE_VM", 2), ("PAUSED", 3), ("SAVE_VM", 4), ("SHUTDOWN", 5), ("TERMINATE", 7), ("RESET", 9), ("INTERNAL_ERROR", 10), ("RESTART", 11), ("START", 12), ("STOP", 13)]),
+    (".android.emulation.control.AudioFormat.SampleFormat", &[("AUD_FMT_U8", 0), ("AUD_FMT_S16", 1)]),
+    (".android.emulation.control.AudioFormat.Channels", &[("Mono", 0), ("Stereo", 1)]),
+    (".android.emulation.control.AudioFormat.DeliveryMode", &[("MODE_UNSPECIFIED", 0), ("MODE_REAL_TIME", 1)]),
     (".netsim.packet.HCIPacket.PacketType", &[("HCI_PACKET_UNSPECIFIED", 0), ("COMMAND", 1), ("ACL", 2), ("SCO", 3), ("EVENT", 4), ("ISO", 5)]),
     (".netsim.common.ChipKind", &[("UNSPECIFIED", 0), ("BLUETOOTH", 1), ("WIFI", 2), ("UWB", 3), ("BLUETOOTH_BEACON", 4), ("NFC", 5), ("CELLULAR", 6)]),
 ];
@@ -536,6 +577,8 @@ fn bridge_control_envelope_covers_every_control_message() {
         ("stats", 8, "Stats"),
         ("close", 9, "Close"),
         ("radio_state", 10, "RadioState"),
+        ("audio_state", 11, "AudioState"),
+        ("clipboard", 12, "Clipboard"),
     ];
     for (field, number, ty) in expected {
         let want_type = format!("{p}.{ty}");

@@ -8,7 +8,8 @@ use bt_raw::H4Packet;
 use bytes::Bytes;
 use prost::Message as _;
 use sensor_proto::bridge::{
-    Close, CloseReason, ControlMessage, InputMessage, SensorDatagram, SensorSample, control_message,
+    AudioFrame, Close, CloseReason, ControlMessage, Datagram, InputMessage, SensorSample,
+    control_message,
 };
 
 use crate::BridgeError;
@@ -91,6 +92,64 @@ impl Core {
         self.recv_from(&self.sensors_in).await
     }
 
+    pub(crate) async fn recv_audio(&self) -> Result<AudioFrame, BridgeError> {
+        self.recv_from(&self.audio_in).await
+    }
+
+    /// Whether this side may send audio: the host its sound to a handset
+    /// that asked for playback, the handset its microphone when it said so.
+    pub(crate) fn audio_out_allowed(&self) -> bool {
+        let a = self.hello.audio.as_ref();
+        match self.role {
+            Role::Server => a.is_some_and(|a| a.playback),
+            Role::Client => a.is_some_and(|a| a.microphone),
+        }
+    }
+
+    /// Sends one audio frame as a datagram. Dropped (and counted) while
+    /// disconnected or when the datagram send buffer is full: late audio is
+    /// worth nothing.
+    pub(crate) fn send_audio(&self, frame: AudioFrame) -> Result<(), BridgeError> {
+        if let Some(end) = self.end_state() {
+            return Err(BridgeError::SessionEnded(end));
+        }
+        if !self.audio_out_allowed() {
+            return Err(BridgeError::InvalidArgument(match self.role {
+                Role::Server => "the handset did not ask for sound (Hello.audio.playback)".into(),
+                Role::Client => "the microphone was not announced in Hello.audio.microphone".into(),
+            }));
+        }
+        let datagram = {
+            let mut seqs = lock(&self.sensor_seqs);
+            seqs.datagram += 1;
+            Datagram {
+                seq: seqs.datagram,
+                batch: None,
+                audio: Some(frame),
+            }
+        };
+        let Some(link) = self.current_link() else {
+            bump(&self.counters.audio_dropped);
+            return Ok(());
+        };
+        match link
+            .conn
+            .send_datagram(Bytes::from(datagram.encode_to_vec()))
+        {
+            Ok(()) => {
+                bump(&self.counters.audio_sent);
+                Ok(())
+            }
+            Err(quinn::SendDatagramError::TooLarge) => Err(BridgeError::InvalidArgument(
+                "audio frame too large for a datagram".into(),
+            )),
+            Err(_) => {
+                bump(&self.counters.audio_dropped);
+                Ok(())
+            }
+        }
+    }
+
     /// Handset: numbers the samples and sends them as one datagram.
     pub(crate) fn send_sensors(&self, samples: Vec<SensorSample>) -> Result<(), BridgeError> {
         if let Some(end) = self.end_state() {
@@ -113,9 +172,10 @@ impl Core {
                 s.seq = *seq;
             }
             seqs.datagram += 1;
-            SensorDatagram {
+            Datagram {
                 seq: seqs.datagram,
                 batch: Some(sensor_proto::bridge::SensorBatch { samples }),
+                audio: None,
             }
         };
         let Some(link) = self.current_link() else {
@@ -231,6 +291,9 @@ impl Core {
             hci_received: get(&c.hci_received),
             hci_duplicates: get(&c.hci_duplicates),
             hci_unacked,
+            audio_frames_sent: get(&c.audio_sent),
+            audio_frames_received: get(&c.audio_received),
+            audio_frames_dropped: get(&c.audio_dropped),
             rtt_us: self.current_link().map_or(0, |l| {
                 u64::try_from(l.conn.rtt().as_micros()).unwrap_or(u64::MAX)
             }),

@@ -1,12 +1,12 @@
 //! The tasks that serve one connection (link): the control stream,
-//! sensor datagrams, accepting streams by their kind byte, input.
+//! datagrams (sensors, audio), accepting streams by their kind byte, input.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 use sensor_proto::bridge::{
-    AppErrorCode, ClockPong, CloseReason, ControlMessage, InputMessage, SensorDatagram, StreamKind,
+    AppErrorCode, ClockPong, CloseReason, ControlMessage, Datagram, InputMessage, StreamKind,
     control_message,
 };
 
@@ -76,38 +76,78 @@ pub(super) async fn control_reader(core: Arc<Core>, link: Arc<Link>, mut reader:
 }
 
 pub(super) async fn datagram_reader(core: Arc<Core>, link: Arc<Link>) {
+    // Sound flows to a handset that asked for playback; a microphone to a
+    // host whose handset announced one.
+    let audio_in_allowed = {
+        let a = core.hello.audio.as_ref();
+        match core.role {
+            Role::Server => a.is_some_and(|a| a.microphone),
+            Role::Client => a.is_some_and(|a| a.playback),
+        }
+    };
     loop {
         let Ok(datagram) = link.conn.read_datagram().await else {
             return;
         };
-        if core.role == Role::Client {
-            return core.fail(
-                &link,
-                AppErrorCode::WrongStreamDirection,
-                "the host sent a datagram; sensor datagrams flow from handset to host only".into(),
-            );
-        }
-        let datagram = match SensorDatagram::decode(datagram) {
+        let datagram = match Datagram::decode(datagram) {
             Ok(d) => d,
             Err(e) => {
                 return core.fail(
                     &link,
                     AppErrorCode::MalformedMessage,
-                    format!("sensor datagram: {e}"),
+                    format!("datagram: {e}"),
                 );
             }
         };
-        for sample in datagram.batch.map(|b| b.samples).unwrap_or_default() {
-            let verdict = lock(&core.sensor_filter).check(&sample);
-            match verdict {
-                Err(unknown) => {
-                    return core.fail(&link, AppErrorCode::UnknownSensor, unknown.to_string());
+        match (datagram.batch, datagram.audio) {
+            (Some(_), Some(_)) => {
+                return core.fail(
+                    &link,
+                    AppErrorCode::ProtocolViolation,
+                    "a datagram holds sensor samples or an audio frame, not both".into(),
+                );
+            }
+            (None, Some(frame)) => {
+                if !audio_in_allowed {
+                    return core.fail(
+                        &link,
+                        AppErrorCode::ProtocolViolation,
+                        format!(
+                            "{} sent audio that was not asked for in Hello.audio",
+                            core.role.peer()
+                        ),
+                    );
                 }
-                Ok(SampleVerdict::Stale) => {}
-                Ok(SampleVerdict::Apply) => {
-                    bump(&core.counters.sensor_samples_received);
-                    if core.sensors_in.tx.try_send(sample).is_err() {
-                        bump(&core.counters.sensor_samples_dropped);
+                bump(&core.counters.audio_received);
+                if core.audio_in.tx.try_send(frame).is_err() {
+                    bump(&core.counters.audio_dropped);
+                }
+            }
+            (Some(_), None) if core.role == Role::Client => {
+                return core.fail(
+                    &link,
+                    AppErrorCode::WrongStreamDirection,
+                    "the host sent sensor samples; they flow from handset to host only".into(),
+                );
+            }
+            (batch, None) => {
+                for sample in batch.map(|b| b.samples).unwrap_or_default() {
+                    let verdict = lock(&core.sensor_filter).check(&sample);
+                    match verdict {
+                        Err(unknown) => {
+                            return core.fail(
+                                &link,
+                                AppErrorCode::UnknownSensor,
+                                unknown.to_string(),
+                            );
+                        }
+                        Ok(SampleVerdict::Stale) => {}
+                        Ok(SampleVerdict::Apply) => {
+                            bump(&core.counters.sensor_samples_received);
+                            if core.sensors_in.tx.try_send(sample).is_err() {
+                                bump(&core.counters.sensor_samples_dropped);
+                            }
+                        }
                     }
                 }
             }

@@ -12,8 +12,8 @@ use bt_raw::H4Packet;
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use sensor_proto::bridge::{
-    AppErrorCode, ControlMessage, Hello, InputMessage, SensorKind, SensorSample, StreamKind,
-    VideoFrameHeader, VideoStreamHeader, Welcome,
+    AppErrorCode, AudioFrame, ControlMessage, Hello, InputMessage, SensorKind, SensorSample,
+    StreamKind, VideoFrameHeader, VideoStreamHeader, Welcome,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -36,6 +36,8 @@ pub use self::video::GopWriter;
 
 /// Capacity of each app-facing inbound queue.
 const INBOX: usize = 1024;
+/// Capacity of the inbound audio queue: about a second of 20 ms frames.
+const AUDIO_INBOX: usize = 50;
 /// Capacity of the outbound HCI queue (app -> writer task).
 const HCI_OUT_QUEUE: usize = 1024;
 /// Retransmission buffer limits: the writer waits for acks beyond these.
@@ -134,6 +136,13 @@ pub struct SessionStats {
     pub hci_duplicates: u64,
     /// HCI packets sent and not yet acknowledged.
     pub hci_unacked: u64,
+    /// Audio frames sent as datagrams (host: sound; handset: microphone).
+    pub audio_frames_sent: u64,
+    /// Audio frames received and handed to the app.
+    pub audio_frames_received: u64,
+    /// Audio frames not sent (disconnected, send buffer full) or not handed
+    /// over (the app did not keep up): late audio is dropped, never queued.
+    pub audio_frames_dropped: u64,
     /// Smoothed RTT of the current connection, microseconds (0 if none).
     pub rtt_us: u64,
 }
@@ -178,6 +187,9 @@ struct Counters {
     hci_resent: AtomicU64,
     hci_received: AtomicU64,
     hci_duplicates: AtomicU64,
+    audio_sent: AtomicU64,
+    audio_received: AtomicU64,
+    audio_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -319,6 +331,7 @@ pub(crate) struct Core {
     pub(crate) attach: tokio::sync::Mutex<()>,
     control_in: Inbox<ControlMessage>,
     sensors_in: Inbox<SensorSample>,
+    audio_in: Inbox<AudioFrame>,
     input_in: Inbox<InputMessage>,
     video_in: Inbox<VideoFrame>,
     hci_in: Inbox<H4Packet>,
@@ -388,6 +401,9 @@ impl Core {
             attach: tokio::sync::Mutex::new(()),
             control_in: Inbox::new(INBOX),
             sensors_in: Inbox::new(INBOX),
+            // About a second of 20 ms frames; beyond that the app is not
+            // keeping up, and older sound is worth less than newer.
+            audio_in: Inbox::new(AUDIO_INBOX),
             input_in: Inbox::new(INBOX),
             video_in: Inbox::new(64),
             hci_in: Inbox::new(INBOX),

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut as _, BytesMut};
 use device_bridge::proto::{
-    AppErrorCode, HciMessage, HciPacket, Key, SensorBatch, SensorDatagram, SensorKind,
+    AppErrorCode, AudioFrame, Datagram, HciMessage, HciPacket, Key, SensorBatch, SensorKind,
     SensorSample, StreamKind, hci_message, input_message,
 };
 use device_bridge::{ClientSession, ServerSession};
@@ -107,7 +107,7 @@ async fn h4_packet_with_wrong_length_is_bad_h4() -> anyhow::Result<()> {
 async fn datagram_for_unknown_sensor_is_unknown_sensor() -> anyhow::Result<()> {
     expect_close(
         |raw| async move {
-            let d = SensorDatagram {
+            let d = Datagram {
                 seq: 1,
                 batch: Some(SensorBatch {
                     samples: vec![SensorSample {
@@ -116,6 +116,7 @@ async fn datagram_for_unknown_sensor_is_unknown_sensor() -> anyhow::Result<()> {
                         ..SensorSample::default()
                     }],
                 }),
+                audio: None,
             };
             raw.send_datagram(d.encode_to_vec())?;
             Ok(raw)
@@ -129,7 +130,7 @@ async fn datagram_for_unknown_sensor_is_unknown_sensor() -> anyhow::Result<()> {
 async fn datagram_for_unadvertised_sensor_is_unknown_sensor() -> anyhow::Result<()> {
     expect_close(
         |raw| async move {
-            let d = SensorDatagram {
+            let d = Datagram {
                 seq: 1,
                 batch: Some(SensorBatch {
                     samples: vec![SensorSample {
@@ -138,11 +139,33 @@ async fn datagram_for_unadvertised_sensor_is_unknown_sensor() -> anyhow::Result<
                         ..SensorSample::default()
                     }],
                 }),
+                audio: None,
             };
             raw.send_datagram(d.encode_to_vec())?;
             Ok(raw)
         },
         AppErrorCode::UnknownSensor,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn microphone_audio_not_announced_is_a_protocol_violation() -> anyhow::Result<()> {
+    expect_close(
+        |raw| async move {
+            let d = Datagram {
+                seq: 1,
+                batch: None,
+                audio: Some(AudioFrame {
+                    seq: 1,
+                    capture_time_us: 1,
+                    payload: vec![0xf8, 0xff, 0xfe].into(),
+                }),
+            };
+            raw.send_datagram(d.encode_to_vec())?;
+            Ok(raw)
+        },
+        AppErrorCode::ProtocolViolation,
     )
     .await
 }

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use device_bridge::BridgeError;
 use device_bridge::proto::{
-    ActiveSensor, ActiveSensors, ClockPing, Key, KeyAction, SensorBatch, SensorDatagram,
-    SensorKind, SensorSample, VideoFrameHeader, VideoStreamHeader, control_message, input_message,
+    ActiveSensor, ActiveSensors, AudioAbilities, AudioCodec, AudioFrame, ClockPing, Datagram, Key,
+    KeyAction, SensorBatch, SensorKind, SensorSample, VideoFrameHeader, VideoStreamHeader,
+    control_message, input_message,
 };
+use device_bridge::{BridgeError, ClientSession, HandsetIdentity};
 use prost::Message as _;
 
 use crate::common::{Host, RawClient, acl, acl_index, within};
@@ -23,9 +24,10 @@ fn sample(kind: SensorKind, seq: u64, value: f32) -> SensorSample {
 }
 
 fn datagram(seq: u64, samples: Vec<SensorSample>) -> Vec<u8> {
-    SensorDatagram {
+    Datagram {
         seq,
         batch: Some(SensorBatch { samples }),
+        audio: None,
     }
     .encode_to_vec()
 }
@@ -94,6 +96,60 @@ async fn client_sensor_samples_are_numbered_and_delivered() -> anyhow::Result<()
         client.send_sensors(vec![sample(SensorKind::Gyroscope, 0, 0.0)]),
         Err(BridgeError::InvalidArgument(_))
     ));
+    Ok(())
+}
+
+fn frame(seq: u64) -> AudioFrame {
+    AudioFrame {
+        seq,
+        capture_time_us: seq * 20_000,
+        payload: vec![0xf8, seq as u8, 0x01].into(),
+    }
+}
+
+#[tokio::test]
+async fn audio_flows_both_ways_only_as_hello_asked() -> anyhow::Result<()> {
+    let host = Host::start()?;
+    // Without Hello.audio: neither side may send any.
+    let (client, server) = host.enrolled_pair().await?;
+    assert!(matches!(
+        client.send_audio(frame(1)),
+        Err(BridgeError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        server.send_audio(frame(1)),
+        Err(BridgeError::InvalidArgument(_))
+    ));
+    drop((client, server));
+
+    let identity = HandsetIdentity::generate()?;
+    host.auth.enroll(identity.fingerprint(), "h2");
+    let mut cfg = host.client_config(&identity);
+    cfg.hello.audio = Some(AudioAbilities {
+        playback: true,
+        microphone: true,
+        codecs: vec![AudioCodec::Opus as i32],
+    });
+    let client = ClientSession::connect(cfg).await?;
+    let server = within(5, "accept", host.server.accept())
+        .await?
+        .expect("session");
+    for i in 1..=5 {
+        server.send_audio(frame(i))?;
+        client.send_audio(frame(100 + i))?;
+    }
+    let mut down = Vec::new();
+    let mut up = Vec::new();
+    for _ in 0..5 {
+        down.push(within(5, "sound", client.recv_audio()).await??.seq);
+        up.push(within(5, "microphone", server.recv_audio()).await??.seq);
+    }
+    down.sort_unstable();
+    up.sort_unstable();
+    assert_eq!(down, [1, 2, 3, 4, 5]);
+    assert_eq!(up, [101, 102, 103, 104, 105]);
+    assert_eq!(server.stats().audio_frames_sent, 5);
+    assert_eq!(client.stats().audio_frames_received, 5);
     Ok(())
 }
 
