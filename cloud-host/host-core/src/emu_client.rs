@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use sensor_proto::emulator::emulator_controller_client::EmulatorControllerClient;
 use sensor_proto::emulator::{
-    BatteryState, EmulatorStatus, GpsState, Image, ImageFormat, ImageTransport, InputEvent,
-    KeyboardEvent, ParameterValue, SensorValue, TouchEvent, image_format, image_transport,
-    sensor_value,
+    AudioFormat, AudioPacket, BatteryState, ClipData, EmulatorStatus, GpsState, Image, ImageFormat,
+    ImageTransport, InputEvent, KeyboardEvent, ParameterValue, SensorValue, TouchEvent,
+    image_format, image_transport, sensor_value,
 };
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -285,6 +285,77 @@ impl EmulatorClient {
         let r = self.inner.clone().send_key(ev).await;
         r.map(|_| ())
             .map_err(|s| rpc_error("sendKey", &self.target, s))
+    }
+
+    /// `streamAudio`: the phone's sound in `format`, a packet every 20-30 ms.
+    ///
+    /// # Errors
+    /// The call's status (INVALID_ARGUMENT for a format the phone refuses).
+    pub async fn audio(&self, format: AudioFormat) -> Result<Streaming<AudioPacket>, HostError> {
+        let r = self.inner.clone().stream_audio(format).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("streamAudio", &self.target, s))
+    }
+
+    /// Opens `injectAudio`: packets sent on the returned channel feed the
+    /// phone's microphone (the first packet's format counts). The call ends
+    /// when the sender is dropped; the returned task yields its result:
+    /// [`HostError::Conflict`] when another client holds the microphone
+    /// (the emulator's FAILED_PRECONDITION).
+    pub fn microphone(
+        &self,
+    ) -> (
+        mpsc::Sender<AudioPacket>,
+        tokio::task::JoinHandle<Result<(), HostError>>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let mut inner = self.inner.clone();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            inner
+                .inject_audio(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|_| ())
+                .map_err(|s| match s.code() {
+                    Code::FailedPrecondition => HostError::Conflict(format!(
+                        "the phone's microphone is taken by another client ({})",
+                        s.message()
+                    )),
+                    _ => rpc_error("injectAudio", &target, s),
+                })
+        });
+        (tx, task)
+    }
+
+    /// `getClipboard`.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn clipboard(&self) -> Result<String, HostError> {
+        let r = self.inner.clone().get_clipboard(()).await;
+        r.map(|r| r.into_inner().text)
+            .map_err(|s| rpc_error("getClipboard", &self.target, s))
+    }
+
+    /// `setClipboard` (not echoed back by `streamClipboard`).
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn set_clipboard(&self, text: String) -> Result<(), HostError> {
+        let r = self.inner.clone().set_clipboard(ClipData { text }).await;
+        r.map(|_| ())
+            .map_err(|s| rpc_error("setClipboard", &self.target, s))
+    }
+
+    /// `streamClipboard`: the current text, then every change the phone
+    /// makes.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn clipboard_changes(&self) -> Result<Streaming<ClipData>, HostError> {
+        let r = self.inner.clone().stream_clipboard(()).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| rpc_error("streamClipboard", &self.target, s))
     }
 
     /// Opens `streamInputEvent`: events sent on the returned channel reach the

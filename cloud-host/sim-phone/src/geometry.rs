@@ -14,8 +14,9 @@ pub(crate) const MARGIN: f32 = 28.0;
 pub(crate) const STATUS_BAR_H: f32 = 56.0;
 /// Where the top block (status bar, title, sensor table) ends, design units.
 pub(crate) const TOP_BLOCK_END: f32 = 470.0;
-/// Height reserved at the bottom for the Bluetooth section and key row.
-pub(crate) const BOTTOM_BLOCK_H: f32 = 290.0;
+/// Height reserved at the bottom for the Bluetooth section and the key,
+/// microphone and clipboard rows.
+pub(crate) const BOTTOM_BLOCK_H: f32 = 362.0;
 /// Radius of the level, design units (0.28 of the design width).
 pub(crate) const LEVEL_RADIUS: f32 = 0.28 * DESIGN_W;
 /// Bubble radius as a fraction of the level radius.

@@ -16,7 +16,7 @@ pub mod scene;
 
 pub use backend::{SimBackend, SimKind};
 
-pub use phone::{Frame, SimPhone, SimPhoneConfig, SimService, SimStats};
+pub use phone::{Frame, MicHeard, SimPhone, SimPhoneConfig, SimService, SimStats, sound};
 
 pub use render::{
     BUBBLE_RGB, BluetoothView, DEFAULT_HEIGHT, DEFAULT_WIDTH, Gps, LISTENED_SENSORS, MAX_DIMENSION,

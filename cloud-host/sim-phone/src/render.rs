@@ -514,6 +514,8 @@ impl Renderer {
             self.draw_text(label, x0, self.y(bt_row_y(b, i)), px, DIM);
         }
         self.draw_text("Last key", x0, self.y(bt_row_y(b, 4) + 20.0), px, DIM);
+        self.draw_text("Mic", x0, self.y(bt_row_y(b, 5) + 20.0), px, DIM);
+        self.draw_text("Clipboard", x0, self.y(bt_row_y(b, 6) + 20.0), px, DIM);
     }
 
     // -- dynamic content --------------------------------------------------
@@ -697,6 +699,16 @@ impl Renderer {
             Some(key) => self.draw_text_fit(key, vx, key_y, px, TEXT),
             None => self.draw_text_fit("—", vx, key_y, px, DIM),
         };
+        // The clipboard row starts after the longer "Clipboard" label.
+        let cx = self.x(MARGIN) + 10.0 * self.text.advance(px);
+        for (i, value, x) in [(5, &scene.mic, vx), (6, &scene.clipboard, cx)] {
+            let y = self.y(bt_row_y(b, i) + 20.0);
+            match value {
+                // One line: a copied paragraph shows as its first words.
+                Some(v) => self.draw_text_fit(&v.replace(['\n', '\r', '\t'], " "), x, y, px, TEXT),
+                None => self.draw_text_fit("—", x, y, px, DIM),
+            };
+        }
     }
 
     fn draw_ripples(&mut self, scene: &SceneState) {
@@ -758,6 +770,8 @@ mod tests {
             touches: vec![],
             last_key: Some("KEYCODE_A (29) down".to_owned()),
             session: Some("Pixel 8 Pro".to_owned()),
+            mic: Some("-12 dBFS  880 Hz".to_owned()),
+            clipboard: Some("copied text\nsecond line".to_owned()),
         }
     }
 

@@ -104,6 +104,11 @@ pub struct SceneState {
     pub last_key: Option<String>,
     /// Name of the attached (driving) handset, if any.
     pub session: Option<String>,
+    /// What the microphone hears, as the screen shows it (`None`: nothing
+    /// has fed it yet).
+    pub mic: Option<String>,
+    /// The clipboard's text (`None` when empty).
+    pub clipboard: Option<String>,
 }
 
 impl SceneState {

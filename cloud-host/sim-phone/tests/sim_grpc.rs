@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use host_core::emu_client::{EmulatorClient, listened_sensors};
 use sensor_proto::emulator::{
-    BatteryState, GpsState, Image, KeyboardEvent, Touch, TouchEvent, image_format::ImgFormat,
-    keyboard_event, sensor_value::SensorType,
+    AudioFormat, BatteryState, GpsState, Image, KeyboardEvent, Touch, TouchEvent, audio_format,
+    image_format::ImgFormat, keyboard_event, sensor_value::SensorType,
 };
 use sim_phone::{RIPPLE_RGB, SimPhone, SimPhoneConfig};
 use tokio::net::TcpListener;
@@ -356,4 +356,163 @@ async fn screenshots_through_a_shared_region() {
         assert!(err.contains(why), "{path:?} {format:?}: {err}");
     }
     assert!(!missing.0.exists(), "the phone never creates a region");
+}
+
+fn s16_mono(p: &sensor_proto::emulator::AudioPacket) -> Vec<i16> {
+    p.audio
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+fn format_48k() -> AudioFormat {
+    AudioFormat {
+        sampling_rate: 48_000,
+        channels: audio_format::Channels::Mono as i32,
+        format: audio_format::SampleFormat::AudFmtS16 as i32,
+        mode: audio_format::DeliveryMode::ModeRealTime as i32,
+    }
+}
+
+#[tokio::test]
+async fn a_touch_sounds_its_position_on_stream_audio() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let mut sound = client.audio(format_48k()).await.unwrap();
+    // Silence first, in 20 ms packets of 960 samples.
+    let p = sound.next().await.unwrap().unwrap();
+    assert_eq!(p.audio.len(), 960 * 2);
+    assert_eq!(vphone_media::audio::level_dbfs(&s16_mono(&p)), -120.0);
+    let x = 540;
+    client
+        .send_touch(TouchEvent {
+            touches: vec![Touch {
+                x,
+                y: 600,
+                identifier: 1,
+                pressure: 100,
+                ..Touch::default()
+            }],
+            display: 0,
+        })
+        .await
+        .unwrap();
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while heard.len() < 4800 && tokio::time::Instant::now() < deadline {
+        let p = sound.next().await.unwrap().unwrap();
+        let pcm = s16_mono(&p);
+        if !heard.is_empty() || vphone_media::audio::level_dbfs(&pcm) > -40.0 {
+            heard.extend(pcm);
+        }
+    }
+    let want = sim_phone::sound::touch_tone_hz(x as f32, phone.config().width);
+    let got = vphone_media::audio::dominant_hz(&heard[..4800], 48_000).expect("a tone");
+    assert!((got - want).abs() < 10.0, "heard {got} Hz, want {want} Hz");
+    // A format the phone cannot take is refused.
+    let mut bad = format_48k();
+    bad.sampling_rate = 192_000;
+    let e = client.audio(bad).await.unwrap_err();
+    assert!(e.to_string().contains("too high"), "{e}");
+}
+
+#[tokio::test]
+async fn the_microphone_hears_a_tone_and_takes_one_client() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let (mic, done) = client.microphone();
+    let mut tone = vphone_media::audio::Tone::new(660.0, 0.3, 48_000);
+    for i in 0..10u64 {
+        let mut pcm = vec![0i16; 960];
+        tone.add_to(&mut pcm);
+        let audio: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+        mic.send(sensor_proto::emulator::AudioPacket {
+            format: Some(format_48k()),
+            timestamp: i * 20_000,
+            audio: audio.into(),
+        })
+        .await
+        .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let heard = loop {
+        if let Some(m) = phone.microphone().filter(|m| m.packets >= 10) {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the phone heard nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!((heard.hz.unwrap() - 660.0).abs() < 5.0, "{heard:?}");
+    assert!((heard.level_dbfs - -13.5).abs() < 1.0, "{heard:?}");
+    // A second microphone is refused, as the emulator refuses it.
+    let (mic2, done2) = client.microphone();
+    mic2.send(sensor_proto::emulator::AudioPacket {
+        format: Some(format_48k()),
+        ..Default::default()
+    })
+    .await
+    .ok();
+    let e = done2.await.unwrap().unwrap_err();
+    assert!(matches!(e, host_core::HostError::Conflict(_)), "{e}");
+    drop(mic);
+    done.await.unwrap().unwrap();
+    // Closed, the microphone is free again.
+    assert!(!phone.microphone().unwrap().active);
+}
+
+#[tokio::test]
+async fn clipboard_set_get_and_the_phones_own_copies_stream() {
+    let (phone, addr, _stop) = start().await;
+    let client = EmulatorClient::connect(&addr, Some(TOKEN)).await.unwrap();
+    let mut changes = client.clipboard_changes().await.unwrap();
+    assert_eq!(changes.next().await.unwrap().unwrap().text, "");
+    client.set_clipboard("from the host".into()).await.unwrap();
+    assert_eq!(client.clipboard().await.unwrap(), "from the host");
+    // Typed text, then Ctrl+C on the phone: a change the phone made.
+    let key = |key: &str, t: keyboard_event::KeyEventType| KeyboardEvent {
+        key: key.into(),
+        event_type: t as i32,
+        ..KeyboardEvent::default()
+    };
+    client
+        .send_key(KeyboardEvent {
+            text: "copied on the phone".into(),
+            event_type: keyboard_event::KeyEventType::Keypress as i32,
+            ..KeyboardEvent::default()
+        })
+        .await
+        .unwrap();
+    client
+        .send_key(key("Control", keyboard_event::KeyEventType::Keydown))
+        .await
+        .unwrap();
+    client
+        .send_key(key("c", keyboard_event::KeyEventType::Keypress))
+        .await
+        .unwrap();
+    client
+        .send_key(key("Control", keyboard_event::KeyEventType::Keyup))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), changes.next())
+        .await
+        .expect("a clipboard event")
+        .unwrap()
+        .unwrap();
+    // The set did not make an event; the copy did.
+    assert_eq!(got.text, "copied on the phone");
+    assert_eq!(phone.clipboard(), "copied on the phone");
+    // Ctrl+V pastes it into the text field.
+    client
+        .send_key(key("Control", keyboard_event::KeyEventType::Keydown))
+        .await
+        .unwrap();
+    client
+        .send_key(key("v", keyboard_event::KeyEventType::Keypress))
+        .await
+        .unwrap();
+    assert_eq!(phone.typed(), "copied on the phonecopied on the phone");
 }

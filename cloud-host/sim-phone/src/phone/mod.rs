@@ -5,7 +5,8 @@
 //!
 //! Served subset: getStatus, getScreenshot, streamScreenshot, sendTouch,
 //! sendKey, streamInputEvent, setSensor, getSensor, setPhysicalModel,
-//! getPhysicalModel, setGps, getGps, setBattery, getBattery;
+//! getPhysicalModel, setGps, getGps, setBattery, getBattery, streamAudio,
+//! injectAudio (see [`sound`]), getClipboard, setClipboard, streamClipboard;
 //! getDisplayConfigurations answers FAILED_PRECONDITION (no secondary
 //! displays), everything else UNIMPLEMENTED. Authentication is the emulator's
 //! `authorization: Bearer <token>` header when a token is configured.
@@ -111,7 +112,21 @@ struct PhoneState {
     rotation: i32,
     /// Overrides the Sensor Lab's listened sensors (`name@hz` pairs).
     listening: Option<Vec<(String, u32)>>,
+    /// The tones the phone plays.
+    mixer: sound::Mixer,
+    /// What the microphone heard last.
+    mic: Option<MicHeard>,
+    /// The primary clipboard's text.
+    clipboard: String,
+    /// The Sensor Lab's text field: what was typed (at most
+    /// [`TYPED_MAX`] characters). Ctrl+C copies it, Ctrl+V pastes into it.
+    typed: String,
+    /// A Control key is held.
+    ctrl: bool,
 }
+
+/// The longest text the Sensor Lab's text field keeps, characters.
+pub const TYPED_MAX: usize = 4096;
 
 #[derive(Debug)]
 struct Shared {
@@ -124,6 +139,11 @@ struct Shared {
     /// What `getStatus` says of the boot (the sim is ready at once; the
     /// emulator stand-in in the test tree boots slowly).
     booted: AtomicBool,
+    /// A client feeds the microphone (`injectAudio`): one at a time.
+    mic_busy: AtomicBool,
+    /// Bumped on every clipboard change the guest makes (not on
+    /// `setClipboard`), for `streamClipboard`.
+    guest_clip: watch::Sender<u64>,
 }
 
 /// A running sim phone. Cheap to clone; all clones are the same phone.
@@ -169,12 +189,19 @@ impl SimPhone {
                 bluetooth: BluetoothView::NoRadio,
                 session: None,
                 rotation: 0,
+                mixer: sound::Mixer::default(),
+                mic: None,
+                clipboard: String::new(),
+                typed: String::new(),
+                ctrl: false,
             }),
             changed: Notify::new(),
             frames,
             started: Instant::now(),
             stats: SimStats::default(),
             booted: AtomicBool::new(true),
+            mic_busy: AtomicBool::new(false),
+            guest_clip: watch::Sender::new(0),
         });
         // Rendering is CPU work: it gets its own lower-priority thread (see
         // `device_bridge::bulk_thread_priority`), never an async worker that
@@ -243,6 +270,21 @@ impl SimPhone {
     /// the screen shows them (at most [`KEY_LOG_LEN`]).
     pub fn recent_keys(&self) -> Vec<String> {
         self.state().key_log.iter().cloned().collect()
+    }
+
+    /// What the microphone heard last (`None` before anything fed it).
+    pub fn microphone(&self) -> Option<MicHeard> {
+        self.state().mic
+    }
+
+    /// The clipboard's text.
+    pub fn clipboard(&self) -> String {
+        self.state().clipboard.clone()
+    }
+
+    /// The text typed into the Sensor Lab's text field.
+    pub fn typed(&self) -> String {
+        self.state().typed.clone()
     }
 
     /// Sets the attached handset's name shown under the title.
@@ -342,6 +384,13 @@ impl SimPhone {
                 .collect(),
             last_key: st.last_key.clone(),
             session: st.session.clone(),
+            mic: st.mic.map(|m| {
+                let hz =
+                    m.hz.map_or_else(|| "quiet".to_owned(), |hz| format!("{hz:.0} Hz"));
+                let on = if m.active { "" } else { " (closed)" };
+                format!("{:.0} dBFS  {hz}{on}", m.level_dbfs)
+            }),
+            clipboard: (!st.clipboard.is_empty()).then(|| st.clipboard.clone()),
         };
         let animating = !st.ripples.is_empty();
         (scene, animating)
@@ -369,6 +418,7 @@ impl SimPhone {
                 }
                 st.ripples
                     .push((x as f32, y as f32, t.identifier, Instant::now()));
+                st.mixer.touch(x as f32, w as u32, unix_us());
             }
             st.touches.insert(t.identifier, (x, y));
         }
@@ -397,6 +447,33 @@ impl SimPhone {
             format!("text \"{}\"", ev.text.chars().take(24).collect::<String>())
         };
         let mut st = self.state();
+        let down = match action {
+            "down" => Some(true),
+            "up" => Some(false),
+            _ => None,
+        };
+        if !ev.key.is_empty() {
+            st.mixer.key(&ev.key, down, unix_us());
+            match (ev.key.as_str(), down) {
+                ("Control", Some(d)) => st.ctrl = d,
+                ("c" | "C", Some(true) | None) if st.ctrl => {
+                    // Copy: a change the guest makes, so clipboard streams
+                    // hear of it.
+                    st.clipboard = st.typed.clone();
+                    self.shared.guest_clip.send_modify(|g| *g += 1);
+                }
+                ("v" | "V", Some(true) | None) if st.ctrl => {
+                    let clip = st.clipboard.clone();
+                    push_typed(&mut st.typed, &clip);
+                }
+                ("Backspace", Some(true) | None) => {
+                    st.typed.pop();
+                }
+                _ => {}
+            }
+        } else if ev.key_code == 0 && !ev.text.is_empty() {
+            push_typed(&mut st.typed, &ev.text);
+        }
         if st.key_log.len() >= KEY_LOG_LEN {
             st.key_log.pop_front();
         }
@@ -469,6 +546,15 @@ impl SimPhone {
 
 pub use host_core::emu_client::SENSORS_KEY;
 
+/// Appends `text` to the text field, keeping its last [`TYPED_MAX`] chars.
+fn push_typed(typed: &mut String, text: &str) {
+    typed.push_str(text);
+    let n = typed.chars().count();
+    if n > TYPED_MAX {
+        *typed = typed.chars().skip(n - TYPED_MAX).collect();
+    }
+}
+
 /// The sim display's refresh interval (60 Hz).
 const FRAME_INTERVAL: Duration = Duration::from_micros(16_667);
 
@@ -533,7 +619,9 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
 mod image;
 mod region;
 mod service;
+pub mod sound;
 
 pub use self::image::encode_image;
 pub use self::region::Region;
 pub use self::service::SimService;
+pub use self::sound::MicHeard;

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use sensor_proto::emulator::emulator_controller_server::EmulatorController;
 use sensor_proto::emulator::{
-    BatteryState, DisplayConfigurations, EmulatorStatus, GpsState, Image, ImageFormat, InputEvent,
-    KeyboardEvent, MouseEvent, PhysicalModelValue, SensorValue, TouchEvent, VmRunState, WheelEvent,
-    image_format, input_event, physical_model_value, sensor_value,
+    AudioFormat, AudioPacket, BatteryState, ClipData, DisplayConfigurations, EmulatorStatus,
+    GpsState, Image, ImageFormat, InputEvent, KeyboardEvent, MouseEvent, PhysicalModelValue,
+    SensorValue, TouchEvent, VmRunState, WheelEvent, image_format, input_event,
+    physical_model_value, sensor_value,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -277,6 +278,127 @@ impl EmulatorController for SimService {
             .filter_map(|f| f)
             .then(move |f| image_for(phone.clone(), f, want.clone(), region.clone()));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_clipboard(&self, req: Request<ClipData>) -> Result<Response<()>, Status> {
+        // Like the emulator: no clipboard event for a set.
+        self.phone.state().clipboard = req.into_inner().text;
+        self.phone.touch();
+        Ok(Response::new(()))
+    }
+
+    async fn get_clipboard(&self, _: Request<()>) -> Result<Response<ClipData>, Status> {
+        Ok(Response::new(ClipData {
+            text: self.phone.clipboard(),
+        }))
+    }
+
+    async fn stream_clipboard(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<BoxStream<ClipData>>, Status> {
+        // The current text at once, then each change the guest makes.
+        let phone = self.phone.clone();
+        let changes = tokio_stream::wrappers::WatchStream::new(phone.shared.guest_clip.subscribe());
+        let stream = changes.map(move |_| {
+            Ok(ClipData {
+                text: phone.clipboard(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn stream_audio(
+        &self,
+        req: Request<AudioFormat>,
+    ) -> Result<Response<BoxStream<AudioPacket>>, Status> {
+        let format = req.into_inner();
+        let pcm = sound::PcmFormat::from_proto(&format)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let phone = self.phone.clone();
+        let n = (u64::from(pcm.rate) * sound::PACKET_US / 1_000_000) as usize;
+        tokio::spawn(async move {
+            // One packet per 20 ms of sound, sent when its last sample has
+            // been "played", on an absolute schedule (no drift).
+            let start = tokio::time::Instant::now();
+            let start_us = unix_us();
+            let mut i: u64 = 0;
+            loop {
+                let due = start + Duration::from_micros((i + 1) * sound::PACKET_US);
+                tokio::time::sleep_until(due).await;
+                // Far behind (a stalled machine): skip what is already late.
+                let behind = start.elapsed().as_micros() as u64 / sound::PACKET_US;
+                if behind > i + 10 {
+                    i = behind - 1;
+                }
+                let t0 = start_us + i * sound::PACKET_US;
+                let mono = phone.state().mixer.render(t0, n, pcm.rate);
+                let p = sound::packet(&format, pcm, &mono, t0);
+                match tx.try_send(Ok(p)) {
+                    // Real time: a reader that does not keep up loses
+                    // packets, it does not delay them.
+                    Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                }
+                i += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn inject_audio(
+        &self,
+        req: Request<Streaming<AudioPacket>>,
+    ) -> Result<Response<()>, Status> {
+        if self.phone.shared.mic_busy.swap(true, Ordering::AcqRel) {
+            return Err(Status::failed_precondition(
+                "There is already an active microphone; only one client can inject audio",
+            ));
+        }
+        // Frees the microphone however the call ends.
+        struct Release(SimPhone);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.shared.mic_busy.store(false, Ordering::Release);
+                if let Some(m) = self.0.state().mic.as_mut() {
+                    m.active = false;
+                }
+                self.0.touch();
+            }
+        }
+        let _release = Release(self.phone.clone());
+        let mut packets = req.into_inner();
+        // Only the first packet's format counts, as on the emulator.
+        let mut format: Option<sound::PcmFormat> = None;
+        let mut meter: Option<sound::Meter> = None;
+        while let Some(p) = packets.next().await {
+            let p = p?;
+            let pcm = match format {
+                Some(f) => f,
+                None => {
+                    let f = sound::PcmFormat::from_proto(&p.format.unwrap_or_default())?;
+                    meter = Some(sound::Meter::new(f.rate));
+                    format = Some(f);
+                    f
+                }
+            };
+            if p.audio.len() > pcm.max_packet_bytes() {
+                return Err(Status::invalid_argument(format!(
+                    "The audio packet was too large to handle: {} bytes, at most {} (300 ms)",
+                    p.audio.len(),
+                    pcm.max_packet_bytes()
+                )));
+            }
+            let mono = pcm.decode(&p.audio);
+            if let Some(m) = meter.as_mut() {
+                let heard = m.hear(&mono);
+                self.phone.state().mic = Some(heard);
+                self.phone.touch();
+            }
+        }
+        Ok(Response::new(()))
     }
 
     async fn set_vm_state(&self, _: Request<VmRunState>) -> Result<Response<()>, Status> {
