@@ -74,6 +74,9 @@ pub mod bridge {
     /// (`Hello.protocol_version`, `Welcome.protocol_version`).
     pub const PROTOCOL_VERSION: u32 = 1;
 
+    /// The longest `Clipboard.text` either side sends, bytes of UTF-8.
+    pub const CLIPBOARD_MAX_BYTES: usize = 16 * 1024;
+
     impl input_message::Event {
         /// One finger (pointer 0) going `action` at `(x, y)` phone pixels,
         /// with a fingertip's pressure and contact size.

@@ -15,6 +15,8 @@
 //! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
 //! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
 //! | pace video to the path, adapt its bitrate | | | `video_adapt` | true |
+//! | sound to handsets: Opus bitrate, bit/s | | | `audio_bitrate` | 64000 |
+//! | sound frame length, ms (10 or 20) | | | `audio_frame_ms` | 20 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
@@ -65,6 +67,10 @@ pub struct HostConfig {
     /// Pace each session's video to what its path carries and adapt the
     /// encoder's bitrate (on by default; off only to measure without it).
     pub video_adapt: bool,
+    /// Opus bitrate of the phones' sound, bits per second.
+    pub audio_bitrate: u32,
+    /// Length of a sound frame, ms (10 or 20).
+    pub audio_frame_ms: u32,
 }
 
 /// Values a layer may set (every field optional).
@@ -95,6 +101,10 @@ pub struct ConfigLayer {
     pub emulator_args: Option<Vec<String>>,
     /// See [`HostConfig::video_adapt`].
     pub video_adapt: Option<bool>,
+    /// See [`HostConfig::audio_bitrate`].
+    pub audio_bitrate: Option<u32>,
+    /// See [`HostConfig::audio_frame_ms`].
+    pub audio_frame_ms: Option<u32>,
 }
 
 impl ConfigLayer {
@@ -168,6 +178,8 @@ impl ConfigLayer {
             restart_max: other.restart_max.or(self.restart_max),
             emulator_args: other.emulator_args.or(self.emulator_args),
             video_adapt: other.video_adapt.or(self.video_adapt),
+            audio_bitrate: other.audio_bitrate.or(self.audio_bitrate),
+            audio_frame_ms: other.audio_frame_ms.or(self.audio_frame_ms),
         }
     }
 
@@ -196,6 +208,8 @@ impl ConfigLayer {
             },
             emulator_args: self.emulator_args.unwrap_or_default(),
             video_adapt: self.video_adapt.unwrap_or(true),
+            audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
+            audio_frame_ms: self.audio_frame_ms.unwrap_or(20),
         }
     }
 }
@@ -246,6 +260,29 @@ impl HostConfig {
                  risk with --operator-insecure-listen"
             ),
         })
+    }
+
+    /// Checks the sound settings against what Opus takes.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the setting.
+    pub fn check_audio(&self) -> Result<(), HostError> {
+        if !vphone_media::audio::FRAME_MS.contains(&self.audio_frame_ms) {
+            return Err(HostError::Invalid {
+                what: "audio_frame_ms",
+                why: format!("{} ms; use 10 or 20", self.audio_frame_ms),
+            });
+        }
+        if !(6_000..=510_000).contains(&self.audio_bitrate) {
+            return Err(HostError::Invalid {
+                what: "audio_bitrate",
+                why: format!(
+                    "{} bit/s; Opus takes 6000..510000 (64000 is plenty for a phone's sound)",
+                    self.audio_bitrate
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks the extra emulator arguments: the flags that decide where the

@@ -41,6 +41,7 @@ impl Listeners {
     pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
         cfg.check_operator_listen()?;
         cfg.check_emulator_args()?;
+        cfg.check_audio()?;
         let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
             HostError::io(
                 format!(
@@ -232,6 +233,8 @@ impl Host {
             metrics.clone(),
             RouterConfig {
                 adapt_to_path: cfg.video_adapt,
+                audio_bitrate_bps: cfg.audio_bitrate,
+                audio_frame_ms: cfg.audio_frame_ms,
                 ..RouterConfig::default()
             },
             bluetooth.clone(),

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub bt_stacks_dropped: Counter,
     /// Operator calls refused for a missing or wrong token.
     pub auth_failures: Counter,
+    /// Frames of phones' sound sent to handsets.
+    pub audio_frames_down: Counter,
+    /// Frames of handsets' microphones fed into phones.
+    pub audio_frames_up: Counter,
 }
 
 impl Metrics {
@@ -59,6 +63,16 @@ impl Metrics {
                 "bt_stacks_dropped",
                 "Bluetooth stacks dropped because they stopped reading",
                 &self.bt_stacks_dropped,
+            ),
+            (
+                "audio_frames_down",
+                "Frames of phones' sound sent to handsets",
+                &self.audio_frames_down,
+            ),
+            (
+                "audio_frames_up",
+                "Frames of handsets' microphones fed into phones",
+                &self.audio_frames_up,
             ),
             (
                 "operator_auth_failures",

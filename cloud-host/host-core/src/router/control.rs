@@ -1,5 +1,5 @@
 //! The session's control stream, handset -> host: keyframe requests, clock
-//! sync and the radio's heartbeat.
+//! sync, the radio's heartbeat and the handset's pastes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ pub(super) async fn control_loop(
     keyframe: Arc<Notify>,
     clock_offset_ns: Arc<std::sync::atomic::AtomicI64>,
     (bluetooth, radio_lent): (Arc<Bluetooth>, Arc<AtomicBool>),
+    clipboard: tokio::sync::mpsc::Sender<String>,
 ) {
     let phone = s.welcome().phone_name;
     while let Ok(m) = s.recv_control().await {
@@ -36,6 +37,12 @@ pub(super) async fn control_loop(
                     .await;
             }
             Some(control_message::Msg::KeyframeRequest(_)) => keyframe.notify_one(),
+            // A paste into the handset's viewer: the phone's clipboard.
+            Some(control_message::Msg::Clipboard(c)) => {
+                if clipboard.try_send(c.text).is_err() {
+                    tracing::debug!("pastes arrive faster than the phone takes them; one dropped");
+                }
+            }
             // The handset's offset is host minus handset; a sample taken at
             // handset time t happened at host time t + offset.
             Some(control_message::Msg::Stats(st)) => {

@@ -14,10 +14,16 @@
 //!   screen image wins: when the handset falls behind, frames are dropped,
 //!   never queued.
 //!
+//! * sound, microphone and clipboard (see `audio`): the phone's
+//!   `streamAudio` -> Opus datagrams; the handset's microphone ->
+//!   `injectAudio`; `streamClipboard` <-> `Clipboard` messages; each only
+//!   as the handset's `Hello` asked.
+//!
 //! One handset per phone: a second session for a busy phone is closed with
 //! PHONE_BUSY and a message naming who holds it.
 
 mod admission;
+mod audio;
 mod control;
 mod input;
 mod pace;
@@ -68,6 +74,10 @@ pub struct RouterConfig {
     /// Pace video to what the path carries and adapt the bitrate (see
     /// `pace`); off only to measure what happens without it.
     pub adapt_to_path: bool,
+    /// Opus bitrate of the phone's sound, bits per second.
+    pub audio_bitrate_bps: u32,
+    /// Length of a sound frame, ms (10 or 20).
+    pub audio_frame_ms: u32,
 }
 
 impl Default for RouterConfig {
@@ -77,6 +87,8 @@ impl Default for RouterConfig {
             bitrate_bps: 4_000_000,
             keyframe_interval: None,
             adapt_to_path: true,
+            audio_bitrate_bps: 64_000,
+            audio_frame_ms: 20,
         }
     }
 }
@@ -324,7 +336,36 @@ impl Router {
             tracing::error!(error = %e, "the phone's screen will not reach the handset");
         })
         .ok();
+        // Sound both ways on a thread of its own (Opus is CPU work, a little
+        // per frame), only when the handset asked for it.
+        let wants_audio = s
+            .hello()
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.playback || a.microphone);
+        let audio = wants_audio
+            .then(|| {
+                spawn_until_dropped(
+                    "audio",
+                    Priority::Latency,
+                    audio::audio_loop(
+                        s.clone(),
+                        client.clone(),
+                        audio::AudioSettings {
+                            frame_ms: self.cfg.audio_frame_ms,
+                            bitrate_bps: self.cfg.audio_bitrate_bps,
+                        },
+                        self.metrics.clone(),
+                        clock_offset_ns.clone(),
+                    ),
+                )
+                .inspect_err(|e| tracing::error!(error = %e, "the session will have no sound"))
+                .ok()
+            })
+            .flatten();
+        let (clip_tx, clip_rx) = tokio::sync::mpsc::channel(8);
         let tasks = [
+            tokio::spawn(audio::clipboard_loop(s.clone(), client.clone(), clip_rx)),
             tokio::spawn(input_loop(
                 s.clone(),
                 client.clone(),
@@ -336,6 +377,7 @@ impl Router {
                 keyframe,
                 clock_offset_ns,
                 (self.bluetooth.clone(), radio_lent),
+                clip_tx,
             )),
         ];
         // The session lasts as long as the handset's connection and the
@@ -354,6 +396,7 @@ impl Router {
         }
         drop(sensors);
         drop(video);
+        drop(audio);
         let (c, k) = (
             refused.clamped_touches.load(Ordering::Relaxed),
             refused.unknown_keys.load(Ordering::Relaxed),

@@ -116,6 +116,8 @@ struct PhoneState {
     mixer: sound::Mixer,
     /// What the microphone heard last.
     mic: Option<MicHeard>,
+    /// Capture-to-heard delays of the latest microphone packets, µs.
+    mic_latency_us: VecDeque<u64>,
     /// The primary clipboard's text.
     clipboard: String,
     /// The Sensor Lab's text field: what was typed (at most
@@ -191,6 +193,7 @@ impl SimPhone {
                 rotation: 0,
                 mixer: sound::Mixer::default(),
                 mic: None,
+                mic_latency_us: VecDeque::new(),
                 clipboard: String::new(),
                 typed: String::new(),
                 ctrl: false,
@@ -275,6 +278,13 @@ impl SimPhone {
     /// What the microphone heard last (`None` before anything fed it).
     pub fn microphone(&self) -> Option<MicHeard> {
         self.state().mic
+    }
+
+    /// How long the latest microphone packets (at most 1024) took from
+    /// their capture (the packet's timestamp) to the phone, µs; taken, so
+    /// the next call returns only newer ones.
+    pub fn take_mic_latencies(&self) -> Vec<u64> {
+        self.state().mic_latency_us.drain(..).collect()
     }
 
     /// The clipboard's text.

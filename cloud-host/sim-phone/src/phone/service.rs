@@ -394,7 +394,16 @@ impl EmulatorController for SimService {
             let mono = pcm.decode(&p.audio);
             if let Some(m) = meter.as_mut() {
                 let heard = m.hear(&mono);
-                self.phone.state().mic = Some(heard);
+                let delay = unix_us().checked_sub(p.timestamp).filter(|d| *d < 60_000_000);
+                let mut st = self.phone.state();
+                st.mic = Some(heard);
+                if let Some(d) = delay {
+                    if st.mic_latency_us.len() >= 1024 {
+                        st.mic_latency_us.pop_front();
+                    }
+                    st.mic_latency_us.push_back(d);
+                }
+                drop(st);
                 self.phone.touch();
             }
         }
