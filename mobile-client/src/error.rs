@@ -44,6 +44,9 @@ pub enum ClientError {
     /// Video decoding or recording failed.
     #[error("video: {0}")]
     Video(String),
+    /// Sound: the output, the microphone or a WAV file failed.
+    #[error("audio: {0}")]
+    Audio(String),
 
     /// A file system operation failed.
     #[error("{what} {}: {source}", path.display())]

@@ -26,6 +26,7 @@
 //! All errors are [`ClientError`]. Logging uses `tracing`.
 
 pub mod adapters;
+pub mod audio;
 pub mod config;
 mod error;
 pub mod keys;

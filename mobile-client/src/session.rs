@@ -16,13 +16,14 @@ use device_bridge::{
     BridgeClientConfig, BridgeError, ClientSession, SessionEnd, TransportSettings,
 };
 use sensor_proto::bridge::{
-    ActiveSensors, ClockPing, CloseReason, Hello, KeyframeRequest, Screen, VideoCodec,
-    control_message, input_message,
+    ActiveSensors, AudioAbilities, AudioCodec, Clipboard, ClockPing, CloseReason, Hello,
+    KeyframeRequest, Screen, VideoCodec, control_message, input_message,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ClientError;
+use crate::audio::{Audio, AudioOptions, AudioOut, AudioStats, MicSpec};
 use crate::config;
 use crate::radio::{LentRadio, RadioOptions, RadioRelay, RadioStats};
 use crate::sensors::replay::{Recorder as SensorRecorder, RecordingSource};
@@ -52,6 +53,12 @@ pub struct ConnectOptions {
     /// Lend this radio to the phone's Bluetooth stack; `None` (the default):
     /// nothing touches Bluetooth.
     pub radio: Option<RadioOptions>,
+    /// Sound both ways (the default here: none; the companion's command
+    /// line plays the phone's sound on the device when it can).
+    pub audio: AudioOptions,
+    /// Carry the clipboard: the phone's changes arrive in
+    /// [`Companion::clipboard`], [`Companion::paste`] sets the phone's.
+    pub clipboard: bool,
 }
 
 impl ConnectOptions {
@@ -67,6 +74,8 @@ impl ConnectOptions {
             transport: TransportSettings::default(),
             screen: (1080, 2400, 420),
             radio: None,
+            audio: AudioOptions::default(),
+            clipboard: false,
         }
     }
 }
@@ -109,6 +118,11 @@ pub struct Report {
     /// The radio relay's counters while lending a radio (`None` without
     /// [`ConnectOptions::radio`]).
     pub radio: Option<RadioStats>,
+    /// Sound's numbers (`None` when the session has no sound either way).
+    pub audio: Option<AudioStats>,
+    /// Sound frames the bridge received (0 for a handset that asked for
+    /// none: the host sends it none).
+    pub audio_frames_received: u64,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +182,9 @@ pub struct Companion {
     frames_tx: Option<std::sync::mpsc::Sender<device_bridge::VideoFrame>>,
     save_frame: Option<PathBuf>,
     radio: Option<RadioRelay>,
+    audio: Arc<Mutex<Option<Audio>>>,
+    clipboard: watch::Receiver<Option<String>>,
+    clipboard_on: bool,
 }
 
 fn map_connect_error(host: &str, e: BridgeError) -> ClientError {
@@ -223,6 +240,11 @@ impl Companion {
             Some(r) => Some(LentRadio::open(r).await?),
             None => None,
         };
+        let audio_opts = AudioOptions {
+            out: crate::audio::resolve_out(opts.audio.out.clone()),
+            ..opts.audio.clone()
+        };
+        check_audio_files(&audio_opts)?;
         let (w, h, dpi) = opts.screen;
         let mut bridge = BridgeClientConfig::new(addr, cfg.pin, identity);
         bridge.enrollment_token = cfg.pending_token.clone();
@@ -240,6 +262,14 @@ impl Companion {
             phone_name: opts.phone.clone().unwrap_or_default(),
             video_codecs: vec![VideoCodec::H264 as i32],
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
+            audio: (audio_opts.out.is_some() || audio_opts.mic != MicSpec::Off).then(|| {
+                AudioAbilities {
+                    playback: audio_opts.out.is_some(),
+                    microphone: audio_opts.mic != MicSpec::Off,
+                    codecs: vec![AudioCodec::Opus as i32],
+                }
+            }),
+            clipboard: opts.clipboard,
             ..Hello::default()
         };
         let session = match ClientSession::connect(bridge).await {
@@ -263,11 +293,15 @@ impl Companion {
         let (pic_tx, pictures) = watch::channel(None);
         let mut tasks = Vec::new();
 
-        // Control: ActiveSensors drive the sampler, pongs the clock offset.
+        // Control: ActiveSensors drive the sampler, pongs the clock offset,
+        // AudioState starts the sound, Clipboard is the phone's clipboard.
         let (active_tx, active_rx) = watch::channel(ActiveSensors::default());
+        let audio: Arc<Mutex<Option<Audio>>> = Arc::new(Mutex::new(None));
+        let (clip_tx, clipboard) = watch::channel(None);
         {
             let s = session.clone();
             let offset = offset_ns.clone();
+            let audio = audio.clone();
             tasks.push(tokio::spawn(async move {
                 let mut recent: VecDeque<(i64, i64)> = VecDeque::new();
                 while let Ok(m) = s.recv_control().await {
@@ -282,6 +316,13 @@ impl Companion {
                         }
                         Some(control_message::Msg::RadioState(r)) => {
                             tracing::info!(wanted_lent = r.lent, "the host's radio state");
+                        }
+                        Some(control_message::Msg::AudioState(st)) => {
+                            start_audio(&s, &audio, &audio_opts, &st, &offset);
+                        }
+                        Some(control_message::Msg::Clipboard(c)) => {
+                            tracing::info!(bytes = c.text.len(), "the phone's clipboard changed");
+                            let _ = clip_tx.send(Some(c.text));
                         }
                         Some(control_message::Msg::Pong(p)) => {
                             // NTP-style: the exchange with the smallest round
@@ -527,7 +568,39 @@ impl Companion {
             frames_tx: Some(frames_tx),
             save_frame: opts.save_frame,
             radio,
+            audio,
+            clipboard,
+            clipboard_on: opts.clipboard,
         })
+    }
+
+    /// The phone's clipboard as it last changed (`None` before it did).
+    /// Only with [`ConnectOptions::clipboard`].
+    pub fn clipboard(&self) -> watch::Receiver<Option<String>> {
+        self.clipboard.clone()
+    }
+
+    /// Sets the phone's clipboard to `text` (a paste into the viewer).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for text over 16 KiB or a session
+    /// without [`ConnectOptions::clipboard`]; [`ClientError::Session`].
+    pub async fn paste(&self, text: &str) -> Result<(), ClientError> {
+        if !self.clipboard_on {
+            return Err(ClientError::InvalidArgument(
+                "the session was opened without the clipboard".into(),
+            ));
+        }
+        send_clipboard(&self.session, text).await
+    }
+
+    /// The latencies (phone capture to output, µs) of the sound frames
+    /// played since the last call.
+    pub fn take_audio_latencies(&self) -> Vec<u64> {
+        lock_audio(&self.audio)
+            .as_ref()
+            .map(Audio::take_latencies)
+            .unwrap_or_default()
     }
 
     /// Sends touches and keys (in order) with this.
@@ -596,6 +669,8 @@ impl Companion {
             rtt_us: self.session.stats().rtt_us,
             recorded_frames: 0,
             radio: self.radio.as_ref().map(RadioRelay::stats),
+            audio: lock_audio(&self.audio).as_ref().map(Audio::stats),
+            audio_frames_received: self.session.stats().audio_frames_received,
         }
     }
 
@@ -621,6 +696,12 @@ impl Companion {
         }
         let mut report = self.report();
         report.radio = radio;
+        let audio = lock_audio(&self.audio).take();
+        if let Some(a) = audio {
+            tokio::task::spawn_blocking(move || a.finish())
+                .await
+                .map_err(|e| ClientError::Audio(e.to_string()))??;
+        }
         drop(self.frames_tx.take());
         if let Some(d) = self.decoder.take() {
             let rec = tokio::task::spawn_blocking(move || d.join()).await;
@@ -641,4 +722,82 @@ impl Companion {
         }
         Ok(report)
     }
+}
+
+fn lock_audio(a: &Mutex<Option<Audio>>) -> std::sync::MutexGuard<'_, Option<Audio>> {
+    a.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails before connecting when a WAV file to write or read cannot be.
+fn check_audio_files(opts: &AudioOptions) -> Result<(), ClientError> {
+    if let Some(AudioOut::Wav(p)) = &opts.out {
+        std::fs::File::create(p).map_err(|e| ClientError::io("creating", p, e))?;
+    }
+    if let MicSpec::Wav(p) = &opts.mic {
+        std::fs::File::open(p).map_err(|e| ClientError::io("opening", p, e))?;
+    }
+    Ok(())
+}
+
+/// Starts the session's sound when the host first says what it sends.
+fn start_audio(
+    s: &ClientSession,
+    audio: &Mutex<Option<Audio>>,
+    opts: &AudioOptions,
+    st: &sensor_proto::bridge::AudioState,
+    offset: &Arc<AtomicI64>,
+) {
+    let mut a = lock_audio(audio);
+    if a.is_none() && (st.playback || st.microphone) {
+        let effective = AudioOptions {
+            out: opts.out.clone().filter(|_| st.playback),
+            mic: if st.microphone {
+                opts.mic.clone()
+            } else {
+                MicSpec::Off
+            },
+            ..opts.clone()
+        };
+        match Audio::start(s, &effective, st.frame_ms, offset.clone()) {
+            Ok(started) => {
+                tracing::info!(
+                    playback = st.playback,
+                    microphone = st.microphone,
+                    frame_ms = st.frame_ms,
+                    "sound started"
+                );
+                *a = Some(started);
+            }
+            Err(e) => tracing::warn!(error = %e, "no sound"),
+        }
+    }
+    if !st.microphone_refused.is_empty() {
+        tracing::warn!(why = %st.microphone_refused, "the phone did not take the microphone");
+    }
+    if let Some(a) = a.as_ref() {
+        a.host_state(st);
+    }
+}
+
+/// Sets the phone's clipboard to `text` on `session` (opened with the
+/// clipboard): what [`Companion::paste`] does, for holders of the session
+/// alone (the viewer's paste task).
+///
+/// # Errors
+/// [`ClientError::InvalidArgument`] for text over 16 KiB;
+/// [`ClientError::Session`].
+pub async fn send_clipboard(session: &ClientSession, text: &str) -> Result<(), ClientError> {
+    if text.len() > sensor_proto::bridge::CLIPBOARD_MAX_BYTES {
+        return Err(ClientError::InvalidArgument(format!(
+            "{} bytes of text; the clipboard carries at most {}",
+            text.len(),
+            sensor_proto::bridge::CLIPBOARD_MAX_BYTES
+        )));
+    }
+    session
+        .send_control(control_message::Msg::Clipboard(Clipboard {
+            text: text.to_owned(),
+        }))
+        .await
+        .map_err(|e| ClientError::Session(e.to_string()))
 }

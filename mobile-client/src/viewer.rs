@@ -302,6 +302,11 @@ pub struct Viewer {
     pub stats: watch::Receiver<Option<Report>>,
     /// The handle the session side keeps.
     pub handle: ViewerHandle,
+    /// Pastes go to the phone's clipboard here (then Ctrl+V on the phone);
+    /// `None`: a paste is typed as text.
+    pub paste: Option<mpsc::Sender<String>>,
+    /// The phone's clipboard: each change is put on this device's.
+    pub phone_clipboard: Option<watch::Receiver<Option<String>>>,
 }
 
 /// Opens the window and runs it on this (the main) thread until it is
@@ -511,7 +516,7 @@ impl App {
                 }
                 Event::Text(text) => self.type_text(text),
                 Event::Ime(egui::ImeEvent::Commit(text)) => self.type_text(text),
-                Event::Paste(text) => self.type_text(text),
+                Event::Paste(text) => self.paste(text),
                 Event::Copy => self.shortcut(Key::C),
                 Event::Cut => self.shortcut(Key::X),
                 Event::Key {
@@ -524,6 +529,24 @@ impl App {
                 _ => {}
             }
         }
+    }
+
+    /// A paste: the text becomes the phone's clipboard and the phone
+    /// pastes it (Ctrl+V). Only a paste sends this device's clipboard, never
+    /// a copy made elsewhere.
+    fn paste(&mut self, text: String) {
+        let Some(tx) = &self.viewer.paste else {
+            return self.type_text(text);
+        };
+        if tx.try_send(text).is_err() {
+            tracing::warn!("a paste was dropped: the session is busy");
+            return;
+        }
+        const KEYCODE_CTRL_LEFT: i32 = 113;
+        const KEYCODE_V: i32 = 50;
+        self.send_key(KEYCODE_CTRL_LEFT, KeyAction::Down, None, META_CTRL_ON);
+        self.send_key(KEYCODE_V, KeyAction::Press, None, META_CTRL_ON);
+        self.send_key(KEYCODE_CTRL_LEFT, KeyAction::Up, None, 0);
     }
 
     fn type_text(&mut self, text: String) {
@@ -595,6 +618,13 @@ impl eframe::App for App {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         self.update_texture(&ctx);
+        // The phone copied something: it goes on this device's clipboard.
+        if let Some(clip) = self.viewer.phone_clipboard.as_mut()
+            && clip.has_changed().unwrap_or(false)
+            && let Some(text) = clip.borrow_and_update().clone()
+        {
+            ctx.copy_text(text);
+        }
 
         let area = ui.max_rect();
         let painter = ui.painter().clone();

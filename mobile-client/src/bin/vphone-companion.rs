@@ -23,6 +23,14 @@ Examples:
   vphone-companion radios                          (what this device could lend)
   vphone-companion connect --radio hci:0 --snoop handset.btsnoop
   vphone-companion connect --radio tcp:127.0.0.1:9002 --radio-policy strict.toml
+  vphone-companion connect --audio-out heard.wav --mic synthetic:880 --duration 10
+  vphone-companion connect --no-audio --no-clipboard
+
+Sound: the phone's sound plays on this device's output (--audio-out auto, the
+default: nothing if there is none). The microphone is never opened unless --mic
+says so. The clipboard: the phone's copies arrive here (the viewer puts them on
+this device's clipboard); a paste (Ctrl+V) in the viewer sets the phone's. Only a
+paste sends, never every local copy: what you copy elsewhere stays yours.
 
 Get an enrollment string from the host's operator: `vphonectl handset enroll`.
 The config dir (--config-dir, VPHONE_COMPANION_DIR, or $XDG_CONFIG_HOME/vphone-companion)
@@ -57,7 +65,7 @@ enum Cmd {
         name: Option<String>,
     },
     /// Connect to the phone and stream until interrupted (or --duration).
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// List the Bluetooth radios this device could lend (--radio) and the
     /// BLE peripherals nearby.
     #[command(after_help = RADIOS_HELP)]
@@ -141,6 +149,30 @@ struct ConnectArgs {
     /// then decrypt the recorded links).
     #[arg(long, requires = "snoop")]
     unredacted: bool,
+    /// Where the phone's sound plays: auto (this device's output if it has
+    /// one), device (the output, or an error), or FILE.wav (48 kHz mono,
+    /// what this handset heard, in real time).
+    #[arg(
+        long,
+        value_name = "auto|device|FILE.wav",
+        default_value = "auto",
+        conflicts_with = "no_audio"
+    )]
+    audio_out: mobile_client::audio::AudioOut,
+    /// Ask for no sound at all (the host then sends none).
+    #[arg(long)]
+    no_audio: bool,
+    /// The smallest delay of the sound's jitter buffer, ms; it grows under
+    /// jitter and shrinks back.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=500))]
+    audio_buffer: u32,
+    /// The microphone sent into the phone: off, default (this device's),
+    /// synthetic[:HZ] (a tone) or wav:FILE (looped).
+    #[arg(long, value_name = "SPEC", default_value = "off")]
+    mic: mobile_client::audio::MicSpec,
+    /// Do not carry the clipboard either way.
+    #[arg(long)]
+    no_clipboard: bool,
     /// Exit when the session is lost instead of reconnecting. By default a
     /// headless companion whose session is lost (the network stayed down
     /// past the resume window, the host restarted or shut down) connects
@@ -219,6 +251,17 @@ async fn start(dir: PathBuf, a: &ConnectArgs, session: u32) -> Result<Companion,
     opts.record_sensors = file(&a.record_sensors);
     opts.record_h264 = file(&a.record);
     opts.save_frame = file(&a.save_frame);
+    opts.audio = mobile_client::audio::AudioOptions {
+        out: (!a.no_audio).then(|| match &a.audio_out {
+            mobile_client::audio::AudioOut::Wav(p) => {
+                mobile_client::audio::AudioOut::Wav(numbered(p, session))
+            }
+            other => other.clone(),
+        }),
+        buffer_ms: a.audio_buffer,
+        mic: a.mic.clone(),
+    };
+    opts.clipboard = !a.no_clipboard;
     if let Some(spec) = &a.radio {
         let spec = spec
             .parse()
@@ -387,6 +430,30 @@ async fn terminated() {
     std::future::pending::<()>().await;
 }
 
+/// The sound line of `--stats` and the final summary.
+fn audio_line(a: &mobile_client::audio::AudioStats) -> String {
+    let j = &a.jitter;
+    let mut line = format!(
+        "sound {} | buffer {:.0} ms (target {:.0}) | phone-to-ear p50 {:.1} ms p99 {:.1} ms | played {} concealed {} late {} skipped {}",
+        if a.playback { "on" } else { "off" },
+        a.buffer_ms,
+        a.target_ms,
+        a.latency_p50_ms,
+        a.latency_p99_ms,
+        j.played,
+        j.concealed,
+        j.late,
+        j.skipped,
+    );
+    if a.mic_frames_sent > 0 || a.microphone {
+        line.push_str(&format!(" | mic sent {}", a.mic_frames_sent));
+    }
+    if let Some(why) = &a.microphone_refused {
+        line.push_str(&format!(" | microphone refused: {why}"));
+    }
+    line
+}
+
 /// The radio lines of `--stats` and the final summary.
 fn radio_line(r: &mobile_client::radio::RadioStats) -> String {
     let mut line = format!(
@@ -455,6 +522,9 @@ async fn drive(
                     if let Some(radio) = &r.radio {
                         eprintln!("{}", radio_line(radio));
                     }
+                    if let Some(audio) = &r.audio {
+                        eprintln!("{}", audio_line(audio));
+                    }
                 }
                 let now = companion.session().stats().connections;
                 if now > connections {
@@ -492,6 +562,9 @@ async fn drive(
     );
     if let Some(radio) = &r.radio {
         eprintln!("{}", radio_line(radio));
+    }
+    if let Some(audio) = &r.audio {
+        eprintln!("{}", audio_line(audio));
     }
     Ok(end)
 }
@@ -552,7 +625,23 @@ fn view(rt: &tokio::runtime::Runtime, dir: PathBuf, a: ConnectArgs) -> Result<()
         pictures: companion.pictures(),
         stats: stats_rx,
         handle: handle.clone(),
+        paste: None,
+        phone_clipboard: None,
     };
+    let mut v = v;
+    if !a.no_clipboard {
+        let (paste_tx, mut paste_rx) = tokio::sync::mpsc::channel::<String>(4);
+        let session = companion.session().clone();
+        rt.spawn(async move {
+            while let Some(text) = paste_rx.recv().await {
+                if let Err(e) = mobile_client::session::send_clipboard(&session, &text).await {
+                    eprintln!("vphone-companion: the paste did not reach the phone: {e}");
+                }
+            }
+        });
+        v.paste = Some(paste_tx);
+        v.phone_clipboard = Some(companion.clipboard());
+    }
     // Redraw as soon as a picture is decoded.
     let mut pictures = companion.pictures();
     let repaint = handle.clone();
@@ -637,7 +726,7 @@ fn main() -> ExitCode {
                 println!("next: vphone-companion connect");
             })
         }
-        Cmd::Connect(a) => connect(dir, a),
+        Cmd::Connect(a) => connect(dir, *a),
         Cmd::Radios { scan_seconds } => radios(scan_seconds),
     };
     match res {

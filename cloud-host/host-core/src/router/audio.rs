@@ -47,7 +47,12 @@ fn pcm_format() -> AudioFormat {
     }
 }
 
-fn state(cfg: AudioSettings, playback: bool, microphone: bool, refused: String) -> control_message::Msg {
+fn state(
+    cfg: AudioSettings,
+    playback: bool,
+    microphone: bool,
+    refused: String,
+) -> control_message::Msg {
     control_message::Msg::AudioState(AudioState {
         codec: AudioCodec::Opus as i32,
         sample_rate_hz: SAMPLE_RATE,
@@ -98,9 +103,7 @@ pub(super) async fn audio_loop(
         }
     };
     if !asked.playback {
-        let _ = s
-            .send_control(state(cfg, false, true, String::new()))
-            .await;
+        let _ = s.send_control(state(cfg, false, true, String::new())).await;
     }
     let mic = async {
         if asked.microphone {

@@ -39,7 +39,8 @@ pub(super) async fn control_loop(
             Some(control_message::Msg::KeyframeRequest(_)) => keyframe.notify_one(),
             // A paste into the handset's viewer: the phone's clipboard.
             Some(control_message::Msg::Clipboard(c)) => {
-                if clipboard.try_send(c.text).is_err() {
+                let full = clipboard.try_send(c.text).is_err();
+                if full {
                     tracing::debug!("pastes arrive faster than the phone takes them; one dropped");
                 }
             }

@@ -394,7 +394,9 @@ impl EmulatorController for SimService {
             let mono = pcm.decode(&p.audio);
             if let Some(m) = meter.as_mut() {
                 let heard = m.hear(&mono);
-                let delay = unix_us().checked_sub(p.timestamp).filter(|d| *d < 60_000_000);
+                let delay = unix_us()
+                    .checked_sub(p.timestamp)
+                    .filter(|d| *d < 60_000_000);
                 let mut st = self.phone.state();
                 st.mic = Some(heard);
                 if let Some(d) = delay {
