@@ -492,3 +492,61 @@ mod tests {
         assert_eq!(parse_metric(text, "b"), None);
     }
 }
+
+/// The samples of a 16-bit mono WAV file (what a companion heard).
+///
+/// # Panics
+/// When the file is not one.
+pub fn read_wav(path: &Path) -> Vec<i16> {
+    let r = hound::WavReader::open(path).expect("a WAV file");
+    assert_eq!(r.spec().channels, 1, "mono");
+    assert_eq!(r.spec().sample_rate, vphone_media::audio::SAMPLE_RATE);
+    r.into_samples::<i16>().map(|s| s.expect("a sample")).collect()
+}
+
+/// One stretch of sound in a recording.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Burst {
+    /// First sample.
+    pub start: usize,
+    /// Length, samples.
+    pub len: usize,
+    /// Its dominant frequency, Hz.
+    pub hz: f32,
+    /// Its level, dBFS.
+    pub level_dbfs: f32,
+}
+
+/// The stretches of `pcm` (48 kHz) louder than `threshold_dbfs` in 5 ms
+/// windows, gaps under 20 ms bridged, each with its pitch.
+pub fn bursts(pcm: &[i16], threshold_dbfs: f32) -> Vec<Burst> {
+    use vphone_media::audio::{SAMPLE_RATE, SAMPLES_PER_MS, dominant_hz, level_dbfs};
+    let win = 5 * SAMPLES_PER_MS;
+    let loud: Vec<bool> = pcm
+        .chunks(win)
+        .map(|w| level_dbfs(w) > threshold_dbfs)
+        .collect();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for (i, &l) in loud.iter().enumerate() {
+        if !l {
+            continue;
+        }
+        match spans.last_mut() {
+            Some((_, end)) if i - *end <= 4 => *end = i + 1,
+            _ => spans.push((i, i + 1)),
+        }
+    }
+    spans
+        .into_iter()
+        .map(|(a, b)| {
+            let (start, end) = (a * win, (b * win).min(pcm.len()));
+            let part = &pcm[start..end];
+            Burst {
+                start,
+                len: end - start,
+                hz: dominant_hz(part, SAMPLE_RATE).unwrap_or(0.0),
+                level_dbfs: level_dbfs(part),
+            }
+        })
+        .collect()
+}
