@@ -163,6 +163,14 @@ async fn an_emulator_phone_boots_and_a_handset_drives_it() {
     );
     let mut o = handset.options(SourceSpec::Replay { path: rec });
     o.phone = Some("emu".into());
+    // Sound both ways and the clipboard, through the emulator's own RPCs.
+    let wav = t.scratch("sound").join("emu.wav");
+    o.audio = mobile_client::audio::AudioOptions {
+        out: Some(mobile_client::audio::AudioOut::Wav(wav.clone())),
+        mic: mobile_client::audio::MicSpec::Synthetic(660.0),
+        ..Default::default()
+    };
+    o.clipboard = true;
     let companion = Companion::connect(o).await.expect("companion connects");
     let phone = t.host.phones.connect("emu").await.expect("the phone's API");
     let p = &phone;
@@ -206,7 +214,29 @@ async fn an_emulator_phone_boots_and_a_handset_drives_it() {
         .send(touch(TouchAction::Up, 300.0, 500.0))
         .await
         .unwrap();
-    companion.finish().await.expect("finish");
+    companion.paste("pasted into the emulator").await.unwrap();
+    eventually(Duration::from_secs(5), || async move {
+        let c = p.clipboard().await.map_err(|e| e.to_string())?;
+        (c == "pasted into the emulator").then_some(()).ok_or(c)
+    })
+    .await
+    .expect("the paste reaches the emulator's clipboard (setClipboard)");
+    let metrics = &t;
+    eventually(Duration::from_secs(5), || async move {
+        let up = metrics.metric("vphone_audio_frames_up_total").await;
+        (up >= 10.0).then_some(()).ok_or(format!("{up} microphone frames fed"))
+    })
+    .await
+    .expect("the handset's microphone feeds the emulator (injectAudio)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = companion.finish().await.expect("finish");
+    assert_eq!(r.audio.and_then(|a| a.microphone_refused), None);
+    let heard = vphone_tests::bursts(&vphone_tests::read_wav(&wav), -30.0);
+    let want = sim_phone::sound::touch_tone_hz(300.0, 720);
+    assert!(
+        heard.iter().any(|b| (b.hz - want).abs() < 15.0),
+        "the touch's tone ({want:.0} Hz) comes out of the emulator's streamAudio: {heard:?}"
+    );
 
     // Stop: the emulator exits cleanly (its discovery file is gone); start.
     let runtime = t.data_dir().join("run/emu");
