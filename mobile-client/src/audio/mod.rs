@@ -143,6 +143,8 @@ pub struct AudioStats {
     pub latency_p99_ms: f64,
     /// Output samples filled with silence while sound was playing.
     pub underrun_samples: u64,
+    /// Bytes of coded sound received (payloads only).
+    pub bytes_received: u64,
     /// Microphone frames sent.
     pub mic_frames_sent: u64,
     /// Microphone frames not sent (DTX silence is not counted).
@@ -164,6 +166,7 @@ struct Shared {
     state: Mutex<AudioStats>,
     mic_sent: AtomicU64,
     mic_dropped: AtomicU64,
+    bytes: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -238,6 +241,7 @@ impl Audio {
             state: Mutex::new(AudioStats::default()),
             mic_sent: AtomicU64::new(0),
             mic_dropped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let mut me = Self {
@@ -274,6 +278,8 @@ impl Audio {
             let session = session.clone();
             me.tasks.push(tokio::spawn(async move {
                 while let Ok(f) = session.recv_audio().await {
+                    s.bytes
+                        .fetch_add(f.payload.len() as u64, Ordering::Relaxed);
                     s.jb.lock().unwrap_or_else(|p| p.into_inner()).push(
                         f.seq,
                         f.capture_time_us,
@@ -341,6 +347,7 @@ impl Audio {
         st.latency_p50_ms = q(0.5);
         st.latency_p99_ms = q(0.99);
         st.underrun_samples = self.shared.starved.load(Ordering::Relaxed);
+        st.bytes_received = self.shared.bytes.load(Ordering::Relaxed);
         st.mic_frames_sent = self.shared.mic_sent.load(Ordering::Relaxed);
         st.mic_frames_dropped = self.shared.mic_dropped.load(Ordering::Relaxed);
         st

@@ -8,6 +8,12 @@
 //! the screen changes and while it is idle, process CPU, and a baseline run
 //! in the same process: polling the phone's PNG screenshot API, which is
 //! what a client of the emulator's gRPC API without vphone would do.
+//! Then the sound phases (see `audio`): phone -> handset and microphone ->
+//! phone latency, bitrate sounding and silent, CPU, a long steady-sound run
+//! (`VPHONE_AUDIO_SOAK_SECONDS`, default 60) and datagrams against a stream
+//! under loss.
+
+mod audio;
 
 use std::time::{Duration, Instant};
 
@@ -223,5 +229,6 @@ async fn main() {
     println!(
         "goals: glass-to-glass p50 < 25 ms; idle < 10 kbit/s; sensor p99 < 2 ms (the phone listens to 6 sensors x 200 Hz)"
     );
+    audio::bench(&mut th, secs).await;
     th.shutdown().await;
 }
