@@ -501,7 +501,9 @@ pub fn read_wav(path: &Path) -> Vec<i16> {
     let r = hound::WavReader::open(path).expect("a WAV file");
     assert_eq!(r.spec().channels, 1, "mono");
     assert_eq!(r.spec().sample_rate, vphone_media::audio::SAMPLE_RATE);
-    r.into_samples::<i16>().map(|s| s.expect("a sample")).collect()
+    r.into_samples::<i16>()
+        .map(|s| s.expect("a sample"))
+        .collect()
 }
 
 /// One stretch of sound in a recording.

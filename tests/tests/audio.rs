@@ -89,8 +89,14 @@ async fn a_touch_sounds_its_position_in_the_handsets_ears() {
     // (the goal, p50 under 60 ms, is the benchmark's to measure).
     let gap_ms = (heard[1].start - heard[0].start) / 48;
     let tap_gap = tapped[1].duration_since(tapped[0]).as_millis() as usize;
-    assert!(gap_ms.abs_diff(tap_gap) < 60, "bursts {gap_ms} ms apart, taps {tap_gap} ms");
-    assert!(audio.latency_p99_ms > 0.0 && audio.latency_p99_ms < 250.0, "{audio:?}");
+    assert!(
+        gap_ms.abs_diff(tap_gap) < 60,
+        "bursts {gap_ms} ms apart, taps {tap_gap} ms"
+    );
+    assert!(
+        audio.latency_p99_ms > 0.0 && audio.latency_p99_ms < 250.0,
+        "{audio:?}"
+    );
     assert_eq!(audio.jitter.late, 0, "{audio:?}");
     eprintln!(
         "phone-to-ear p50 {:.1} ms p99 {:.1} ms, {} frames played",
@@ -126,7 +132,11 @@ async fn the_microphone_reaches_the_phone_and_no_sound_means_none() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let r = c.report();
     assert_eq!(r.audio_frames_received, 0, "{r:?}");
-    assert!(r.audio.as_ref().is_some_and(|a| !a.playback && a.mic_frames_sent > 10));
+    assert!(
+        r.audio
+            .as_ref()
+            .is_some_and(|a| !a.playback && a.mic_frames_sent > 10)
+    );
     assert_eq!(t.metric("vphone_audio_frames_down_total").await, 0.0);
     assert!(t.metric("vphone_audio_frames_up_total").await >= 10.0);
     c.finish().await.unwrap();
@@ -230,11 +240,10 @@ async fn the_clipboard_goes_both_ways() {
     assert_eq!(got.as_deref(), Some("copied on the phone"));
     // A handset without the clipboard cannot paste.
     c.finish().await.unwrap();
-    let plain = Companion::connect(h.options(mobile_client::sensors::SourceSpec::Synthetic {
-        seed: 3,
-    }))
-    .await
-    .unwrap();
+    let plain =
+        Companion::connect(h.options(mobile_client::sensors::SourceSpec::Synthetic { seed: 3 }))
+            .await
+            .unwrap();
     assert!(plain.paste("x").await.is_err());
     plain.finish().await.unwrap();
     t.shutdown().await;

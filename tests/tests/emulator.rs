@@ -224,7 +224,9 @@ async fn an_emulator_phone_boots_and_a_handset_drives_it() {
     let metrics = &t;
     eventually(Duration::from_secs(5), || async move {
         let up = metrics.metric("vphone_audio_frames_up_total").await;
-        (up >= 10.0).then_some(()).ok_or(format!("{up} microphone frames fed"))
+        (up >= 10.0)
+            .then_some(())
+            .ok_or(format!("{up} microphone frames fed"))
     })
     .await
     .expect("the handset's microphone feeds the emulator (injectAudio)");

@@ -278,8 +278,7 @@ impl Audio {
             let session = session.clone();
             me.tasks.push(tokio::spawn(async move {
                 while let Ok(f) = session.recv_audio().await {
-                    s.bytes
-                        .fetch_add(f.payload.len() as u64, Ordering::Relaxed);
+                    s.bytes.fetch_add(f.payload.len() as u64, Ordering::Relaxed);
                     s.jb.lock().unwrap_or_else(|p| p.into_inner()).push(
                         f.seq,
                         f.capture_time_us,
@@ -430,10 +429,13 @@ fn playout(
         }
         let now_us = unix_us();
         loop {
+            // A tick early: the output never waits for a frame due between
+            // two ticks (that would be a gap of silence inside the sound).
+            let early = now_us + TICK.as_micros() as u64;
             let slot =
                 s.jb.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .pop_due(now_us);
+                    .pop_due(early);
             let Some(slot) = slot else { break };
             pcm.clear();
             let capture = match slot {

@@ -81,7 +81,14 @@ struct Run {
 
 /// A companion on its own thread and runtime: `secs` of taps (sound), then
 /// `secs` of nothing (silence).
-fn run(h: &Handset, wav: &Path, buffer_ms: u32, mic: MicSpec, secs: f64, sim: &sim_phone::SimPhone) -> Run {
+fn run(
+    h: &Handset,
+    wav: &Path,
+    buffer_ms: u32,
+    mic: MicSpec,
+    secs: f64,
+    sim: &sim_phone::SimPhone,
+) -> Run {
     let o = options(h, wav, buffer_ms, mic);
     let sim = sim.clone();
     std::thread::spawn(move || {
@@ -164,7 +171,8 @@ async fn transports(faults: Faults, secs: f64) -> [(f64, f64, f64); 2] {
     let host = HostIdentity::generate().expect("host identity");
     let transport = TransportSettings::default();
     let server_cfg = device_bridge::tls::server_config(&host, &transport).expect("server config");
-    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).expect("server");
+    let server =
+        quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).expect("server");
     let proxy = FaultProxy::start(server.local_addr().unwrap(), 0xa0d10)
         .await
         .expect("proxy");
@@ -230,7 +238,11 @@ async fn transports(faults: Faults, secs: f64) -> [(f64, f64, f64); 2] {
         }
         let mut delays = recv.await.unwrap();
         let lost = frames.saturating_sub(delays.len() as u64) as f64 / frames as f64 * 100.0;
-        out[k] = (pct(&mut delays, 0.5) / 1000.0, pct(&mut delays, 0.99) / 1000.0, lost);
+        out[k] = (
+            pct(&mut delays, 0.5) / 1000.0,
+            pct(&mut delays, 0.99) / 1000.0,
+            lost,
+        );
     }
     conn.close(0u32.into(), b"done");
     out
@@ -241,7 +253,14 @@ pub(crate) async fn bench(th: &mut TestHost, secs: f64) {
     let (_, sim) = th.phone("phone-1").await;
     let dir = th.scratch("audio-bench");
     let h = th.enroll("bench-sound", &["phone-1"]);
-    let ours = run(&h, &dir.join("ours.wav"), 20, MicSpec::Synthetic(440.0), secs, &sim);
+    let ours = run(
+        &h,
+        &dir.join("ours.wav"),
+        20,
+        MicSpec::Synthetic(440.0),
+        secs,
+        &sim,
+    );
     let base = run(&h, &dir.join("base.wav"), 50, MicSpec::Off, secs, &sim);
     let soak_secs = std::env::var("VPHONE_AUDIO_SOAK_SECONDS")
         .ok()
@@ -287,8 +306,16 @@ pub(crate) async fn bench(th: &mut TestHost, secs: f64) {
         "-",
         "-"
     );
-    row("bitrate, phone sounding (kbit/s)", ours.sound_kbps, base.sound_kbps);
-    row("bitrate, phone silent (kbit/s)", ours.silence_kbps.max(1e-9), base.silence_kbps.max(1e-9));
+    row(
+        "bitrate, phone sounding (kbit/s)",
+        ours.sound_kbps,
+        base.sound_kbps,
+    );
+    row(
+        "bitrate, phone silent (kbit/s)",
+        ours.silence_kbps.max(1e-9),
+        base.silence_kbps.max(1e-9),
+    );
     println!(
         "{:<46} {:>11.1}% {:>11.1}% {:>10}",
         "CPU of the audio threads (sound + mic / sound)",
@@ -308,12 +335,12 @@ pub(crate) async fn bench(th: &mut TestHost, secs: f64) {
     );
     println!(
         "{:<46} {:>12} {:>12} {:>10}",
-        "  frames played in it",
-        soaked.jitter.played,
-        "-",
-        "-"
+        "  frames played in it", soaked.jitter.played, "-", "-"
     );
-    println!("why datagrams: 20 ms frames through 5% loss, 40 ms RTT ({:.0} s each)", secs.min(10.0));
+    println!(
+        "why datagrams: 20 ms frames through 5% loss, 40 ms RTT ({:.0} s each)",
+        secs.min(10.0)
+    );
     println!(
         "{:<46} {:>12} {:>12} {:>10}",
         "transport", "datagrams", "one stream", "ratio"
