@@ -3,7 +3,11 @@
 //! On loopback it starts a host with a sim phone, enrolls a companion
 //! through the same single-use token flow a real handset uses, streams
 //! synthetic sensors and a scripted sequence of touches and keys, prints
-//! live statistics, and writes `last-frame.png` and `session.h264`.
+//! live statistics, and writes `last-frame.png` and `session.h264`. Sound
+//! too: every scripted touch makes the sim phone play a tone, which the
+//! companion hears and writes to `audio.wav`; its synthetic microphone (a
+//! 523 Hz tone) reaches the phone, which says what it hears; and the
+//! phone's clipboard reaches the companion.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,7 +43,16 @@ pub(crate) struct DemoReport {
     pub last_frame: PathBuf,
     /// The recorded video.
     pub video: PathBuf,
+    /// What the companion heard.
+    pub audio: PathBuf,
+    /// What the phone's microphone heard from the companion.
+    pub mic: Option<sim_phone::MicHeard>,
+    /// The phone's clipboard as the companion received it.
+    pub clipboard: Option<String>,
 }
+
+/// The demo companion's microphone: a steady C5.
+const MIC_HZ: f32 = 523.25;
 
 fn demo_err(e: impl std::fmt::Display) -> HostError {
     HostError::Demo(e.to_string())
@@ -69,11 +82,8 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| HostError::io(format!("creating {}", opts.out.display()), e))?;
     eprintln!("starting a host with a sim phone on loopback…");
-    let host = vphone_operator::ServedHost::start_on_loopback(
-        host_dir,
-        sim_phone::SimKind::default().backends(),
-    )
-    .await?;
+    let sims = sim_phone::SimKind::default();
+    let host = vphone_operator::ServedHost::start_on_loopback(host_dir, sims.backends()).await?;
     let phone = host
         .phones
         .wait_running("phone-1", Duration::from_secs(30))
@@ -95,6 +105,13 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
     let mut copts = ConnectOptions::new(companion_dir);
     copts.record_h264 = Some(video.clone());
     copts.save_frame = Some(last_frame.clone());
+    let audio = opts.out.join("audio.wav");
+    copts.audio = mobile_client::audio::AudioOptions {
+        out: Some(mobile_client::audio::AudioOut::Wav(audio.clone())),
+        mic: mobile_client::audio::MicSpec::Synthetic(MIC_HZ),
+        ..mobile_client::audio::AudioOptions::default()
+    };
+    copts.clipboard = true;
     eprintln!("connecting the companion over QUIC (enrolled with a single-use token)…");
     let companion = Companion::connect(copts).await.map_err(demo_err)?;
     let session_id = companion.report().session_id;
@@ -126,6 +143,32 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
                 taps += 1;
                 counter.store(taps, std::sync::atomic::Ordering::Relaxed);
             }
+            if i == 2 {
+                // Type a line into the phone and copy it there (Ctrl+C):
+                // the phone's clipboard comes back to the companion.
+                let _ = input
+                    .send(input_message::Event::Key(sensor_proto::bridge::Key {
+                        text: Some("hello from vphone".into()),
+                        action: sensor_proto::bridge::KeyAction::Press as i32,
+                        timestamp_ns: now_ns(),
+                        ..Default::default()
+                    }))
+                    .await;
+                for (code, action) in [
+                    (113, sensor_proto::bridge::KeyAction::Down),
+                    (31, sensor_proto::bridge::KeyAction::Press),
+                    (113, sensor_proto::bridge::KeyAction::Up),
+                ] {
+                    let _ = input
+                        .send(input_message::Event::Key(sensor_proto::bridge::Key {
+                            keycode: code,
+                            action: action as i32,
+                            timestamp_ns: now_ns(),
+                            ..Default::default()
+                        }))
+                        .await;
+                }
+            }
             i += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -152,8 +195,9 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
         if opts.live_stats {
             let r = companion.report();
             let (s50, s99) = sensor_ms(&host);
+            let a = r.audio.clone().unwrap_or_default();
             eprintln!(
-                "[{:>3.0}s] {:5.1} fps | {:7.1} kbit/s | sensors {:>6} (applied p50 {:.2} ms, p99 {:.2} ms) | glass-to-glass p50 {:.1} ms, p99 {:.1} ms",
+                "[{:>3.0}s] {:5.1} fps | {:7.1} kbit/s | sensors {:>6} (applied p50 {:.2} ms, p99 {:.2} ms) | glass-to-glass p50 {:.1} ms, p99 {:.1} ms | sound p50 {:.1} ms, buffer {:.0} ms, concealed {}",
                 started.elapsed().as_secs_f64(),
                 r.fps,
                 r.bitrate_bps / 1000.0,
@@ -161,13 +205,18 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
                 s50,
                 s99,
                 r.g2g_p50_ms,
-                r.g2g_p99_ms
+                r.g2g_p99_ms,
+                a.latency_p50_ms,
+                a.buffer_ms,
+                a.jitter.concealed,
             );
         }
     }
     script.abort();
     let taps = tap_count.load(std::sync::atomic::Ordering::Relaxed);
     let sensor_latency_ms = sensor_ms(&host);
+    let clipboard = companion.clipboard().borrow().clone();
+    let mic = sims.phone("phone-1").and_then(|p| p.microphone());
     let companion = companion.finish().await.map_err(demo_err)?;
     host.shutdown().await;
     Ok(DemoReport {
@@ -176,5 +225,8 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<DemoReport, HostError> {
         taps,
         last_frame,
         video,
+        audio,
+        mic,
+        clipboard,
     })
 }

@@ -174,11 +174,38 @@ async fn demo(seconds: f64, out: PathBuf) -> anyhow::Result<()> {
         c.sensor_samples, r.sensor_latency_ms.0, r.sensor_latency_ms.1
     );
     println!("  input:            {} touches and keys", r.taps);
+    if let Some(a) = &c.audio {
+        println!(
+            "  sound:            {} frames played, {} concealed; phone -> handset p50 {:.1} ms, p99 {:.1} ms; {:.0} kB",
+            a.jitter.played,
+            a.jitter.concealed,
+            a.latency_p50_ms,
+            a.latency_p99_ms,
+            a.bytes_received as f64 / 1000.0
+        );
+        println!("  microphone:       {} frames sent", a.mic_frames_sent);
+    }
+    match &r.mic {
+        Some(m) => println!(
+            "  the phone heard:  {} at {:.0} dBFS",
+            m.hz.map_or_else(|| "silence".to_owned(), |hz| format!("{hz:.0} Hz")),
+            m.level_dbfs
+        ),
+        None => println!("  the phone heard:  nothing"),
+    }
+    match &r.clipboard {
+        Some(text) => println!(
+            "  clipboard:        the phone copied {} characters, received here",
+            text.chars().count()
+        ),
+        None => println!("  clipboard:        nothing copied on the phone"),
+    }
     println!(
-        "  wrote:            {} and {} ({} frames)",
+        "  wrote:            {}, {} ({} frames) and {} (what the handset heard)",
         r.last_frame.display(),
         r.video.display(),
-        c.recorded_frames
+        c.recorded_frames,
+        r.audio.display()
     );
     Ok(())
 }
