@@ -8,7 +8,7 @@
 use bt_raw::H4Packet;
 use device_bridge::hci::{HciReceiver, Incoming};
 use device_bridge::proto::{
-    ControlMessage, HciMessage, Hello, InputMessage, Datagram, SensorKind, hci_message,
+    ControlMessage, Datagram, HciMessage, Hello, InputMessage, SensorKind, hci_message,
 };
 use device_bridge::{LatestWins, SampleVerdict};
 use libfuzzer_sys::fuzz_target;

@@ -241,7 +241,7 @@ impl Companion {
             None => None,
         };
         let audio_opts = AudioOptions {
-            out: crate::audio::resolve_out(opts.audio.out.clone()),
+            out: crate::audio::resolve_out(opts.audio.out.clone())?,
             ..opts.audio.clone()
         };
         check_audio_files(&audio_opts)?;
@@ -696,11 +696,13 @@ impl Companion {
         }
         let mut report = self.report();
         report.radio = radio;
+        // Sound that failed on the way (a device that went away) is said,
+        // not a reason to fail the session's end.
         let audio = lock_audio(&self.audio).take();
-        if let Some(a) = audio {
-            tokio::task::spawn_blocking(move || a.finish())
-                .await
-                .map_err(|e| ClientError::Audio(e.to_string()))??;
+        if let Some(a) = audio
+            && let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.finish()).await
+        {
+            tracing::warn!(error = %e, "the sound ended with an error");
         }
         drop(self.frames_tx.take());
         if let Some(d) = self.decoder.take() {

@@ -403,6 +403,23 @@ mod tests {
     }
 
     #[test]
+    fn sound_settings_are_checked_with_a_reason() {
+        let with = |toml: &str| {
+            ConfigLayer::from_toml(Path::new("h.toml"), toml)
+                .unwrap()
+                .resolve(&|_| None)
+        };
+        let d = with("");
+        assert_eq!((d.audio_bitrate, d.audio_frame_ms), (64_000, 20));
+        assert!(d.check_audio().is_ok());
+        assert!(with("audio_frame_ms = 10").check_audio().is_ok());
+        let e = with("audio_frame_ms = 15").check_audio().unwrap_err();
+        assert!(e.to_string().contains("10 or 20"), "{e}");
+        let e = with("audio_bitrate = 1000000").check_audio().unwrap_err();
+        assert!(e.to_string().contains("6000..510000"), "{e}");
+    }
+
+    #[test]
     fn an_operator_api_off_loopback_needs_the_insecure_flag() {
         for addr in ["0.0.0.0:4434", "192.0.2.7:4434", "[::]:4434"] {
             let layer = ConfigLayer {

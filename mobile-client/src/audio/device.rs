@@ -27,6 +27,25 @@ impl std::fmt::Debug for Open {
     }
 }
 
+/// Whether this machine has a sound card at all (Linux: `/proc/asound`),
+/// asked before ALSA, which prints its complaints to stderr otherwise.
+fn any_card() -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    std::fs::read_to_string("/proc/asound/cards")
+        .is_ok_and(|c| !c.trim().is_empty() && !c.contains("no soundcards"))
+}
+
+/// Opens and closes the default output at 48 kHz: whether sound can play.
+pub(super) fn probe_output() -> Result<(), ClientError> {
+    if !any_card() {
+        return Err(ClientError::Audio("this machine has no sound card".into()));
+    }
+    let fifo = Arc::new(Mutex::new(VecDeque::new()));
+    open_output(fifo, Arc::new(AtomicU64::new(0))).map(drop)
+}
+
 /// Plays what `fifo` holds (48 kHz mono) on the default output device;
 /// counts samples it had to fill with silence in `starved`.
 pub(super) fn open_output(
@@ -75,6 +94,12 @@ pub(super) fn open_output(
 
 /// Records the default input device at 48 kHz, mono, into `tx`.
 pub(super) fn open_input(tx: std::sync::mpsc::SyncSender<Vec<i16>>) -> Result<Open, ClientError> {
+    if !any_card() {
+        return Err(ClientError::Audio(
+            "this machine has no sound card, so no microphone; use --mic synthetic or --mic wav:FILE"
+                .into(),
+        ));
+    }
     let host = cpal::default_host();
     let dev = host
         .default_input_device()

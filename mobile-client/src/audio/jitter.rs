@@ -19,6 +19,8 @@ use bytes::Bytes;
 
 /// How long the path's delay and jitter are remembered, µs.
 const WINDOW_US: u64 = 3_000_000;
+/// Missing slots concealed in a row while no later frame is here yet.
+const MAX_BLIND_CONCEAL: u64 = 3;
 /// After this long with nothing to play, the next frame starts afresh.
 const IDLE_RESET_US: u64 = 200_000;
 
@@ -213,7 +215,17 @@ impl JitterBuffer {
                         next: (later == seq + 1).then(|| p.clone()),
                     })
                 }
-                // Nothing newer is here: silence (DTX) or a gap; play nothing.
+                // Nothing newer is here yet. Right after sound (a frame
+                // lost, its successor still on the way): conceal, a few
+                // slots at most. Longer: silence (DTX) or an outage.
+                None if self
+                    .last_played
+                    .is_some_and(|(ls, _)| seq - ls <= MAX_BLIND_CONCEAL) =>
+                {
+                    self.stats.concealed += 1;
+                    self.last_sound_us = now_us;
+                    Some(Slot::Conceal { next: None })
+                }
                 None => self.pop_due(now_us),
             };
         };
@@ -276,10 +288,10 @@ mod tests {
     fn a_steady_path_plays_every_frame_at_the_floor() {
         let (slots, jb) = run(100, |_| Some(3_000));
         assert_eq!(jb.stats().played, 100);
-        assert_eq!(
-            jb.stats().concealed + jb.stats().late + jb.stats().skipped,
-            0
-        );
+        assert_eq!(jb.stats().late + jb.stats().skipped, 0);
+        // Only the slots right after the last frame (its successor might
+        // have been lost).
+        assert_eq!(jb.stats().concealed, MAX_BLIND_CONCEAL);
         // Played 20 ms (the frame) + 3 ms (the path) + the 20 ms floor after
         // capture, within a tick.
         for (t, s) in &slots {
@@ -294,7 +306,7 @@ mod tests {
     fn losses_are_concealed_with_the_next_frames_fec() {
         let (slots, jb) = run(50, |s| (s % 10 != 5).then_some(2_000));
         assert_eq!(jb.stats().played, 45);
-        assert_eq!(jb.stats().concealed, 5);
+        assert_eq!(jb.stats().concealed, 5 + MAX_BLIND_CONCEAL);
         assert!(
             slots
                 .iter()
@@ -345,14 +357,43 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_frame_is_concealed_before_its_successor_arrives() {
+        let mut jb = JitterBuffer::new(F, 20_000, 200_000);
+        jb.push(1, 0, p(1), 5_000);
+        assert!(matches!(
+            jb.pop_due(25_000),
+            Some(Slot::Frame { seq: 1, .. })
+        ));
+        // Frame 2 is lost; frame 3 arrives after frame 2's slot.
+        assert!(matches!(
+            jb.pop_due(45_000),
+            Some(Slot::Conceal { next: None })
+        ));
+        jb.push(3, 2 * F, p(3), 46_000);
+        assert!(matches!(
+            jb.pop_due(65_000),
+            Some(Slot::Frame { seq: 3, .. })
+        ));
+        // After the sound stops, at most a few slots are concealed.
+        let concealed = (85_000..400_000)
+            .step_by(20_000)
+            .filter(|&t| jb.pop_due(t).is_some())
+            .count();
+        assert_eq!(concealed, MAX_BLIND_CONCEAL as usize);
+    }
+
+    #[test]
     fn a_pause_starts_afresh() {
         let mut jb = JitterBuffer::new(F, 20_000, 200_000);
         jb.push(1, 0, p(1), 5_000);
         assert!(jb.pop_due(50_000).is_some());
-        // Nothing for a second, then frame 51 (DTX: 49 frames not sent).
-        for t in (60_000..1_000_000).step_by(5_000) {
-            assert!(jb.pop_due(t).is_none());
-        }
+        // Nothing for a second, then frame 51 (DTX: 49 frames not sent):
+        // a few slots concealed, then silence.
+        let concealed = (60_000..1_000_000)
+            .step_by(5_000)
+            .filter(|&t| jb.pop_due(t).is_some())
+            .count();
+        assert_eq!(concealed, MAX_BLIND_CONCEAL as usize);
         jb.push(51, 50 * F, p(51), 1_005_000);
         let mut got = None;
         for t in (1_005_000..1_100_000).step_by(5_000) {
@@ -364,6 +405,6 @@ mod tests {
         let (t, s) = got.expect("played");
         assert!(matches!(s, Slot::Frame { seq: 51, .. }));
         assert!(t <= 1_050_000, "{t}");
-        assert_eq!(jb.stats().concealed, 0);
+        assert_eq!(jb.stats().concealed, MAX_BLIND_CONCEAL);
     }
 }

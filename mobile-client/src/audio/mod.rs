@@ -183,35 +183,46 @@ fn unix_us() -> u64 {
     u64::try_from(device_bridge::clock::unix_us()).unwrap_or(0)
 }
 
-/// Whether playback to `out` can work here; `Auto` falls back to `None`
-/// (no sound asked for) with a warning when no output device opens.
-#[must_use]
-pub fn resolve_out(out: Option<AudioOut>) -> Option<AudioOut> {
+/// Checks that playback to `out` can work here, before connecting:
+/// `Auto` becomes `Device` when the output opens, else `None` (no sound
+/// asked for) with a warning; `Device` that does not open is an error.
+///
+/// # Errors
+/// [`ClientError::Audio`] for `Device` without a working output.
+pub fn resolve_out(out: Option<AudioOut>) -> Result<Option<AudioOut>, ClientError> {
     match out {
-        Some(AudioOut::Auto) => {
-            if device_output_works() {
-                Some(AudioOut::Device)
-            } else {
+        Some(AudioOut::Auto) => match probe_output() {
+            Ok(()) => Ok(Some(AudioOut::Device)),
+            Err(e) => {
                 tracing::warn!(
-                    "no sound output device: the phone's sound is not played \
-                     (--audio-out FILE.wav records it, --no-audio stops asking for it)"
+                    "{e}: the phone's sound is not played (--audio-out FILE.wav records it, \
+                     --no-audio stops asking for it)"
                 );
-                None
+                Ok(None)
             }
+        },
+        Some(AudioOut::Device) => {
+            probe_output().map_err(|e| {
+                ClientError::Audio(format!(
+                    "{e}; use --audio-out FILE.wav to record the sound, or --no-audio"
+                ))
+            })?;
+            Ok(Some(AudioOut::Device))
         }
-        other => other,
+        other => Ok(other),
     }
 }
 
 #[cfg(feature = "sound")]
-fn device_output_works() -> bool {
-    use cpal::traits::HostTrait as _;
-    cpal::default_host().default_output_device().is_some()
+fn probe_output() -> Result<(), ClientError> {
+    device::probe_output()
 }
 
 #[cfg(not(feature = "sound"))]
-fn device_output_works() -> bool {
-    false
+fn probe_output() -> Result<(), ClientError> {
+    Err(ClientError::Audio(
+        "this companion was built without sound devices (feature `sound`)".into(),
+    ))
 }
 
 impl Audio {
