@@ -13,7 +13,8 @@
 //!   Delete, Tab, arrows, Page Up/Down, End, Escape (Android BACK) and Home
 //!   (Android HOME) become keycodes ([`crate::keys::desktop_to_android`]), as
 //!   do letters, digits and punctuation with Ctrl or Alt held.
-//! - An overlay shows fps, bitrate and latency.
+//! - An overlay shows fps, bitrate and latency, and the sound's latency,
+//!   buffer level and dropped (concealed or late) frames.
 //!
 //! The window runs on the main thread ([`run`] blocks until it closes); the
 //! session lives on a tokio runtime elsewhere. It talks to the window
@@ -593,14 +594,25 @@ impl App {
     fn overlay(&self, painter: &egui::Painter, area: Rect) {
         let stats = self.viewer.stats.borrow().clone();
         let text = match stats {
-            Some(r) => format!(
-                "{:.0} fps  {:.0} kbit/s\nlatency p50 {:.0} ms  p99 {:.0} ms\nrtt {:.1} ms",
-                r.fps,
-                r.bitrate_bps / 1000.0,
-                r.g2g_p50_ms,
-                r.g2g_p99_ms,
-                r.rtt_us as f64 / 1000.0
-            ),
+            Some(r) => {
+                let mut t = format!(
+                    "{:.0} fps  {:.0} kbit/s\nlatency p50 {:.0} ms  p99 {:.0} ms\nrtt {:.1} ms",
+                    r.fps,
+                    r.bitrate_bps / 1000.0,
+                    r.g2g_p50_ms,
+                    r.g2g_p99_ms,
+                    r.rtt_us as f64 / 1000.0
+                );
+                if let Some(a) = r.audio.as_ref().filter(|a| a.playback) {
+                    t.push_str(&format!(
+                        "\nsound {:.0} ms  buffer {:.0} ms  dropped {}",
+                        a.latency_p50_ms,
+                        a.buffer_ms,
+                        a.jitter.concealed + a.jitter.late
+                    ));
+                }
+                t
+            }
             None => "connecting…".to_owned(),
         };
         let galley = painter.layout_no_wrap(text, FontId::monospace(11.0), Color32::WHITE);

@@ -167,7 +167,7 @@ struct ConnectArgs {
     #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=500))]
     audio_buffer: u32,
     /// The microphone sent into the phone: off, default (this device's),
-    /// synthetic[:HZ] (a tone) or wav:FILE (looped).
+    /// synthetic or synthetic:HZ (a tone) or wav:FILE (looped).
     #[arg(long, value_name = "SPEC", default_value = "off")]
     mic: mobile_client::audio::MicSpec,
     /// Do not carry the clipboard either way.

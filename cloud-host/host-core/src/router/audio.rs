@@ -149,7 +149,8 @@ async fn sound_loop(
         if pcm.is_empty() {
             // Frames keep counting through a pause, so the handset sees a
             // gap in seq where sound was missing.
-            if t0_us != 0 && p.timestamp > t0_us {
+            // (A packet a little late is jitter, not a pause.)
+            if t0_us != 0 && p.timestamp > t0_us + 2 * frame_us {
                 seq += (p.timestamp - t0_us) / frame_us;
             }
             t0_us = p.timestamp;
