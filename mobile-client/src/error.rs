@@ -172,7 +172,7 @@ pub enum ClientError {
 
     /// A sensor source specification (`--sensors`) is not understood.
     #[error(
-        "unknown sensor source `{spec}` (expected `synthetic`, `synthetic:SEED`, `replay:FILE` or `iio[:SYSFS_DIR]`)"
+        "unknown sensor source `{spec}` (expected `synthetic`, `synthetic:SEED`, `still`, `replay:FILE` or `iio[:SYSFS_DIR]`)"
     )]
     BadSourceSpec {
         /// The specification as given.

@@ -15,6 +15,7 @@
 //! | emulator boot timeout | | | `boot_timeout_secs` | 600 |
 //! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
 //! | pace video to the path, adapt its bitrate | | | `video_adapt` | true |
+//! | video frame-rate cap per session | | | `video_max_fps` | 60 |
 //! | sound to handsets: Opus bitrate, bit/s | | | `audio_bitrate` | 64000 |
 //! | sound frame length, ms (10 or 20) | | | `audio_frame_ms` | 20 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
@@ -67,6 +68,8 @@ pub struct HostConfig {
     /// Pace each session's video to what its path carries and adapt the
     /// encoder's bitrate (on by default; off only to measure without it).
     pub video_adapt: bool,
+    /// Most video frames per second a session sends (1..=120).
+    pub video_max_fps: u32,
     /// Opus bitrate of the phones' sound, bits per second.
     pub audio_bitrate: u32,
     /// Length of a sound frame, ms (10 or 20).
@@ -101,6 +104,8 @@ pub struct ConfigLayer {
     pub emulator_args: Option<Vec<String>>,
     /// See [`HostConfig::video_adapt`].
     pub video_adapt: Option<bool>,
+    /// See [`HostConfig::video_max_fps`].
+    pub video_max_fps: Option<u32>,
     /// See [`HostConfig::audio_bitrate`].
     pub audio_bitrate: Option<u32>,
     /// See [`HostConfig::audio_frame_ms`].
@@ -178,6 +183,7 @@ impl ConfigLayer {
             restart_max: other.restart_max.or(self.restart_max),
             emulator_args: other.emulator_args.or(self.emulator_args),
             video_adapt: other.video_adapt.or(self.video_adapt),
+            video_max_fps: other.video_max_fps.or(self.video_max_fps),
             audio_bitrate: other.audio_bitrate.or(self.audio_bitrate),
             audio_frame_ms: other.audio_frame_ms.or(self.audio_frame_ms),
         }
@@ -208,6 +214,7 @@ impl ConfigLayer {
             },
             emulator_args: self.emulator_args.unwrap_or_default(),
             video_adapt: self.video_adapt.unwrap_or(true),
+            video_max_fps: self.video_max_fps.unwrap_or(60),
             audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
             audio_frame_ms: self.audio_frame_ms.unwrap_or(20),
         }
@@ -262,11 +269,18 @@ impl HostConfig {
         })
     }
 
-    /// Checks the sound settings against what Opus takes.
+    /// Checks the media settings: the frame-rate cap, and the sound's
+    /// against what Opus takes.
     ///
     /// # Errors
     /// [`HostError::Invalid`] naming the setting.
     pub fn check_audio(&self) -> Result<(), HostError> {
+        if !(1..=120).contains(&self.video_max_fps) {
+            return Err(HostError::Invalid {
+                what: "video_max_fps",
+                why: format!("{}; use 1..120", self.video_max_fps),
+            });
+        }
         if !vphone_media::audio::FRAME_MS.contains(&self.audio_frame_ms) {
             return Err(HostError::Invalid {
                 what: "audio_frame_ms",
@@ -415,6 +429,7 @@ mod tests {
         assert!(with("audio_frame_ms = 10").check_audio().is_ok());
         let e = with("audio_frame_ms = 15").check_audio().unwrap_err();
         assert!(e.to_string().contains("10 or 20"), "{e}");
+        assert!(with("video_max_fps = 0").check_audio().is_err());
         let e = with("audio_bitrate = 1000000").check_audio().unwrap_err();
         assert!(e.to_string().contains("6000..510000"), "{e}");
     }

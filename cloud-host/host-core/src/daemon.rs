@@ -233,6 +233,7 @@ impl Host {
             metrics.clone(),
             RouterConfig {
                 adapt_to_path: cfg.video_adapt,
+                max_fps: cfg.video_max_fps,
                 audio_bitrate_bps: cfg.audio_bitrate,
                 audio_frame_ms: cfg.audio_frame_ms,
                 ..RouterConfig::default()

@@ -105,7 +105,7 @@ struct ConnectArgs {
     /// The phone to drive [default: the first phone assigned to this handset].
     #[arg(long)]
     phone: Option<String>,
-    /// Sensor source: synthetic, synthetic:SEED, replay:FILE, iio or iio:DIR.
+    /// Sensor source: synthetic, synthetic:SEED, still (a handset lying on a desk), replay:FILE, iio or iio:DIR.
     #[arg(long, default_value = "synthetic")]
     sensors: String,
     /// Also record the sampled sensors to FILE (replay it with --sensors replay:FILE).

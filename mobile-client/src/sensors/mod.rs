@@ -148,7 +148,9 @@ impl Default for MonotonicClock {
 
 /// The `--sensors` choice.
 ///
-/// Text forms: `synthetic`, `synthetic:SEED` (SEED a u64), `replay:FILE`,
+/// Text forms: `synthetic`, `synthetic:SEED` (SEED a u64), `still` (the
+/// synthetic handset lying still: constant readings stamped when taken),
+/// `replay:FILE`,
 /// `iio` (the default sysfs root `/sys/bus/iio/devices`) or `iio:DIR`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,6 +160,9 @@ pub enum SourceSpec {
         /// Seed of the trajectory.
         seed: u64,
     },
+    /// [`synthetic::SyntheticSource`] lying still (`still`): constant
+    /// readings, stamped when they are taken.
+    Still,
     /// [`replay::ReplaySource`] of a recording file (looping).
     Replay {
         /// The recording.
@@ -186,6 +191,7 @@ impl FromStr for SourceSpec {
             ("synthetic", Some(seed)) => Ok(Self::Synthetic {
                 seed: seed.parse().map_err(|_| bad())?,
             }),
+            ("still", None) => Ok(Self::Still),
             ("replay", Some(path)) if !path.is_empty() => Ok(Self::Replay { path: path.into() }),
             ("iio", None) => Ok(Self::Iio {
                 root: iio::DEFAULT_SYSFS_ROOT.into(),
@@ -208,6 +214,12 @@ impl SourceSpec {
             Self::Synthetic { seed } => Box::new(synthetic::SyntheticSource::new(
                 synthetic::SyntheticConfig {
                     seed: *seed,
+                    ..synthetic::SyntheticConfig::default()
+                },
+            )),
+            Self::Still => Box::new(synthetic::SyntheticSource::new(
+                synthetic::SyntheticConfig {
+                    still: true,
                     ..synthetic::SyntheticConfig::default()
                 },
             )),
@@ -251,6 +263,8 @@ mod tests {
             "synthetic".parse::<SourceSpec>().unwrap(),
             SourceSpec::Synthetic { .. }
         ));
+        assert_eq!("still".parse::<SourceSpec>().unwrap(), SourceSpec::Still);
+        assert!("still:3".parse::<SourceSpec>().is_err());
         assert_eq!(
             "replay:/tmp/x.txt".parse::<SourceSpec>().unwrap(),
             SourceSpec::Replay {

@@ -60,6 +60,10 @@ pub struct SyntheticConfig {
     pub altitude_m: f64,
     /// Walking speed, m/s.
     pub walking_speed_mps: f64,
+    /// The handset lies still where the walk starts (a phone on a desk):
+    /// time stands at the start, the gyroscope reads zero, the location
+    /// does not move; readings are still stamped when they are taken.
+    pub still: bool,
 }
 
 impl Default for SyntheticConfig {
@@ -72,6 +76,7 @@ impl Default for SyntheticConfig {
             start_longitude_deg: 11.576_124,
             altitude_m: 519.0,
             walking_speed_mps: 1.4,
+            still: false,
         }
     }
 }
@@ -266,8 +271,21 @@ impl SyntheticSource {
 
     /// The values of `kind` at `t` seconds; `None` for kinds this source
     /// does not simulate.
+    /// Seconds since `origin_ns` on the trajectory (0 for a still handset).
+    fn time(&self, now_ns: u64, origin_ns: u64) -> f64 {
+        if self.config.still {
+            0.0
+        } else {
+            seconds(now_ns.saturating_sub(origin_ns))
+        }
+    }
+
     pub(crate) fn values(&self, kind: SensorKind, t: f64) -> Option<Vec<f32>> {
-        let m = self.motion(t);
+        let mut m = self.motion(t);
+        if self.config.still {
+            m.omega_device = [0.0; 3];
+            m.linear_accel_world = [0.0; 3];
+        }
         let v3 = |v: Vec3| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
         let with_bias = |v: Vec3, bias: Vec3| {
             add(v, bias)
@@ -300,7 +318,11 @@ impl SyntheticSource {
 
     /// The location fix at `t` seconds.
     pub(crate) fn fix(&self, t: f64) -> Location {
-        let v = self.config.walking_speed_mps;
+        let v = if self.config.still {
+            0.0
+        } else {
+            self.config.walking_speed_mps
+        };
         let k = self.turn_rate();
         let b0 = self.bearing0;
         let b = self.bearing(t);
@@ -368,7 +390,7 @@ impl SensorSource for SyntheticSource {
     fn sample(&mut self, kind: SensorKind, now_ns: u64) -> Result<Option<Reading>, ClientError> {
         let origin = *self.origin_ns.get_or_insert(now_ns);
         Ok(self
-            .values(kind, seconds(now_ns.saturating_sub(origin)))
+            .values(kind, self.time(now_ns, origin))
             .map(|values| Reading {
                 timestamp_ns: now_ns,
                 values,
@@ -379,7 +401,7 @@ impl SensorSource for SyntheticSource {
         let origin = *self.origin_ns.get_or_insert(now_ns);
         Ok(Some(Location {
             timestamp_ns: now_ns,
-            ..self.fix(seconds(now_ns.saturating_sub(origin)))
+            ..self.fix(self.time(now_ns, origin))
         }))
     }
 }
@@ -408,6 +430,34 @@ mod tests {
 
     fn times() -> impl Iterator<Item = f64> {
         (0..2000).map(|i| 1.0 + f64::from(i) * 0.37)
+    }
+
+    #[test]
+    fn a_still_handset_reads_the_same_at_any_time_stamped_now() {
+        let mut s = SyntheticSource::new(SyntheticConfig {
+            still: true,
+            ..SyntheticConfig::default()
+        });
+        let a = s.sample(SensorKind::Accelerometer, 1_000).unwrap().unwrap();
+        let b = s
+            .sample(SensorKind::Accelerometer, 60_000_000_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.values, b.values);
+        assert_eq!(b.timestamp_ns, 60_000_000_000);
+        assert!((norm(vec3(&a.values)) - STANDARD_GRAVITY).abs() < 1e-4);
+        let g = s
+            .sample(SensorKind::Gyroscope, 5_000_000_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.values, vec![0.0; 3]);
+        let l0 = s.location(1_000).unwrap().unwrap();
+        let l1 = s.location(60_000_000_000).unwrap().unwrap();
+        assert_eq!(
+            (l0.latitude_deg, l0.longitude_deg),
+            (l1.latitude_deg, l1.longitude_deg)
+        );
+        assert_eq!(l1.speed_mps, Some(0.0));
     }
 
     #[test]

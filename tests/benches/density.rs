@@ -1,0 +1,590 @@
+//! Density benchmark (not a timed test): how many sim phones and live
+//! sessions one host carries, what each costs, and how the cost grows.
+//!
+//! `cargo bench -p vphone-tests --bench density` steps N concurrent sim
+//! phones (720x1280), each driven by a headless companion, through
+//! `VPHONE_DENSITY_STEPS` (default `1,10,25`; the full ladder is
+//! `1,10,25,50,100,200`) in a profile (`VPHONE_DENSITY_PROFILE`):
+//!
+//! * `idle`: a handset lying still (`--sensors still`) at 10 Hz, a touch
+//!   per handset every 5 s;
+//! * `active`: synthetic motion at 100 Hz (the Sensor Lab moves), video
+//!   capped at 30 fps.
+//!
+//! The host runs in this process (so its memory, threads and CPU are this
+//! process's, read from /proc/self); the companions run in child processes
+//! of this same binary, 25 per process, so the load generator is never
+//! counted as the host. Both share the machine's cores: the host's CPU is
+//! reported as its own share, and the companions' as theirs.
+//!
+//! For each N: host resident memory (total, per idle phone with no
+//! session, per session), threads and file descriptors, host CPU, sensor
+//! -> applied p50/p99 (the median of the sessions' p50s and the largest of
+//! their p99s), glass-to-glass p50/p99 over every companion, frames the
+//! companions skipped, and the operator API's `ListPhones` p50/p99 from a
+//! loop beside the load. It prints a table, writes `density.json` and
+//! `density.svg` (memory, CPU and latency against N) to
+//! `VPHONE_DENSITY_OUT` (default `target/density`), and stops stepping
+//! when a goal breaks (sensor p99 over 2 ms or API p99 over 50 ms).
+//! `VPHONE_DENSITY_SOAK=SECONDS` then holds the largest passing N that long
+//! and prints memory and descriptors per minute.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mobile_client::session::{Companion, ConnectOptions};
+use sensor_proto::bridge::TouchAction;
+use sensor_proto::operator as op;
+use sensor_proto::operator::operator_client::OperatorClient;
+use vphone_tests::{TestHost, touch};
+
+/// Companions per load-generator process.
+const PER_PROCESS: usize = 25;
+/// How long each step measures, seconds (`VPHONE_DENSITY_SECONDS`).
+const DEFAULT_SECONDS: f64 = 10.0;
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A field of /proc/self/status, in kB for memory fields.
+fn status_field(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_mib() -> f64 {
+    status_field("VmRSS:") as f64 / 1024.0
+}
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// This process's CPU seconds (user + system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn quantile(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    device_bridge::stats::quantile(v, p).unwrap_or(0) as f64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Idle,
+    Active,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Active => "active",
+        }
+    }
+
+    fn sensor_hz(self) -> u32 {
+        match self {
+            Self::Idle => 10,
+            Self::Active => 100,
+        }
+    }
+}
+
+/// One step's figures.
+#[derive(Clone, Debug, Default)]
+struct Step {
+    n: usize,
+    rss_mib: f64,
+    phone_mib: f64,
+    session_mib: f64,
+    threads: u64,
+    fds: usize,
+    host_cpu: f64,
+    sensor_p50_ms: f64,
+    sensor_p99_ms: f64,
+    g2g_p50_ms: f64,
+    g2g_p99_ms: f64,
+    frames: u64,
+    skipped: u64,
+    api_p50_ms: f64,
+    api_p99_ms: f64,
+    sessions_up: usize,
+}
+
+impl Step {
+    fn json(&self) -> String {
+        format!(
+            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
+            self.n,
+            self.rss_mib,
+            self.phone_mib,
+            self.session_mib,
+            self.threads,
+            self.fds,
+            self.host_cpu,
+            self.sensor_p50_ms,
+            self.sensor_p99_ms,
+            self.g2g_p50_ms,
+            self.g2g_p99_ms,
+            self.frames,
+            self.skipped,
+            self.api_p50_ms,
+            self.api_p99_ms,
+            self.sessions_up
+        )
+    }
+}
+
+/// Load-generator mode: `density --loadgen SECONDS PROFILE DIR...` runs a
+/// companion per config dir for SECONDS and prints one line per companion:
+/// `g2g <p50_us> <p99_us> <frames> <skipped> <samples...>`.
+fn loadgen(args: &[String]) {
+    let secs: f64 = args[0].parse().expect("seconds");
+    let active = args[1] == "active";
+    let dirs: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut companions = Vec::new();
+        for d in &dirs {
+            let mut o = ConnectOptions::new(d.clone());
+            o.sensors = if active {
+                mobile_client::sensors::SourceSpec::Synthetic { seed: 9 }
+            } else {
+                mobile_client::sensors::SourceSpec::Still
+            };
+            match Companion::connect(o).await {
+                Ok(c) => companions.push(c),
+                Err(e) => eprintln!("loadgen: {} did not connect: {e}", d.display()),
+            }
+        }
+        println!("connected {}", companions.len());
+        let start = Instant::now();
+        let mut i = 0usize;
+        while start.elapsed() < Duration::from_secs_f64(secs) {
+            // A touch per handset every 5 s, spread over the interval.
+            if !companions.is_empty() {
+                let c = &companions[i % companions.len()];
+                let (x, y) = (100.0 + (i % 5) as f32 * 100.0, 400.0);
+                let _ = c.input().send(touch(TouchAction::Down, x, y)).await;
+                let _ = c.input().send(touch(TouchAction::Up, x, y)).await;
+                i += 1;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(
+                5.0 / companions.len().max(1) as f64,
+            ))
+            .await;
+        }
+        for c in companions {
+            let r = c.report();
+            println!(
+                "g2g {:.0} {:.0} {} {}",
+                r.g2g_p50_ms * 1000.0,
+                r.g2g_p99_ms * 1000.0,
+                r.frames,
+                r.skipped
+            );
+            let _ = c.finish().await;
+        }
+    });
+}
+
+struct Load {
+    children: Vec<Child>,
+}
+
+impl Load {
+    /// Starts the companions for `dirs`, [`PER_PROCESS`] per child, and
+    /// waits until every child says how many connected.
+    fn start(dirs: &[PathBuf], secs: f64, profile: Profile) -> (Self, usize) {
+        let exe = std::env::current_exe().expect("bench executable");
+        let mut children = Vec::new();
+        for chunk in dirs.chunks(PER_PROCESS) {
+            let child = Command::new(&exe)
+                .arg("--loadgen")
+                .arg(format!("{secs}"))
+                .arg(profile.name())
+                .args(chunk)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("load generator");
+            children.push(child);
+        }
+        let mut up = 0;
+        for c in &mut children {
+            use std::io::BufRead as _;
+            let out = c.stdout.as_mut().expect("stdout");
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            up += line
+                .strip_prefix("connected ")
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+        }
+        (Self { children }, up)
+    }
+
+    /// Waits for the children; returns every companion's glass-to-glass
+    /// (p50 µs, p99 µs), frames and skipped frames.
+    fn finish(self) -> Vec<(u64, u64, u64, u64)> {
+        let mut out = Vec::new();
+        for c in self.children {
+            let o = c.wait_with_output().expect("load generator output");
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                let f: Vec<u64> = l
+                    .strip_prefix("g2g ")
+                    .map(|r| {
+                        r.split_whitespace()
+                            .filter_map(|v| v.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let [a, b, c, d] = f[..] {
+                    out.push((a, b, c, d));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `ListPhones` in a loop until `stop`; its latencies, µs.
+async fn api_loop(
+    addr: std::net::SocketAddr,
+    token: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u64> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("operator API");
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("token header");
+    let mut client = OperatorClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", token.clone());
+        Ok(r)
+    });
+    let mut lat = Vec::new();
+    while !*stop.borrow() {
+        let t = Instant::now();
+        if client.list_phones(op::ListPhonesRequest {}).await.is_ok() {
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lat
+}
+
+/// One curve of a panel: its legend, colour and the value it plots.
+type Curve = (
+    &'static str,
+    plotters::style::RGBColor,
+    Box<dyn Fn(&Step) -> f64>,
+);
+
+fn plot(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((3, 1));
+    let max_n = steps.iter().map(|s| s.n).max().unwrap_or(1) as f64;
+    let series: [(&str, &str, Vec<Curve>); 3] = [
+        (
+            "host memory (MiB)",
+            "MiB",
+            vec![("resident", BLUE, Box::new(|s: &Step| s.rss_mib))],
+        ),
+        (
+            "host CPU (cores)",
+            "cores",
+            vec![("host", RED, Box::new(|s: &Step| s.host_cpu))],
+        ),
+        (
+            "latency (ms)",
+            "ms",
+            vec![
+                ("sensor p99", GREEN, Box::new(|s: &Step| s.sensor_p99_ms)),
+                (
+                    "glass-to-glass p50",
+                    MAGENTA,
+                    Box::new(|s: &Step| s.g2g_p50_ms),
+                ),
+                ("operator API p99", BLACK, Box::new(|s: &Step| s.api_p99_ms)),
+            ],
+        ),
+    ];
+    for (area, (title, unit, lines)) in areas.iter().zip(series) {
+        let max_y = lines
+            .iter()
+            .flat_map(|(_, _, f)| steps.iter().map(f))
+            .fold(0.0_f64, f64::max)
+            .max(1e-3)
+            * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_n * 1.05, 0.0..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("phones with a live session (N)")
+            .y_desc(unit)
+            .draw()?;
+        for (name, colour, f) in lines {
+            let pts: Vec<(f64, f64)> = steps.iter().map(|s| (s.n as f64, f(s))).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--loadgen") {
+        return loadgen(&args[1..]);
+    }
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let secs = env_f64("VPHONE_DENSITY_SECONDS", DEFAULT_SECONDS);
+    let profile = match std::env::var("VPHONE_DENSITY_PROFILE").as_deref() {
+        Ok("active") => Profile::Active,
+        _ => Profile::Idle,
+    };
+    let steps: Vec<usize> = std::env::var("VPHONE_DENSITY_STEPS")
+        .unwrap_or_else(|_| "1,10,25".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let out = PathBuf::from(
+        std::env::var("VPHONE_DENSITY_OUT").unwrap_or_else(|_| "target/density".to_owned()),
+    );
+    std::fs::create_dir_all(&out).expect("output dir");
+    let max_fps = if profile == Profile::Active { 30 } else { 60 };
+    let mut th = TestHost::start_configured(|c| c.video_max_fps = max_fps, |b| b).await;
+    let rss_base = rss_mib();
+    let mut phones = 1usize; // phone-1
+    let mut handsets: Vec<PathBuf> = Vec::new();
+    let mut results: Vec<Step> = Vec::new();
+    let listen = |th: &TestHost, name: &str| {
+        if let Some(sim) = th.sims.phone(name) {
+            sim.set_listening(
+                ["acceleration", "gyroscope", "magnetic_field", "orientation"]
+                    .iter()
+                    .map(|n| ((*n).to_owned(), profile.sensor_hz()))
+                    .collect(),
+            );
+        }
+    };
+    listen(&th, "phone-1");
+    println!(
+        "density, {} profile, 720x1280 sim phones, {secs:.0} s per step; host in this process, \
+         companions in child processes ({PER_PROCESS} each)",
+        profile.name()
+    );
+    for &n in &steps {
+        // Phones first, idle, to price a phone without a session.
+        while phones < n {
+            phones += 1;
+            let name = format!("phone-{phones}");
+            th.add_sim_phone(&name).await;
+            listen(&th, &name);
+        }
+        while handsets.len() < n {
+            let i = handsets.len() + 1;
+            let h = th.enroll(&format!("load-{i}"), &[&format!("phone-{i}")]);
+            handsets.push(h.dir);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_phones = rss_mib();
+        let (load, up) = Load::start(&handsets, secs + 4.0, profile);
+        // Settle: first keyframes, sensors applied.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss_sessions_start = rss_mib();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let api = tokio::spawn(api_loop(
+            th.host.operator_addr,
+            th.host.admin_token.clone(),
+            stop_rx,
+        ));
+        let cpu0 = cpu_seconds();
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let host_cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+        let _ = stop_tx.send(true);
+        let mut api_lat = api.await.unwrap_or_default();
+        let rss_sessions = rss_mib().max(rss_sessions_start);
+        let threads = status_field("Threads:");
+        let fd_count = fds();
+        let ids = th.host.sessions.ids();
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for id in &ids {
+            if let Some((a, b, _)) = th.host.sessions.sensor_latency(id) {
+                p50s.push(a);
+                p99s.push(b);
+            }
+        }
+        let companions = load.finish();
+        let mut g50: Vec<u64> = companions.iter().map(|c| c.0).collect();
+        let mut g99: Vec<u64> = companions.iter().map(|c| c.1).collect();
+        let step = Step {
+            n,
+            rss_mib: rss_sessions,
+            phone_mib: (rss_phones - rss_base) / (phones - 1).max(1) as f64,
+            session_mib: (rss_sessions - rss_phones) / n as f64,
+            threads,
+            fds: fd_count,
+            host_cpu,
+            sensor_p50_ms: quantile(&mut p50s, 0.5) / 1000.0,
+            sensor_p99_ms: p99s.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+            g2g_p50_ms: quantile(&mut g50, 0.5) / 1000.0,
+            g2g_p99_ms: quantile(&mut g99, 0.99) / 1000.0,
+            frames: companions.iter().map(|c| c.2).sum(),
+            skipped: companions.iter().map(|c| c.3).sum(),
+            api_p50_ms: quantile(&mut api_lat, 0.5) / 1000.0,
+            api_p99_ms: quantile(&mut api_lat, 0.99) / 1000.0,
+            sessions_up: up,
+        };
+        eprintln!("{}", step.json());
+        results.push(step);
+        // Let the sessions end before the next step connects again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let last = &results[results.len() - 1];
+        if last.sensor_p99_ms > 2.0 || last.api_p99_ms > 50.0 || last.sessions_up < n {
+            println!("a goal broke at N = {n}; not stepping further");
+            break;
+        }
+    }
+    println!();
+    println!(
+        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "N",
+        "up",
+        "RSS MiB",
+        "MiB/phn",
+        "MiB/sess",
+        "threads",
+        "fds",
+        "CPU",
+        "sens p50",
+        "sens p99",
+        "g2g p50",
+        "g2g p99",
+        "skipped",
+        "API p50",
+        "API p99"
+    );
+    for s in &results {
+        println!(
+            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>6.0}% {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1}",
+            s.n,
+            s.sessions_up,
+            s.rss_mib,
+            s.phone_mib,
+            s.session_mib,
+            s.threads,
+            s.fds,
+            s.host_cpu * 100.0,
+            s.sensor_p50_ms,
+            s.sensor_p99_ms,
+            s.g2g_p50_ms,
+            s.g2g_p99_ms,
+            s.skipped,
+            s.api_p50_ms,
+            s.api_p99_ms
+        );
+    }
+    if let Some(first) = results.first() {
+        let last = &results[results.len() - 1];
+        println!(
+            "per session at N = {} vs N = 1: host CPU {:.2}x, sensor p99 {:.2}x",
+            last.n,
+            (last.host_cpu / last.n as f64) / first.host_cpu.max(1e-9),
+            last.sensor_p99_ms / first.sensor_p99_ms.max(1e-9)
+        );
+    }
+    println!(
+        "goals (idle): 100 sessions with sensor p99 < 2 ms, operator API p99 < 50 ms, < 30 MiB per phone+session"
+    );
+    let json = format!(
+        "{{\"profile\":\"{}\",\"seconds\":{secs},\"steps\":[{}]}}\n",
+        profile.name(),
+        results.iter().map(Step::json).collect::<Vec<_>>().join(",")
+    );
+    let json_path = out.join(format!("density-{}.json", profile.name()));
+    std::fs::write(&json_path, json).expect("writing the JSON");
+    let svg = out.join(format!("density-{}.svg", profile.name()));
+    match plot(&results, &svg) {
+        Ok(()) => println!("wrote {} and {}", json_path.display(), svg.display()),
+        Err(e) => println!("wrote {}; the plot failed: {e}", json_path.display()),
+    }
+
+    let soak = env_f64("VPHONE_DENSITY_SOAK", 0.0);
+    if soak > 0.0 && !handsets.is_empty() {
+        let n = results
+            .iter()
+            .filter(|s| s.sensor_p99_ms <= 2.0 && s.api_p99_ms <= 50.0)
+            .map(|s| s.n)
+            .max()
+            .unwrap_or(1);
+        println!("soak: {n} sessions for {soak:.0} s; memory and descriptors per minute");
+        let (load, up) = Load::start(&handsets[..n], soak + 2.0, profile);
+        println!(
+            "{:>6} {:>9} {:>6} {:>8}",
+            "minute", "RSS MiB", "fds", "threads"
+        );
+        let t0 = Instant::now();
+        let mut minute = 0;
+        while t0.elapsed().as_secs_f64() < soak {
+            tokio::time::sleep(Duration::from_secs(60).min(Duration::from_secs_f64(soak))).await;
+            minute += 1;
+            println!(
+                "{minute:>6} {:>9.1} {:>6} {:>8}",
+                rss_mib(),
+                fds(),
+                status_field("Threads:")
+            );
+        }
+        let _ = load.finish();
+        println!("soak held {up} sessions");
+    }
+    th.shutdown().await;
+}
