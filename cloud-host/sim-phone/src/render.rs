@@ -107,14 +107,20 @@ struct Glyph {
 
 /// Monospace text drawing with a cache of rasterized glyphs.
 struct TextPainter {
-    font: fontdue::Font,
+    font: &'static fontdue::Font,
     cache: HashMap<(char, u16), Glyph>,
 }
 
+/// The parsed font, shared by every renderer in the process: parsing keeps
+/// every glyph's outline, 9 MiB that each phone used to hold a copy of.
+static FONT: std::sync::OnceLock<Result<fontdue::Font, &'static str>> = std::sync::OnceLock::new();
+
 impl TextPainter {
     fn new() -> Result<Self, HostError> {
-        let font = fontdue::Font::from_bytes(FONT_MONO, fontdue::FontSettings::default())
-            .map_err(HostError::Font)?;
+        let font = FONT
+            .get_or_init(|| fontdue::Font::from_bytes(FONT_MONO, fontdue::FontSettings::default()))
+            .as_ref()
+            .map_err(|e| HostError::Font(e))?;
         Ok(Self {
             font,
             cache: HashMap::new(),
@@ -128,7 +134,7 @@ impl TextPainter {
         } else {
             '?'
         };
-        let font = &self.font;
+        let font = self.font;
         self.cache.entry((ch, px)).or_insert_with(|| {
             let (m, coverage) = font.rasterize(ch, f32::from(px));
             Glyph {
