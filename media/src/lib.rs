@@ -84,7 +84,7 @@ mod png_io;
 pub use decoder::{Picture, VideoDecoder};
 pub use encoder::{
     EncodedFrame, EncoderConfig, MAX_ENCODE_DIMENSION, NAL_IDR, NAL_PPS, NAL_SLICE, NAL_SPS,
-    VideoEncoder, nal_unit_types,
+    Tuning, VideoEncoder, nal_unit_types,
 };
 pub use error::MediaError;
 pub use i420::I420Frame;

@@ -401,3 +401,40 @@ async fn video_latest_frame_paces_and_keeps_the_last_frame() {
         seen.len()
     );
 }
+
+#[test]
+fn video_both_tunings_round_trip_a_change() {
+    let (w, h) = (96u32, 64u32);
+    for tuning in [Tuning::Screen, Tuning::Camera] {
+        let mut cfg = EncoderConfig::new(w, h);
+        cfg.tuning = tuning;
+        let mut enc = VideoEncoder::new(cfg).unwrap();
+        let mut dec = VideoDecoder::new().unwrap();
+        for (i, shade) in [40u8, 200].into_iter().enumerate() {
+            let f = enc
+                .encode(&grey_frame(w, h, shade), i as u64 * 100_000, false)
+                .unwrap()
+                .unwrap();
+            let p = dec.decode(&f.data).unwrap().unwrap();
+            let mean = p
+                .rgba
+                .chunks_exact(4)
+                .map(|px| u64::from(px[1]))
+                .sum::<u64>()
+                / u64::from(w * h);
+            // The keyframe is exact; the P-frame of a whole-screen change
+            // may converge over a few frames, but goes the right way.
+            let tolerance = if i == 0 { 4 } else { 100 };
+            assert!(
+                mean.abs_diff(u64::from(shade)) < tolerance,
+                "{tuning:?}: shade {shade} decoded as {mean}"
+            );
+        }
+    }
+    assert_eq!(
+        "camera".parse::<Tuning>().unwrap(),
+        Tuning::Camera
+    );
+    let e = "fast".parse::<Tuning>().unwrap_err().to_string();
+    assert!(e.contains("`screen` or `camera`"), "{e}");
+}

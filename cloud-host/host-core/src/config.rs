@@ -16,6 +16,7 @@
 //! | restarts after a crash | | | `restart_max` | 0 (mark Failed) |
 //! | pace video to the path, adapt its bitrate | | | `video_adapt` | true |
 //! | video frame-rate cap per session | | | `video_max_fps` | 60 |
+//! | video encoder tuning: `screen` (fewest bytes) or `camera` (half the CPU and memory) | | | `video_tuning` | screen |
 //! | sound to handsets: Opus bitrate, bit/s | | | `audio_bitrate` | 64000 |
 //! | sound frame length, ms (10 or 20) | | | `audio_frame_ms` | 20 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
@@ -70,6 +71,9 @@ pub struct HostConfig {
     pub video_adapt: bool,
     /// Most video frames per second a session sends (1..=120).
     pub video_max_fps: u32,
+    /// The video encoder's tuning: fewest bytes (`screen`) or half the CPU
+    /// and memory per session (`camera`).
+    pub video_tuning: crate::video::Tuning,
     /// Opus bitrate of the phones' sound, bits per second.
     pub audio_bitrate: u32,
     /// Length of a sound frame, ms (10 or 20).
@@ -106,6 +110,9 @@ pub struct ConfigLayer {
     pub video_adapt: Option<bool>,
     /// See [`HostConfig::video_max_fps`].
     pub video_max_fps: Option<u32>,
+    /// See [`HostConfig::video_tuning`]: `screen` or `camera`.
+    #[serde(default, deserialize_with = "tuning")]
+    pub video_tuning: Option<crate::video::Tuning>,
     /// See [`HostConfig::audio_bitrate`].
     pub audio_bitrate: Option<u32>,
     /// See [`HostConfig::audio_frame_ms`].
@@ -184,6 +191,7 @@ impl ConfigLayer {
             emulator_args: other.emulator_args.or(self.emulator_args),
             video_adapt: other.video_adapt.or(self.video_adapt),
             video_max_fps: other.video_max_fps.or(self.video_max_fps),
+            video_tuning: other.video_tuning.or(self.video_tuning),
             audio_bitrate: other.audio_bitrate.or(self.audio_bitrate),
             audio_frame_ms: other.audio_frame_ms.or(self.audio_frame_ms),
         }
@@ -215,6 +223,7 @@ impl ConfigLayer {
             emulator_args: self.emulator_args.unwrap_or_default(),
             video_adapt: self.video_adapt.unwrap_or(true),
             video_max_fps: self.video_max_fps.unwrap_or(60),
+            video_tuning: self.video_tuning.unwrap_or_default(),
             audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
             audio_frame_ms: self.audio_frame_ms.unwrap_or(20),
         }
@@ -222,6 +231,14 @@ impl ConfigLayer {
 }
 
 pub use sensor_proto::layout::default_data_dir;
+
+/// `video_tuning = "screen" | "camera"`, refused with the choices otherwise.
+fn tuning<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::video::Tuning>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
 
 impl HostConfig {
     /// A host on 127.0.0.1 with every port chosen by the OS, keeping its
@@ -274,7 +291,7 @@ impl HostConfig {
     ///
     /// # Errors
     /// [`HostError::Invalid`] naming the setting.
-    pub fn check_audio(&self) -> Result<(), HostError> {
+    pub fn check_media(&self) -> Result<(), HostError> {
         if !(1..=120).contains(&self.video_max_fps) {
             return Err(HostError::Invalid {
                 what: "video_max_fps",
@@ -417,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn sound_settings_are_checked_with_a_reason() {
+    fn media_settings_are_checked_with_a_reason() {
         let with = |toml: &str| {
             ConfigLayer::from_toml(Path::new("h.toml"), toml)
                 .unwrap()
@@ -425,12 +442,21 @@ mod tests {
         };
         let d = with("");
         assert_eq!((d.audio_bitrate, d.audio_frame_ms), (64_000, 20));
-        assert!(d.check_audio().is_ok());
-        assert!(with("audio_frame_ms = 10").check_audio().is_ok());
-        let e = with("audio_frame_ms = 15").check_audio().unwrap_err();
+        assert!(d.check_media().is_ok());
+        assert!(with("audio_frame_ms = 10").check_media().is_ok());
+        let e = with("audio_frame_ms = 15").check_media().unwrap_err();
         assert!(e.to_string().contains("10 or 20"), "{e}");
-        assert!(with("video_max_fps = 0").check_audio().is_err());
-        let e = with("audio_bitrate = 1000000").check_audio().unwrap_err();
+        assert!(with("video_max_fps = 0").check_media().is_err());
+        assert_eq!(
+            with("video_tuning = \"camera\"").video_tuning,
+            crate::video::Tuning::Camera
+        );
+        assert_eq!(d.video_tuning, crate::video::Tuning::Screen);
+        let e = ConfigLayer::from_toml(Path::new("h.toml"), "video_tuning = \"fast\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`screen` or `camera`"), "{e}");
+        let e = with("audio_bitrate = 1000000").check_media().unwrap_err();
         assert!(e.to_string().contains("6000..510000"), "{e}");
     }
 

@@ -41,7 +41,7 @@ impl Listeners {
     pub async fn bind(cfg: &HostConfig) -> Result<Self, HostError> {
         cfg.check_operator_listen()?;
         cfg.check_emulator_args()?;
-        cfg.check_audio()?;
+        cfg.check_media()?;
         let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
             HostError::io(
                 format!(
@@ -234,6 +234,7 @@ impl Host {
             RouterConfig {
                 adapt_to_path: cfg.video_adapt,
                 max_fps: cfg.video_max_fps,
+                tuning: cfg.video_tuning,
                 audio_bitrate_bps: cfg.audio_bitrate,
                 audio_frame_ms: cfg.audio_frame_ms,
                 ..RouterConfig::default()

@@ -62,6 +62,8 @@ use crate::threads::{Priority, spawn_until_dropped};
 pub struct RouterConfig {
     /// Frame-rate cap.
     pub max_fps: u32,
+    /// The encoder's tuning: bytes (screen) or CPU (camera).
+    pub tuning: crate::video::Tuning,
     /// Bitrate cap, bits per second.
     pub bitrate_bps: u32,
     /// A keyframe (and a new GOP) at least this often.
@@ -84,6 +86,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             max_fps: 60,
+            tuning: crate::video::Tuning::Screen,
             bitrate_bps: 4_000_000,
             keyframe_interval: None,
             adapt_to_path: true,

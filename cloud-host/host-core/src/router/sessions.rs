@@ -36,6 +36,11 @@ impl LatencyLog {
         device_bridge::stats::quantile(&v, p)
     }
 
+    /// The recorded latencies, oldest first, µs.
+    pub fn samples(&self) -> Vec<u64> {
+        self.samples.iter().copied().collect()
+    }
+
     /// Number of recorded latencies (at most the last 8192 are kept).
     pub fn len(&self) -> usize {
         self.samples.len()
@@ -90,6 +95,19 @@ impl Sessions {
     /// on the handset and the network.
     pub fn sensor_receive_latency(&self, id: &str) -> Option<(u64, u64, usize)> {
         self.sensor_log(id, |l| &l.received)
+    }
+
+    /// A session's recorded sensor latencies, µs, oldest first (at most
+    /// the last 8192): `(received, applied)`, for pooling across sessions.
+    pub fn sensor_latency_samples(&self, id: &str) -> Option<(Vec<u64>, Vec<u64>)> {
+        let live = self.lock();
+        let logs = live
+            .get(id)?
+            .data
+            .sensor_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some((logs.received.samples(), logs.applied.samples()))
     }
 
     fn sensor_log(

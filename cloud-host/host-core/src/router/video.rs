@@ -213,6 +213,7 @@ pub(super) async fn video_loop(
                 keyframe_interval_s: cfg
                     .keyframe_interval
                     .map_or(0, |d| d.as_secs().max(1) as u32),
+                tuning: cfg.tuning,
             }) {
                 Ok(e) => encoder = Some(e),
                 Err(e) => {
