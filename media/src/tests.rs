@@ -431,10 +431,7 @@ fn video_both_tunings_round_trip_a_change() {
             );
         }
     }
-    assert_eq!(
-        "camera".parse::<Tuning>().unwrap(),
-        Tuning::Camera
-    );
+    assert_eq!("camera".parse::<Tuning>().unwrap(), Tuning::Camera);
     let e = "fast".parse::<Tuning>().unwrap_err().to_string();
     assert!(e.contains("`screen` or `camera`"), "{e}");
 }

@@ -603,6 +603,14 @@ impl Companion {
             .unwrap_or_default()
     }
 
+    /// The glass-to-glass latencies (phone capture to decoded here, µs) of
+    /// the frames decoded since the last call (or the last ones kept), in
+    /// order; later [`report`](Self::report)s start from none.
+    pub fn take_video_latencies(&self) -> Vec<u64> {
+        let mut l = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        l.g2g_us.drain(..).collect()
+    }
+
     /// Sends touches and keys (in order) with this.
     pub fn input(&self) -> mpsc::Sender<input_message::Event> {
         self.input.clone()

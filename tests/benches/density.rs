@@ -15,12 +15,16 @@
 //! process's, read from /proc/self); the companions run in child processes
 //! of this same binary, 25 per process, so the load generator is never
 //! counted as the host. Both share the machine's cores: the host's CPU is
-//! reported as its own share, and the companions' as theirs.
+//! reported as its own share, and the companions' as theirs. The sim
+//! phones' threads (`vphone-sim-*`: rendering and their API, what each
+//! phone's emulator would spend on a real host) are counted apart from the
+//! host's own CPU (screen feed, encoders, QUIC, sensors, operator API).
 //!
 //! For each N: host resident memory (total, per idle phone with no
 //! session, per session), threads and file descriptors, host CPU, sensor
 //! -> applied p50/p99 and sample -> received by the host p99 (pooled over
-//! every session's samples in the measured window), glass-to-glass p50/p99 over every companion, frames the
+//! every session's samples in the measured window), glass-to-glass p50/p99 (pooled over
+//! every companion's frames in the window), frames the
 //! companions skipped, and the operator API's `ListPhones` p50/p99 from a
 //! loop beside the load. `VPHONE_DENSITY_TUNING` (`screen`, the default,
 //! or `camera`) sets the host's `video_tuning`. It prints a table, writes
@@ -82,6 +86,40 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of this process's sim-phone threads (`vphone-sim-*`: the
+/// stand-in for the phones' own emulators), by thread id.
+fn sim_cpu_seconds() -> std::collections::HashMap<u64, f64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.contains("(vphone-sim-") {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) {
+            out.insert(tid, (ticks(11) + ticks(12)) / 100.0);
+        }
+    }
+    out
+}
+
+/// CPU seconds the sim-phone threads spent since `before`.
+fn sim_cpu_since(before: &std::collections::HashMap<u64, f64>) -> f64 {
+    sim_cpu_seconds()
+        .iter()
+        .map(|(tid, now)| now - before.get(tid).copied().unwrap_or(0.0))
+        .sum()
+}
+
 fn quantile(v: &mut [u64], p: f64) -> f64 {
     v.sort_unstable();
     device_bridge::stats::quantile(v, p).unwrap_or(0) as f64
@@ -118,7 +156,11 @@ struct Step {
     session_mib: f64,
     threads: u64,
     fds: usize,
+    /// The host's own CPU, cores (the process minus the sim phones).
     host_cpu: f64,
+    /// The sim phones' CPU (rendering, their API), cores: what the
+    /// phones' emulators would spend on a real host.
+    sim_cpu: f64,
     sensor_p50_ms: f64,
     sensor_p99_ms: f64,
     /// Sample -> received by the host's router, p99 (the handset and
@@ -142,7 +184,7 @@ impl Step {
 
     fn json(&self) -> String {
         format!(
-            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
+            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
             self.n,
             self.rss_mib,
             self.phone_mib,
@@ -150,6 +192,7 @@ impl Step {
             self.threads,
             self.fds,
             self.host_cpu,
+            self.sim_cpu,
             self.sensor_p50_ms,
             self.sensor_p99_ms,
             self.recv_p99_ms,
@@ -166,7 +209,8 @@ impl Step {
 
 /// Load-generator mode: `density --loadgen SECONDS PROFILE DIR...` runs a
 /// companion per config dir for SECONDS and prints one line per companion:
-/// `g2g <p50_us> <p99_us> <frames> <skipped> <samples...>`.
+/// `g2g <frames> <skipped> <latency_us...>` (the glass-to-glass
+/// latencies of the frames decoded from 3 s after the start).
 fn loadgen(args: &[String]) {
     let secs: f64 = args[0].parse().expect("seconds");
     let active = args[1] == "active";
@@ -193,7 +237,15 @@ fn loadgen(args: &[String]) {
         println!("connected {}", companions.len());
         let start = Instant::now();
         let mut i = 0usize;
+        let mut settled = false;
         while start.elapsed() < Duration::from_secs_f64(secs) {
+            // The host measures from 3 s after the start: so do these.
+            if !settled && start.elapsed() >= Duration::from_secs(3) {
+                for c in &companions {
+                    c.take_video_latencies();
+                }
+                settled = true;
+            }
             // A touch per handset every 5 s, spread over the interval.
             if !companions.is_empty() {
                 let c = &companions[i % companions.len()];
@@ -209,12 +261,12 @@ fn loadgen(args: &[String]) {
         }
         for c in companions {
             let r = c.report();
+            let lat = c.take_video_latencies();
             println!(
-                "g2g {:.0} {:.0} {} {}",
-                r.g2g_p50_ms * 1000.0,
-                r.g2g_p99_ms * 1000.0,
+                "g2g {} {} {}",
                 r.frames,
-                r.skipped
+                r.skipped,
+                lat.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
             );
             let _ = c.finish().await;
         }
@@ -259,7 +311,9 @@ impl Load {
 
     /// Waits for the children; returns every companion's glass-to-glass
     /// (p50 µs, p99 µs), frames and skipped frames.
-    fn finish(self) -> Vec<(u64, u64, u64, u64)> {
+    /// Per companion: frames, skipped, and the glass-to-glass latencies
+    /// (µs) of the measured window.
+    fn finish(self) -> Vec<(u64, u64, Vec<u64>)> {
         let mut out = Vec::new();
         for c in self.children {
             let o = c.wait_with_output().expect("load generator output");
@@ -272,8 +326,8 @@ impl Load {
                             .collect()
                     })
                     .unwrap_or_default();
-                if let [a, b, c, d] = f[..] {
-                    out.push((a, b, c, d));
+                if let [frames, skipped, ref lat @ ..] = f[..] {
+                    out.push((frames, skipped, lat.to_vec()));
                 }
             }
         }
@@ -329,9 +383,12 @@ fn plot(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             vec![("resident", BLUE, Box::new(|s: &Step| s.rss_mib))],
         ),
         (
-            "host CPU (cores)",
+            "CPU (cores)",
             "cores",
-            vec![("host", RED, Box::new(|s: &Step| s.host_cpu))],
+            vec![
+                ("host", RED, Box::new(|s: &Step| s.host_cpu)),
+                ("sim phones", MAGENTA, Box::new(|s: &Step| s.sim_cpu)),
+            ],
         ),
         (
             "latency (ms)",
@@ -481,9 +538,12 @@ async fn bench() {
             })
             .collect();
         let cpu0 = cpu_seconds();
+        let sim0 = sim_cpu_seconds();
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        let host_cpu = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+        let elapsed = t0.elapsed().as_secs_f64();
+        let sim_cpu = sim_cpu_since(&sim0) / elapsed;
+        let host_cpu = (cpu_seconds() - cpu0) / elapsed - sim_cpu;
         let _ = stop_tx.send(true);
         let mut api_lat = api.await.unwrap_or_default();
         let rss_sessions = rss_mib().max(rss_sessions_start);
@@ -502,8 +562,10 @@ async fn bench() {
             }
         }
         let companions = load.finish();
-        let mut g50: Vec<u64> = companions.iter().map(|c| c.0).collect();
-        let mut g99: Vec<u64> = companions.iter().map(|c| c.1).collect();
+        let mut g2g: Vec<u64> = companions
+            .iter()
+            .flat_map(|c| c.2.iter().copied())
+            .collect();
         let step = Step {
             n,
             rss_mib: rss_sessions,
@@ -512,13 +574,14 @@ async fn bench() {
             threads,
             fds: fd_count,
             host_cpu,
+            sim_cpu,
             sensor_p50_ms: quantile(&mut applied, 0.5) / 1000.0,
             sensor_p99_ms: quantile(&mut applied, 0.99) / 1000.0,
             recv_p99_ms: quantile(&mut received, 0.99) / 1000.0,
-            g2g_p50_ms: quantile(&mut g50, 0.5) / 1000.0,
-            g2g_p99_ms: quantile(&mut g99, 0.99) / 1000.0,
-            frames: companions.iter().map(|c| c.2).sum(),
-            skipped: companions.iter().map(|c| c.3).sum(),
+            g2g_p50_ms: quantile(&mut g2g, 0.5) / 1000.0,
+            g2g_p99_ms: quantile(&mut g2g, 0.99) / 1000.0,
+            frames: companions.iter().map(|c| c.0).sum(),
+            skipped: companions.iter().map(|c| c.1).sum(),
             api_p50_ms: quantile(&mut api_lat, 0.5) / 1000.0,
             api_p99_ms: quantile(&mut api_lat, 0.99) / 1000.0,
             sessions_up: up,
@@ -545,7 +608,7 @@ async fn bench() {
     }
     println!();
     println!(
-        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
+        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
         "N",
         "up",
         "RSS MiB",
@@ -553,7 +616,8 @@ async fn bench() {
         "MiB/sess",
         "threads",
         "fds",
-        "CPU",
+        "host CPU",
+        "sim CPU",
         "sens p50",
         "sens p99",
         "recv p99",
@@ -566,7 +630,7 @@ async fn bench() {
     );
     for s in &results {
         println!(
-            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
+            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
             s.n,
             s.sessions_up,
             s.rss_mib,
@@ -575,6 +639,7 @@ async fn bench() {
             s.threads,
             s.fds,
             s.host_cpu * 100.0,
+            s.sim_cpu * 100.0,
             s.sensor_p50_ms,
             s.sensor_p99_ms,
             s.recv_p99_ms,
