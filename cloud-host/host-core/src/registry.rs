@@ -275,6 +275,44 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
 }
 
+/// `name`, or `name-2`, `name-3`, ... when another enrolled handset is
+/// already called that: handsets that name themselves (every companion on
+/// one machine defaults to its host name) stay apart in lists, audits and
+/// `handset revoke NAME`. A name the operator chose is kept as given.
+fn unique_handset_name(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    fingerprint: &str,
+) -> Result<String, HostError> {
+    let taken = |n: &str| -> Result<bool, HostError> {
+        Ok(tx
+            .query_row(
+                "SELECT 1 FROM handsets WHERE name = ?1 AND fingerprint <> ?2 AND state = 'enrolled'",
+                params![n, fingerprint],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    };
+    if !taken(name)? {
+        return Ok(name.to_owned());
+    }
+    for i in 2..=10_000u32 {
+        let suffix = format!("-{i}");
+        // Room for the suffix within the 64-character limit.
+        let keep = sensor_proto::names::MAX_HANDSET_NAME - suffix.len();
+        let base: String = name.chars().take(keep).collect();
+        let candidate = format!("{}{suffix}", base.trim_end());
+        if !taken(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    Err(HostError::Invalid {
+        what: "handset name",
+        why: format!("10000 enrolled handsets are already called '{name}'"),
+    })
+}
+
 /// Whether `path` (or, if it does not exist, its directory) is on a
 /// filesystem mounted read-only.
 fn on_read_only_fs(path: &Path) -> bool {
@@ -642,7 +680,7 @@ impl Registry {
                         },
                     }
                 })?;
-                handset_name.to_owned()
+                unique_handset_name(&tx, handset_name, fingerprint)?
             }
         };
         let grant = PhoneGrant::from_row(all, &phones);
@@ -985,6 +1023,41 @@ mod tests {
             let e = r.insert_phone(&phone(bad)).unwrap_err().to_string();
             assert!(e.starts_with("invalid phone name"), "{e}");
         }
+    }
+
+    #[test]
+    fn handsets_naming_themselves_alike_get_distinct_names() {
+        let r = Registry::open_in_memory().unwrap();
+        for (i, id) in ["t1", "t2", "t3", "t4"].into_iter().enumerate() {
+            let mut t = token(id, 1000, only(&["phone-1"]));
+            t.name = (i == 3).then(|| "laptop".to_owned());
+            r.insert_token(&t, 0).unwrap();
+        }
+        let names: Vec<String> = [("t1", "aa"), ("t2", "bb"), ("t3", "cc")]
+            .into_iter()
+            .map(|(t, fp)| r.enroll_with_token(t, fp, "laptop", 1).unwrap().name)
+            .collect();
+        assert_eq!(names, ["laptop", "laptop-2", "laptop-3"]);
+        // The operator's choice is kept as given.
+        assert_eq!(
+            r.enroll_with_token("t4", "dd", "x", 1).unwrap().name,
+            "laptop"
+        );
+        // A 64-character name keeps its suffix within the limit.
+        let long = "n".repeat(64);
+        for (id, fp) in [("t5", "ee"), ("t6", "ff")] {
+            let mut t = token(id, 1000, only(&["phone-1"]));
+            t.name = None;
+            r.insert_token(&t, 0).unwrap();
+            let n = r.enroll_with_token(id, fp, &long, 1).unwrap().name;
+            assert!(n.chars().count() <= 64, "{n}");
+        }
+        assert!(
+            r.handsets()
+                .unwrap()
+                .iter()
+                .any(|h| h.name.ends_with("n-2"))
+        );
     }
 
     #[test]
