@@ -8,7 +8,7 @@
 //! names left by processes that died before that are swept at the next
 //! [`ScreenRegion::create`].
 
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -126,10 +126,18 @@ impl ScreenRegion {
                 why: format!("{len} bytes do not fit the {}-byte region", self.len),
             });
         }
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, 0)
-            .map_err(|e| HostError::io("reading the screen region", e))?;
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let err = |e| HostError::io("reading the screen region", e);
+        // Read into the new buffer's spare capacity: no zeroing of megabytes
+        // that are overwritten at once (`read_to_end` fills uninitialised
+        // capacity). Only this region's reader moves the file offset.
+        let mut buf = Vec::with_capacity(len);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(err)?;
+        file.take(len as u64).read_to_end(&mut buf).map_err(err)?;
+        if buf.len() != len {
+            return Err(err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+        }
         Ok(buf)
     }
 }
@@ -142,6 +150,8 @@ impl Drop for ScreenRegion {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
 
     #[test]
