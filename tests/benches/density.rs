@@ -7,7 +7,8 @@
 //! `1,10,25,50,100,200`) in a profile (`VPHONE_DENSITY_PROFILE`):
 //!
 //! * `idle`: a handset lying still (`--sensors still`) at 10 Hz, a touch
-//!   per handset every 5 s;
+//!   per handset every `VPHONE_DENSITY_TOUCH_SECS` (default 30 s: an
+//!   occasional touch) spread evenly over the handsets;
 //! * `active`: synthetic motion at 100 Hz (the Sensor Lab moves), video
 //!   capped at 30 fps.
 //!
@@ -32,7 +33,8 @@
 //! against N) to
 //! `VPHONE_DENSITY_OUT` (default `target/tmp/density`), and stops stepping
 //! after two steps in a row broke a goal (sensor p99 over 2 ms or API p99
-//! over 50 ms) or when not every session came up.
+//! over 50 ms; `VPHONE_DENSITY_KEEP_GOING=1` walks every step anyway) or
+//! when not every session came up.
 //! `VPHONE_DENSITY_SOAK=SECONDS` then holds the largest passing N (or
 //! `VPHONE_DENSITY_SOAK_N`) that long and prints memory and descriptors
 //! per minute.
@@ -84,6 +86,19 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the processes `pids` (the load generators), summed.
+fn pids_cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / 100.0
+        })
+        .sum()
 }
 
 /// CPU seconds of this process's sim-phone threads (`vphone-sim-*`: the
@@ -161,6 +176,8 @@ struct Step {
     /// The sim phones' CPU (rendering, their API), cores: what the
     /// phones' emulators would spend on a real host.
     sim_cpu: f64,
+    /// The load generators' CPU (the companions: QUIC, decoding), cores.
+    load_cpu: f64,
     sensor_p50_ms: f64,
     sensor_p99_ms: f64,
     /// Sample -> received by the host's router, p99 (the handset and
@@ -184,7 +201,7 @@ impl Step {
 
     fn json(&self) -> String {
         format!(
-            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
+            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"handsets_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
             self.n,
             self.rss_mib,
             self.phone_mib,
@@ -193,6 +210,7 @@ impl Step {
             self.fds,
             self.host_cpu,
             self.sim_cpu,
+            self.load_cpu,
             self.sensor_p50_ms,
             self.sensor_p99_ms,
             self.recv_p99_ms,
@@ -214,9 +232,17 @@ impl Step {
 fn loadgen(args: &[String]) {
     let secs: f64 = args[0].parse().expect("seconds");
     let active = args[1] == "active";
+    let touch_secs = env_f64("VPHONE_DENSITY_TOUCH_SECS", 30.0).max(0.1);
     let dirs: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+    // Each handset would have its own CPU: the generator's network workers
+    // run at real-time priority (where permitted), so the host's video
+    // threads on the same two cores do not delay the handsets' sensor
+    // samples on their way out; decoding stays at normal priority.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
+        .on_thread_start(|| {
+            let _ = device_bridge::latency_thread_priority();
+        })
         .enable_all()
         .build()
         .expect("runtime");
@@ -229,12 +255,35 @@ fn loadgen(args: &[String]) {
             } else {
                 mobile_client::sensors::SourceSpec::Still
             };
-            match Companion::connect(o).await {
-                Ok(c) => companions.push(c),
-                Err(e) => eprintln!("loadgen: {} did not connect: {e}", d.display()),
+            // Every companion here comes from 127.0.0.1: past the host's
+            // per-source rate (10 new connections/s, bursts of 20) it is
+            // refused before TLS; a handset tries again a little later.
+            let mut tries = 0u32;
+            loop {
+                match Companion::connect(o.clone()).await {
+                    Ok(c) => {
+                        companions.push(c);
+                        break;
+                    }
+                    Err(_) if tries < 20 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
+                    }
+                    Err(e) => {
+                        eprintln!("loadgen: {} did not connect: {e}", d.display());
+                        break;
+                    }
+                }
             }
         }
         println!("connected {}", companions.len());
+        // The parent says when every load generator has connected.
+        // (Read off the runtime's one worker: the sessions keep running.)
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go)
+        })
+        .await;
         let start = Instant::now();
         let mut i = 0usize;
         let mut settled = false;
@@ -246,7 +295,8 @@ fn loadgen(args: &[String]) {
                 }
                 settled = true;
             }
-            // A touch per handset every 5 s, spread over the interval.
+            // A touch per handset every `touch_secs`, spread over the
+            // interval.
             if !companions.is_empty() {
                 let c = &companions[i % companions.len()];
                 let (x, y) = (100.0 + (i % 5) as f32 * 100.0, 400.0);
@@ -255,7 +305,7 @@ fn loadgen(args: &[String]) {
                 i += 1;
             }
             tokio::time::sleep(Duration::from_secs_f64(
-                5.0 / companions.len().max(1) as f64,
+                touch_secs / companions.len().max(1) as f64,
             ))
             .await;
         }
@@ -289,6 +339,7 @@ impl Load {
                 .arg(format!("{secs}"))
                 .arg(profile.name())
                 .args(chunk)
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -306,12 +357,24 @@ impl Load {
                 .and_then(|n| n.trim().parse::<usize>().ok())
                 .unwrap_or(0);
         }
+        // Every child has connected all of its companions: all start the
+        // load together, so their runs cover the host's measured window.
+        for c in &mut children {
+            use std::io::Write as _;
+            if let Some(stdin) = c.stdin.as_mut() {
+                let _ = stdin.write_all(b"go\n");
+                let _ = stdin.flush();
+            }
+        }
         (Self { children }, up)
     }
 
-    /// Waits for the children; returns every companion's glass-to-glass
-    /// (p50 µs, p99 µs), frames and skipped frames.
-    /// Per companion: frames, skipped, and the glass-to-glass latencies
+    /// The children's process ids.
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Waits for the children. Per companion: frames, skipped, and the glass-to-glass latencies
     /// (µs) of the measured window.
     fn finish(self) -> Vec<(u64, u64, Vec<u64>)> {
         let mut out = Vec::new();
@@ -388,6 +451,11 @@ fn plot(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             vec![
                 ("host", RED, Box::new(|s: &Step| s.host_cpu)),
                 ("sim phones", MAGENTA, Box::new(|s: &Step| s.sim_cpu)),
+                (
+                    "handsets (load generator)",
+                    BLACK,
+                    Box::new(|s: &Step| s.load_cpu),
+                ),
             ],
         ),
         (
@@ -497,9 +565,11 @@ async fn bench() {
     };
     listen(&th, "phone-1");
     println!(
-        "density, {} profile, video tuning {tuning_name}, 720x1280 sim phones, {secs:.0} s per \
-         step; host in this process, companions in child processes ({PER_PROCESS} each)",
-        profile.name()
+        "density, {} profile, video tuning {tuning_name}, 720x1280 sim phones, a touch per \
+         handset every {:.0} s, {secs:.0} s per step; host in this process, companions in child \
+         processes ({PER_PROCESS} each)",
+        profile.name(),
+        env_f64("VPHONE_DENSITY_TOUCH_SECS", 30.0)
     );
     for &n in &steps {
         // Phones first, idle, to price a phone without a session.
@@ -539,10 +609,12 @@ async fn bench() {
             .collect();
         let cpu0 = cpu_seconds();
         let sim0 = sim_cpu_seconds();
+        let load0 = pids_cpu_seconds(&load.pids());
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         let elapsed = t0.elapsed().as_secs_f64();
         let sim_cpu = sim_cpu_since(&sim0) / elapsed;
+        let load_cpu = (pids_cpu_seconds(&load.pids()) - load0) / elapsed;
         let host_cpu = (cpu_seconds() - cpu0) / elapsed - sim_cpu;
         let _ = stop_tx.send(true);
         let mut api_lat = api.await.unwrap_or_default();
@@ -575,6 +647,7 @@ async fn bench() {
             fds: fd_count,
             host_cpu,
             sim_cpu,
+            load_cpu,
             sensor_p50_ms: quantile(&mut applied, 0.5) / 1000.0,
             sensor_p99_ms: quantile(&mut applied, 0.99) / 1000.0,
             recv_p99_ms: quantile(&mut received, 0.99) / 1000.0,
@@ -601,14 +674,15 @@ async fn bench() {
             );
             break;
         }
-        if results.len() >= 2 && results[results.len() - 2..].iter().all(broke) {
+        let keep_going = std::env::var_os("VPHONE_DENSITY_KEEP_GOING").is_some();
+        if !keep_going && results.len() >= 2 && results[results.len() - 2..].iter().all(broke) {
             println!("goals broke at two steps in a row; not stepping further");
             break;
         }
     }
     println!();
     println!(
-        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
+        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
         "N",
         "up",
         "RSS MiB",
@@ -618,6 +692,7 @@ async fn bench() {
         "fds",
         "host CPU",
         "sim CPU",
+        "hs CPU",
         "sens p50",
         "sens p99",
         "recv p99",
@@ -630,7 +705,7 @@ async fn bench() {
     );
     for s in &results {
         println!(
-            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
+            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
             s.n,
             s.sessions_up,
             s.rss_mib,
@@ -640,6 +715,7 @@ async fn bench() {
             s.fds,
             s.host_cpu * 100.0,
             s.sim_cpu * 100.0,
+            s.load_cpu * 100.0,
             s.sensor_p50_ms,
             s.sensor_p99_ms,
             s.recv_p99_ms,

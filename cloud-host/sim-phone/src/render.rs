@@ -336,7 +336,10 @@ pub struct Renderer {
     ox: f32,
     pixmap: Pixmap,
     /// The scene-independent layer (see `draw_static`), RGBA.
-    background: Vec<u8>,
+    background: Pixmap,
+    /// A 1x1 stand-in for `pixmap` once [`Renderer::render_owned`] has
+    /// handed the frame over.
+    placeholder: Pixmap,
     text: TextPainter,
 }
 
@@ -370,12 +373,16 @@ impl Renderer {
             height,
             s,
             ox: (width as f32 - DESIGN_W * s) / 2.0,
+            background: pixmap.clone(),
             pixmap,
-            background: Vec::new(),
+            placeholder: Pixmap::new(1, 1).ok_or(HostError::Alloc {
+                width: 1,
+                height: 1,
+            })?,
             text: TextPainter::new()?,
         };
         renderer.draw_static();
-        renderer.background = renderer.pixmap.data().to_vec();
+        renderer.background = renderer.pixmap.clone();
         Ok(renderer)
     }
 
@@ -394,7 +401,29 @@ impl Renderer {
     ///
     /// Deterministic: the same scene gives bit-identical bytes.
     pub fn render(&mut self, scene: &SceneState) -> &[u8] {
-        self.pixmap.data_mut().copy_from_slice(&self.background);
+        if self.pixmap.width() != self.width {
+            // `render_owned` took the last buffer: a new one from the
+            // background (the copy every frame starts with anyway).
+            self.pixmap = self.background.clone();
+        } else {
+            self.pixmap
+                .data_mut()
+                .copy_from_slice(self.background.data());
+        }
+        self.draw_scene(scene);
+        self.pixmap.data()
+    }
+
+    /// Like [`render`](Self::render), but hands over the pixel buffer
+    /// itself: no copy out of the renderer, and between frames the renderer
+    /// holds no frame-sized buffer but its background (the next frame
+    /// starts from a copy of it).
+    pub fn render_owned(&mut self, scene: &SceneState) -> Vec<u8> {
+        let _ = self.render(scene);
+        std::mem::replace(&mut self.pixmap, self.placeholder.clone()).take()
+    }
+
+    fn draw_scene(&mut self, scene: &SceneState) {
         self.draw_status_bar(scene);
         self.draw_session(scene);
         self.draw_sensor_values(scene);
@@ -403,7 +432,6 @@ impl Renderer {
         self.draw_ripples(scene);
         // Every pixel is opaque (the background is opaque and everything is
         // blended over it), so premultiplied and straight RGBA coincide.
-        self.pixmap.data()
     }
 
     /// Like [`render`](Self::render) but writes packed RGB888 (3 bytes per
@@ -828,6 +856,20 @@ mod tests {
             first != b.render(&other),
             "different accel gave same pixels"
         );
+    }
+
+    #[test]
+    fn owned_frames_match_borrowed_ones_and_rendering_goes_on() {
+        let scene = demo_scene();
+        let mut a = Renderer::new(DEFAULT_WIDTH, DEFAULT_HEIGHT).unwrap();
+        let mut b = Renderer::new(DEFAULT_WIDTH, DEFAULT_HEIGHT).unwrap();
+        let borrowed = a.render(&scene).to_vec();
+        let owned = b.render_owned(&scene);
+        assert!(owned == borrowed, "an owned frame differs");
+        // After handing a buffer over, both kinds of render go on.
+        assert!(b.render_owned(&scene) == borrowed);
+        assert!(b.render(&SceneState::default()) != borrowed.as_slice());
+        assert!(b.render(&scene) == borrowed.as_slice());
     }
 
     #[test]

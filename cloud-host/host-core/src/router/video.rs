@@ -26,7 +26,37 @@ use super::pace::{Pacer, Verdict};
 /// How soon a held frame is offered again.
 const HOLD_RECHECK: Duration = Duration::from_millis(10);
 
-type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
+type Image = Arc<sensor_proto::emulator::Image>;
+
+/// The newest screen image, shared by the feed thread and the video loop.
+/// The loop can also reach the sender (weakly: the feed ending still ends
+/// the channel), to let go of an image once it has taken it
+/// ([`Latest::take`]): a resting screen keeps no image here.
+struct Latest {
+    rx: watch::Receiver<Option<Image>>,
+    tx: std::sync::Weak<watch::Sender<Option<Image>>>,
+}
+
+impl Latest {
+    /// Waits for a newer image and takes it (`None` once the feed ended).
+    /// The channel keeps no reference to it: the image lives while the
+    /// caller holds it.
+    async fn take(&mut self) -> Option<Option<Image>> {
+        self.rx.changed().await.ok()?;
+        let img = self.rx.borrow_and_update().clone();
+        if let (Some(i), Some(tx)) = (&img, self.tx.upgrade()) {
+            // Only if the feed has not put a newer one there meanwhile; no
+            // wake-up for the emptying.
+            tx.send_if_modified(|v| {
+                if v.as_ref().is_some_and(|x| Arc::ptr_eq(x, i)) {
+                    *v = None;
+                }
+                false
+            });
+        }
+        Some(img)
+    }
+}
 
 /// Reads the phone's screenshot stream on its own thread, runtime and
 /// connection: each frame is megabytes of RGBA, and parsing them on the
@@ -36,6 +66,8 @@ type Latest = watch::Receiver<Option<Arc<sensor_proto::emulator::Image>>>;
 /// the messages. The thread ends when the returned receiver is dropped.
 async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Latest, HostError> {
     let (tx, rx) = watch::channel(None);
+    let tx = Arc::new(tx);
+    let weak_tx = Arc::downgrade(&tx);
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     spawn_on_own_runtime("screen", Priority::Bulk, async move {
         let client = match client.separate_connection().await {
@@ -139,7 +171,7 @@ async fn screen_feed(client: EmulatorClient, display: (u32, u32)) -> Result<Late
         what: "screen feed",
         why: "its thread ended before the stream opened".to_owned(),
     })??;
-    Ok(rx)
+    Ok(Latest { rx, tx: weak_tx })
 }
 
 pub(super) async fn video_loop(
@@ -175,22 +207,18 @@ pub(super) async fn video_loop(
     let mut gop_id = 0u64;
     // A frame the fps cap skipped: offered again at the next slot, so the
     // last change of a screen that then stays still is never lost.
-    let mut pending: Option<(Arc<sensor_proto::emulator::Image>, tokio::time::Instant)> = None;
+    let mut pending: Option<(Image, tokio::time::Instant)> = None;
     loop {
         let img = match pending.take() {
-            None => {
-                if latest.changed().await.is_err() {
-                    return;
-                }
-                latest.borrow_and_update().clone()
-            }
+            None => match latest.take().await {
+                Some(img) => img,
+                None => return,
+            },
             Some((img, at)) => tokio::select! {
-                r = latest.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    latest.borrow_and_update().clone()
-                }
+                r = latest.take() => match r {
+                    Some(img) => img,
+                    None => return,
+                },
                 () = tokio::time::sleep_until(at) => Some(img),
             },
         };

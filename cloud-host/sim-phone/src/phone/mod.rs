@@ -586,7 +586,9 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let (scene, animating) = phone.scene(Instant::now());
         if last_scene.as_ref() != Some(&scene) {
             let (width, height) = (renderer.width(), renderer.height());
-            let rgba = renderer.render(&scene);
+            // The renderer hands its buffer over: no copy into the frame,
+            // and no second frame-sized buffer held while the screen rests.
+            let rgba = renderer.render_owned(&scene);
             let same = phone
                 .shared
                 .frames
@@ -600,7 +602,7 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
                     timestamp_us: unix_us(),
                     width,
                     height,
-                    rgba: sensor_proto::bytes::Bytes::copy_from_slice(rgba),
+                    rgba: rgba.into(),
                 };
                 phone.shared.frames.send_replace(Some(Arc::new(frame)));
                 last_frame = Some(Instant::now());
