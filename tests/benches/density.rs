@@ -21,6 +21,9 @@
 //! phone's emulator would spend on a real host) are counted apart from the
 //! host's own CPU (screen feed, encoders, QUIC, sensors, operator API).
 //!
+//! The host runs with `MALLOC_ARENA_MAX=2`, as its systemd unit starts it
+//! (the bench re-runs itself with it when unset).
+//!
 //! For each N: host resident memory (total, per idle phone with no
 //! session, per session), threads and file descriptors, host CPU, sensor
 //! -> applied p50/p99 and sample -> received by the host p99 (pooled over
@@ -512,6 +515,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--loadgen") {
         return loadgen(&args[1..]);
+    }
+    // Measure the host as infra/systemd/vphone-host.service runs it: with
+    // two malloc arenas (glibc reads this only at start, hence the re-run).
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let exe = std::env::current_exe().expect("bench executable");
+        let status = Command::new(exe)
+            .args(&args)
+            .env("MALLOC_ARENA_MAX", "2")
+            .status()
+            .expect("re-running with MALLOC_ARENA_MAX=2");
+        std::process::exit(status.code().unwrap_or(1));
     }
     // `cargo bench` passes `--bench`; nothing else is taken.
     let rt = tokio::runtime::Builder::new_multi_thread()
