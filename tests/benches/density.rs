@@ -26,7 +26,8 @@
 //!
 //! For each N: host resident memory (total, per idle phone with no
 //! session, per session), threads and file descriptors, host CPU, sensor
-//! -> applied p50/p99 and sample -> received by the host p99 (pooled over
+//! -> applied p50/p99, sample -> received by the host p99 and received ->
+//! applied p99 (the host's own part; each pooled over
 //! every session's samples in the measured window), glass-to-glass p50/p99 (pooled over
 //! every companion's frames in the window), frames the
 //! companions skipped, and the operator API's `ListPhones` p50/p99 from a
@@ -89,6 +90,24 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// This process's threads counted by name, most first (`name x count`).
+fn thread_names() -> String {
+    let mut by_name: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Ok(c) = std::fs::read_to_string(t.path().join("comm")) {
+                *by_name.entry(c.trim().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let mut v: Vec<_> = by_name.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.iter()
+        .map(|(n, c)| format!("{n} x {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// CPU seconds of the processes `pids` (the load generators), summed.
@@ -186,6 +205,9 @@ struct Step {
     /// Sample -> received by the host's router, p99 (the handset and
     /// network part of the sensor latency).
     recv_p99_ms: f64,
+    /// Received by the router -> applied in the phone, p99: the host's
+    /// (and the phone's) part, per applied sample.
+    host_p99_ms: f64,
     g2g_p50_ms: f64,
     g2g_p99_ms: f64,
     frames: u64,
@@ -204,7 +226,7 @@ impl Step {
 
     fn json(&self) -> String {
         format!(
-            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"handsets_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
+            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"handsets_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"sensor_in_host_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
             self.n,
             self.rss_mib,
             self.phone_mib,
@@ -217,6 +239,7 @@ impl Step {
             self.sensor_p50_ms,
             self.sensor_p99_ms,
             self.recv_p99_ms,
+            self.host_p99_ms,
             self.g2g_p50_ms,
             self.g2g_p99_ms,
             self.frames,
@@ -611,14 +634,14 @@ async fn bench() {
             stop_rx,
         ));
         // Only the samples recorded while measuring count.
-        let counts0: std::collections::HashMap<String, (usize, usize)> = th
+        let counts0: std::collections::HashMap<String, (usize, usize, usize)> = th
             .host
             .sessions
             .ids()
             .into_iter()
             .filter_map(|id| {
-                let (r, a) = th.host.sessions.sensor_latency_samples(&id)?;
-                Some((id, (r.len(), a.len())))
+                let l = th.host.sessions.sensor_latency_samples(&id)?;
+                Some((id, (l.received.len(), l.applied.len(), l.in_host.len())))
             })
             .collect();
         let cpu0 = cpu_seconds();
@@ -640,11 +663,13 @@ async fn bench() {
         // 8192 samples in one step, so a start count marks the window).
         let mut applied = Vec::new();
         let mut received = Vec::new();
+        let mut in_host = Vec::new();
         for id in &ids {
-            if let Some((r, a)) = th.host.sessions.sensor_latency_samples(id) {
-                let (r0, a0) = counts0.get(id).copied().unwrap_or((0, 0));
-                received.extend_from_slice(r.get(r0..).unwrap_or(&[]));
-                applied.extend_from_slice(a.get(a0..).unwrap_or(&[]));
+            if let Some(l) = th.host.sessions.sensor_latency_samples(id) {
+                let (r0, a0, h0) = counts0.get(id).copied().unwrap_or((0, 0, 0));
+                received.extend_from_slice(l.received.get(r0..).unwrap_or(&[]));
+                applied.extend_from_slice(l.applied.get(a0..).unwrap_or(&[]));
+                in_host.extend_from_slice(l.in_host.get(h0..).unwrap_or(&[]));
             }
         }
         let companions = load.finish();
@@ -665,6 +690,7 @@ async fn bench() {
             sensor_p50_ms: quantile(&mut applied, 0.5) / 1000.0,
             sensor_p99_ms: quantile(&mut applied, 0.99) / 1000.0,
             recv_p99_ms: quantile(&mut received, 0.99) / 1000.0,
+            host_p99_ms: quantile(&mut in_host, 0.99) / 1000.0,
             g2g_p50_ms: quantile(&mut g2g, 0.5) / 1000.0,
             g2g_p99_ms: quantile(&mut g2g, 0.99) / 1000.0,
             frames: companions.iter().map(|c| c.0).sum(),
@@ -696,7 +722,7 @@ async fn bench() {
     }
     println!();
     println!(
-        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
+        "{:>5} {:>6} {:>9} {:>9} {:>10} {:>8} {:>5} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}",
         "N",
         "up",
         "RSS MiB",
@@ -710,6 +736,7 @@ async fn bench() {
         "sens p50",
         "sens p99",
         "recv p99",
+        "host p99",
         "g2g p50",
         "g2g p99",
         "skipped",
@@ -719,7 +746,7 @@ async fn bench() {
     );
     for s in &results {
         println!(
-            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
+            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
             s.n,
             s.sessions_up,
             s.rss_mib,
@@ -733,6 +760,7 @@ async fn bench() {
             s.sensor_p50_ms,
             s.sensor_p99_ms,
             s.recv_p99_ms,
+            s.host_p99_ms,
             s.g2g_p50_ms,
             s.g2g_p99_ms,
             s.skipped,
@@ -800,6 +828,7 @@ async fn bench() {
                 status_field("Threads:")
             );
         }
+        println!("threads by name at the end: {}", thread_names());
         let _ = load.finish();
         println!("soak held {up} sessions");
     }

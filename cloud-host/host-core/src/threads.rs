@@ -34,10 +34,14 @@ pub fn spawn_on_own_runtime(
     // The runtime is built on the new thread: were the thread refused, a
     // runtime dropped here (possibly inside async code) would panic.
     let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
+    // Its blocking-pool threads (`spawn_blocking`) carry the name too, so
+    // a thread count by name says whose they are.
+    let pool_name = format!("vphone-{name}-b");
     std::thread::Builder::new()
         .name(format!("vphone-{name}"))
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
+                .thread_name(pool_name)
                 .enable_all()
                 .build()
             {

@@ -38,7 +38,9 @@ use self::input::input_loop;
 pub use self::sensors::active_sensors;
 use self::sensors::sensor_loop;
 use self::sessions::Live;
-pub use self::sessions::{LatencyLog, NoSessions, SensorLatency, SessionDirectory, Sessions};
+pub use self::sessions::{
+    LatencyLog, NoSessions, SensorLatency, SensorSamples, SessionDirectory, Sessions,
+};
 use self::video::video_loop;
 
 use std::collections::HashMap;

@@ -145,7 +145,7 @@ pub(super) async fn sensor_loop(
             .latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .replace(sample)
+            .replace((sample, Instant::now()))
             .is_some();
         if replaced {
             metrics.sensor_dropped.inc();
@@ -187,7 +187,8 @@ fn record_since_capture(
 /// The newest not yet applied sample of one sensor.
 #[derive(Default)]
 struct SensorSlot {
-    latest: Mutex<Option<SensorSample>>,
+    /// The sample and when it arrived.
+    latest: Mutex<Option<(SensorSample, Instant)>>,
     ready: Notify,
 }
 
@@ -203,10 +204,16 @@ async fn apply_sensor(
         slot.ready.notified().await;
         loop {
             let next = slot.latest.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let Some(sample) = next else { break };
+            let Some((sample, arrived)) = next else { break };
             if client.set_sensor(target, &sample.values).await.is_ok() {
                 metrics.sensor_samples.inc();
                 record_since_capture(&sample, &clock_offset_ns, &latency, |l| &mut l.applied);
+                let in_host = arrived.elapsed().as_micros() as u64;
+                latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .in_host
+                    .push(in_host);
             } else {
                 metrics.sensor_dropped.inc();
             }

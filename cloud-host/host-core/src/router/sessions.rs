@@ -60,6 +60,20 @@ pub struct SensorLatency {
     pub received: LatencyLog,
     /// Capture -> the phone acknowledged `setSensor` (the whole path).
     pub applied: LatencyLog,
+    /// Arrived at the router -> the phone acknowledged it: the host's own
+    /// part of the path (and the phone's), per applied sample.
+    pub in_host: LatencyLog,
+}
+
+/// A session's sensor latencies, µs, oldest first (see [`SensorLatency`]).
+#[derive(Debug, Clone, Default)]
+pub struct SensorSamples {
+    /// Capture -> received by the router.
+    pub received: Vec<u64>,
+    /// Capture -> applied in the phone.
+    pub applied: Vec<u64>,
+    /// Received -> applied: the host's (and the phone's) part.
+    pub in_host: Vec<u64>,
 }
 
 /// What the router keeps for each live session (beside its phone and
@@ -98,8 +112,9 @@ impl Sessions {
     }
 
     /// A session's recorded sensor latencies, µs, oldest first (at most
-    /// the last 8192): `(received, applied)`, for pooling across sessions.
-    pub fn sensor_latency_samples(&self, id: &str) -> Option<(Vec<u64>, Vec<u64>)> {
+    /// the last 8192 each): received, applied and in the host, for pooling
+    /// across sessions.
+    pub fn sensor_latency_samples(&self, id: &str) -> Option<SensorSamples> {
         let live = self.lock();
         let logs = live
             .get(id)?
@@ -107,7 +122,11 @@ impl Sessions {
             .sensor_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Some((logs.received.samples(), logs.applied.samples()))
+        Some(SensorSamples {
+            received: logs.received.samples(),
+            applied: logs.applied.samples(),
+            in_host: logs.in_host.samples(),
+        })
     }
 
     fn sensor_log(
