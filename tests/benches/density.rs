@@ -51,7 +51,7 @@ use mobile_client::session::{Companion, ConnectOptions};
 use sensor_proto::bridge::TouchAction;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
-use vphone_tests::{TestHost, touch};
+use vphone_tests::{TestHost, proc_cpu_seconds, touch};
 
 /// Companions per load-generator process.
 const PER_PROCESS: usize = 25;
@@ -85,11 +85,7 @@ fn fds() -> usize {
 
 /// This process's CPU seconds (user + system).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    proc_cpu_seconds("/proc/self/stat")
 }
 
 /// This process's threads counted by name, most first (`name x count`).
@@ -113,13 +109,7 @@ fn thread_names() -> String {
 /// CPU seconds of the processes `pids` (the load generators), summed.
 fn pids_cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter()
-        .map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (ticks(11) + ticks(12)) / 100.0
-        })
+        .map(|pid| proc_cpu_seconds(format!("/proc/{pid}/stat")))
         .sum()
 }
 
@@ -131,19 +121,12 @@ fn sim_cpu_seconds() -> std::collections::HashMap<u64, f64> {
         return out;
     };
     for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.contains("(vphone-sim-") {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !name.starts_with("vphone-sim-") {
             continue;
         }
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         if let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) {
-            out.insert(tid, (ticks(11) + ticks(12)) / 100.0);
+            out.insert(tid, proc_cpu_seconds(t.path().join("stat")));
         }
     }
     out

@@ -360,6 +360,19 @@ pub fn flat_recording(dir: &Path) -> PathBuf {
     )
 }
 
+/// CPU seconds (user + system) of the process or thread whose
+/// `/proc/.../stat` file is `stat_path`; 0 when it cannot be read (the
+/// process ended). Linux counts 100 ticks per second.
+pub fn proc_cpu_seconds(stat_path: impl AsRef<Path>) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which may contain spaces); utime and
+    // stime are fields 14 and 15 (1-based).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A one-finger touch event (pointer 0), stamped now.
 pub fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
     input_message::Event::one_finger(action, x, y, now_ns())

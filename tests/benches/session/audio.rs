@@ -36,11 +36,7 @@ fn thread_cpu(prefix: &str) -> f64 {
         if !name.trim().starts_with(prefix) {
             continue;
         }
-        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        total += (ticks(11) + ticks(12)) / 100.0;
+        total += vphone_tests::proc_cpu_seconds(p.join("stat"));
     }
     total
 }

@@ -25,13 +25,7 @@ use vphone_tests::{TestHost, flat_recording, touch};
 
 /// Process CPU seconds (user + system) from /proc/self/stat.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 (1-based); 100 ticks per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    vphone_tests::proc_cpu_seconds("/proc/self/stat")
 }
 
 fn pct(v: &mut [u64], p: f64) -> f64 {

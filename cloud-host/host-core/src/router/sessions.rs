@@ -115,17 +115,12 @@ impl Sessions {
     /// the last 8192 each): received, applied and in the host, for pooling
     /// across sessions.
     pub fn sensor_latency_samples(&self, id: &str) -> Option<SensorSamples> {
-        let live = self.lock();
-        let logs = live
-            .get(id)?
-            .data
-            .sensor_latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        Some(SensorSamples {
-            received: logs.received.samples(),
-            applied: logs.applied.samples(),
-            in_host: logs.in_host.samples(),
+        self.with_sensor_latency(id, |l| {
+            Some(SensorSamples {
+                received: l.received.samples(),
+                applied: l.applied.samples(),
+                in_host: l.in_host.samples(),
+            })
         })
     }
 
@@ -134,6 +129,18 @@ impl Sessions {
         id: &str,
         which: impl Fn(&SensorLatency) -> &LatencyLog,
     ) -> Option<(u64, u64, usize)> {
+        self.with_sensor_latency(id, |l| {
+            let log = which(l);
+            Some((log.percentile(0.5)?, log.percentile(0.99)?, log.len()))
+        })
+    }
+
+    /// `f` of a live session's sensor latencies; `None` for no such session.
+    fn with_sensor_latency<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&SensorLatency) -> Option<T>,
+    ) -> Option<T> {
         let live = self.lock();
         let logs = live
             .get(id)?
@@ -141,8 +148,7 @@ impl Sessions {
             .sensor_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let log = which(&logs);
-        Some((log.percentile(0.5)?, log.percentile(0.99)?, log.len()))
+        f(&logs)
     }
 
     /// Ids of the live sessions.
