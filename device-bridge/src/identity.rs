@@ -219,7 +219,7 @@ impl KeyMaterial {
 
 /// Writes `data` to `path` via a temporary file and a rename, with `mode`
 /// permissions (on Unix) from the moment the file exists.
-fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), BridgeError> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8], mode: u32) -> Result<(), BridgeError> {
     let mut tmp = PathBuf::from(path);
     tmp.set_extension("tmp");
     let mut options = fs::OpenOptions::new();
@@ -289,6 +289,37 @@ impl HostIdentity {
 
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         self.0.key.clone_key()
+    }
+
+    /// The leaf certificate's SubjectPublicKeyInfo (DER): what a browser
+    /// handset imports to check what the host signs. Its SHA-256 is
+    /// [`HostIdentity::pin`].
+    #[must_use]
+    pub fn spki(&self) -> Vec<u8> {
+        self.0
+            .chain
+            .first()
+            .and_then(|c| spki_of_certificate(c))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Signs `message` with the host key (ECDSA P-256 with SHA-256, the
+    /// fixed `r || s` form WebCrypto verifies); `None` when the host key is
+    /// not a PKCS#8 ECDSA P-256 key (an operator-provided RSA key, say).
+    #[must_use]
+    pub fn sign_p256(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let PrivateKeyDer::Pkcs8(pkcs8) = &self.0.key else {
+            return None;
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.secret_pkcs8_der(),
+            &rng,
+        )
+        .ok()?;
+        pair.sign(&rng, message).ok().map(|s| s.as_ref().to_vec())
     }
 }
 

@@ -112,6 +112,7 @@ pub mod stats;
 pub mod tls;
 mod token;
 mod util;
+pub mod web;
 mod wire;
 
 pub use auth::{AuthRequest, Authorized, Authorizer, HandsetRecord, MemoryAuthorizer, Refusal};

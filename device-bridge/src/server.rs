@@ -23,6 +23,8 @@ use crate::session::{
     Core, GopWriter, Loss, Owner, Role, SessionEnd, SessionStats, classify, lock,
 };
 use crate::util::{hex_encode, random_bytes};
+use crate::web::serve::WebContext;
+use crate::web::{WebCertificates, WebCore, serve_web};
 use crate::wire::{self, FrameReader, ReadFail};
 use crate::{BridgeError, tls};
 use quinn::VarInt;
@@ -48,6 +50,9 @@ pub struct BridgeServerConfig {
     /// Connection caps, in total and per source, before and after
     /// admission.
     pub limits: AdmissionLimits,
+    /// Browser handsets: with certificates here the endpoint also speaks
+    /// HTTP/3 + WebTransport (ALPN `h3`) on the same port ([`crate::web`]).
+    pub web: Option<Arc<WebCertificates>>,
 }
 
 impl BridgeServerConfig {
@@ -62,6 +67,7 @@ impl BridgeServerConfig {
             transport: TransportSettings::default(),
             host_version: env!("CARGO_PKG_VERSION").to_owned(),
             limits: AdmissionLimits::default(),
+            web: None,
         }
     }
 }
@@ -73,6 +79,7 @@ impl fmt::Debug for BridgeServerConfig {
             .field("resume_window", &self.resume_window)
             .field("transport", &self.transport)
             .field("limits", &self.limits)
+            .field("web", &self.web.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +92,8 @@ struct ServerInner {
     accepted: mpsc::Sender<ServerSession>,
     /// Unadmitted connections, counted against the limits.
     gate: Arc<Gate>,
+    /// What browser connections need.
+    web: Arc<WebContext>,
 }
 
 /// The host's QUIC endpoint for handsets.
@@ -125,7 +134,8 @@ impl BridgeServer {
         socket: std::net::UdpSocket,
         config: BridgeServerConfig,
     ) -> Result<Self, BridgeError> {
-        let server_config = tls::server_config(&config.identity, &config.transport)?;
+        let server_config =
+            tls::server_config(&config.identity, &config.transport, config.web.clone())?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -133,8 +143,15 @@ impl BridgeServer {
             Arc::new(quinn::TokioRuntime),
         )?;
         let (tx, rx) = mpsc::channel(64);
+        let web = Arc::new(WebContext {
+            authorizer: config.authorizer.clone(),
+            host_version: config.host_version.clone(),
+            connection_window: config.transport.connection_window,
+            accepted: tx.clone(),
+        });
         let inner = Arc::new(ServerInner {
             endpoint,
+            web,
             gate: Gate::new(config.limits.clone()),
             config,
             sessions: Mutex::new(HashMap::new()),
@@ -302,6 +319,9 @@ async fn handle_incoming(inner: Arc<ServerInner>, incoming: quinn::Incoming, _pa
             return;
         }
     };
+    if tls::negotiated_alpn(&conn).as_deref() == Some(tls::ALPN_H3) {
+        return serve_web(conn, deadline, inner.web.clone()).await;
+    }
     let Some(handset) = tls::peer_fingerprint(&conn) else {
         return refuse(
             &conn,
@@ -444,9 +464,7 @@ async fn new_session(
     let link = core.install_link(conn, send, reader, None, None);
     tracing::info!(session = %core.id, handset = %handset, phone = %granted.phone_name, remote = %link.conn.remote_address(), "session started");
     tokio::spawn(watch_link(core.clone(), link));
-    let session = ServerSession {
-        owner: Arc::new(Owner(core)),
-    };
+    let session = ServerSession::quic(core);
     // If the host app is gone, dropping the session ends it.
     let _ = inner.accepted.send(session).await;
 }
@@ -582,82 +600,148 @@ async fn watch_link(core: Arc<Core>, link: Arc<crate::session::Link>) {
 /// empty. Messages queued while disconnected wait for the resume.
 #[derive(Clone, Debug)]
 pub struct ServerSession {
-    owner: Arc<Owner>,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    /// A native handset on `vphone/1`.
+    Quic(Arc<Owner>),
+    /// A browser on WebTransport ([`crate::web`]).
+    Web(Arc<WebOwner>),
+}
+
+/// Ends a browser session when its last handle goes.
+#[derive(Debug)]
+pub(crate) struct WebOwner(Arc<WebCore>);
+
+impl Drop for WebOwner {
+    fn drop(&mut self) {
+        self.0.end(SessionEnd {
+            code: AppErrorCode::NoError,
+            reason: "the session handle was dropped".into(),
+            by_peer: false,
+        });
+    }
 }
 
 impl ServerSession {
-    fn core(&self) -> &Arc<Core> {
-        &self.owner.0
+    fn quic(core: Arc<Core>) -> Self {
+        Self {
+            kind: Kind::Quic(Arc::new(Owner(core))),
+        }
+    }
+
+    pub(crate) fn web(core: Arc<WebCore>) -> Self {
+        Self {
+            kind: Kind::Web(Arc::new(WebOwner(core))),
+        }
+    }
+
+    /// True for a browser handset (WebTransport): no sound, clipboard,
+    /// radio or resume.
+    #[must_use]
+    pub fn is_browser(&self) -> bool {
+        matches!(self.kind, Kind::Web(_))
     }
 
     /// The session id (`Welcome.session_id`).
     #[must_use]
     pub fn id(&self) -> &str {
-        &self.core().id
+        match &self.kind {
+            Kind::Quic(o) => &o.0.id,
+            Kind::Web(w) => w.0.id(),
+        }
     }
 
-    /// The handset's certificate fingerprint.
+    /// The handset's certificate fingerprint (a browser's: its key's).
     #[must_use]
     pub fn handset(&self) -> Fingerprint {
-        // Always set on the host side.
-        self.core()
-            .handset
-            .unwrap_or_else(|| Fingerprint::from_bytes([0; 32]))
+        match &self.kind {
+            // Always set on the host side.
+            Kind::Quic(o) => {
+                o.0.handset
+                    .unwrap_or_else(|| Fingerprint::from_bytes([0; 32]))
+            }
+            Kind::Web(w) => w.0.handset(),
+        }
     }
 
     /// The handset's `Hello` (capabilities, screen, name; without tokens).
     #[must_use]
     pub fn hello(&self) -> &Hello {
-        &self.core().hello
+        match &self.kind {
+            Kind::Quic(o) => &o.0.hello,
+            Kind::Web(w) => w.0.hello(),
+        }
     }
 
     /// The `Welcome` sent to the handset (phone name, display, ...).
     #[must_use]
     pub fn welcome(&self) -> Welcome {
-        lock(&self.core().welcome).clone()
+        match &self.kind {
+            Kind::Quic(o) => lock(&o.0.welcome).clone(),
+            Kind::Web(w) => w.0.welcome(),
+        }
     }
 
     /// The handset's current address (changes on migration), `None` while
     /// disconnected.
     #[must_use]
     pub fn remote_address(&self) -> Option<SocketAddr> {
-        self.core().current_link().map(|l| l.conn.remote_address())
+        match &self.kind {
+            Kind::Quic(o) => o.0.current_link().map(|l| l.conn.remote_address()),
+            Kind::Web(w) => w.0.remote_address(),
+        }
     }
 
     /// True while a connection serves the session.
     #[must_use]
     pub fn is_connected(&self) -> bool {
-        self.core().is_connected()
+        match &self.kind {
+            Kind::Quic(o) => o.0.is_connected(),
+            Kind::Web(w) => w.0.is_connected(),
+        }
     }
 
     /// What the current connection's sender knows of its path, for pacing
     /// video to what the path carries; `None` while disconnected.
     #[must_use]
     pub fn path(&self) -> Option<PathInfo> {
-        self.core().current_link().map(|l| {
-            let s = l.conn.stats();
-            PathInfo {
-                connection: l.conn.stable_id(),
-                wire_bytes: s.udp_tx.bytes,
-                rtt: s.path.rtt,
-            }
-        })
+        match &self.kind {
+            Kind::Quic(o) => o.0.current_link().map(|l| {
+                let s = l.conn.stats();
+                PathInfo {
+                    connection: l.conn.stable_id(),
+                    wire_bytes: s.udp_tx.bytes,
+                    rtt: s.path.rtt,
+                }
+            }),
+            Kind::Web(w) => w.0.path(),
+        }
     }
 
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> SessionStats {
-        self.core().stats()
+        match &self.kind {
+            Kind::Quic(o) => o.0.stats(),
+            Kind::Web(w) => w.0.stats(),
+        }
     }
 
     /// Resolves when the session is over, with why. Cancel safe.
     pub async fn ended(&self) -> SessionEnd {
-        self.core().ended().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.ended().await,
+            Kind::Web(w) => w.0.ended().await,
+        }
     }
 
     /// Sends a control message to the handset (`ActiveSensors`,
     /// `VideoConfig`, `Stats`, `RadioState`, ...). Waits while the session
-    /// is disconnected.
+    /// is disconnected. A browser takes `ActiveSensors` and `VideoConfig`;
+    /// the rest is skipped for it.
     ///
     /// # Errors
     ///
@@ -666,7 +750,10 @@ impl ServerSession {
     /// [`BridgeError::Disconnected`] if the connection died mid-write;
     /// [`BridgeError::SessionEnded`].
     pub async fn send_control(&self, msg: control_message::Msg) -> Result<(), BridgeError> {
-        self.core().send_control(msg).await
+        match &self.kind {
+            Kind::Quic(o) => o.0.send_control(msg).await,
+            Kind::Web(w) => w.0.send_control(msg).await,
+        }
     }
 
     /// The next control message from the handset (`ClockPing` is answered
@@ -676,7 +763,10 @@ impl ServerSession {
     ///
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_control(&self) -> Result<ControlMessage, BridgeError> {
-        self.core().recv_control().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.recv_control().await,
+            Kind::Web(w) => w.0.recv_control().await,
+        }
     }
 
     /// The next applied sensor sample (stale samples are already dropped).
@@ -685,7 +775,10 @@ impl ServerSession {
     ///
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_sensor(&self) -> Result<SensorSample, BridgeError> {
-        self.core().recv_sensor().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.recv_sensor().await,
+            Kind::Web(w) => w.0.recv_sensor().await,
+        }
     }
 
     /// Sends one frame of the phone's sound as a datagram (only to a
@@ -695,18 +788,28 @@ impl ServerSession {
     /// # Errors
     ///
     /// [`BridgeError::InvalidArgument`] when the handset did not ask for
-    /// sound or the frame is too large; [`BridgeError::SessionEnded`].
+    /// sound (a browser never does) or the frame is too large;
+    /// [`BridgeError::SessionEnded`].
     pub fn send_audio(&self, frame: AudioFrame) -> Result<(), BridgeError> {
-        self.core().send_audio(frame)
+        match &self.kind {
+            Kind::Quic(o) => o.0.send_audio(frame),
+            Kind::Web(_) => Err(BridgeError::InvalidArgument(
+                "a browser handset takes no sound".into(),
+            )),
+        }
     }
 
-    /// The next frame of the handset's microphone, in arrival order.
+    /// The next frame of the handset's microphone, in arrival order (a
+    /// browser sends none: this waits for the end).
     ///
     /// # Errors
     ///
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_audio(&self) -> Result<AudioFrame, BridgeError> {
-        self.core().recv_audio().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.recv_audio().await,
+            Kind::Web(w) => w.0.never().await,
+        }
     }
 
     /// The next input event, in the order the handset sent them (duplicates
@@ -716,7 +819,10 @@ impl ServerSession {
     ///
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_input(&self) -> Result<InputMessage, BridgeError> {
-        self.core().recv_input().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.recv_input().await,
+            Kind::Web(w) => w.0.recv_input().await,
+        }
     }
 
     /// Starts a new video GOP stream with `header` (its `gop_id` is
@@ -727,7 +833,10 @@ impl ServerSession {
     ///
     /// [`BridgeError::Disconnected`], [`BridgeError::SessionEnded`].
     pub async fn start_gop(&self, header: VideoStreamHeader) -> Result<GopWriter, BridgeError> {
-        self.core().start_gop(header).await
+        match &self.kind {
+            Kind::Quic(o) => o.0.start_gop(header).await.map(GopWriter::quic),
+            Kind::Web(w) => w.0.start_gop(header).await.map(GopWriter::web),
+        }
     }
 
     /// Queues an H4 packet for the handset's radio. Delivered exactly once
@@ -735,28 +844,41 @@ impl ServerSession {
     ///
     /// # Errors
     ///
-    /// [`BridgeError::SessionEnded`].
+    /// [`BridgeError::SessionEnded`]; [`BridgeError::InvalidArgument`] for
+    /// a browser (it has no radio to lend).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: a cancelled call has not queued the packet.
     pub async fn send_hci(&self, packet: H4Packet) -> Result<(), BridgeError> {
-        self.core().send_hci(packet).await
+        match &self.kind {
+            Kind::Quic(o) => o.0.send_hci(packet).await,
+            Kind::Web(_) => Err(BridgeError::InvalidArgument(
+                "a browser handset has no radio to lend".into(),
+            )),
+        }
     }
 
-    /// The next H4 packet from the handset's radio (exactly once, in order).
+    /// The next H4 packet from the handset's radio (exactly once, in order;
+    /// a browser has none: this waits for the end).
     ///
     /// # Errors
     ///
     /// [`BridgeError::SessionEnded`].
     pub async fn recv_hci(&self) -> Result<H4Packet, BridgeError> {
-        self.core().recv_hci().await
+        match &self.kind {
+            Kind::Quic(o) => o.0.recv_hci().await,
+            Kind::Web(w) => w.0.never().await,
+        }
     }
 
     /// Ends the session: sends `Close` and closes the connection with the
     /// reason's error code. The handset will not resume.
     pub async fn close(&self, reason: CloseReason, message: &str) {
-        self.core().close(reason, message).await;
+        match &self.kind {
+            Kind::Quic(o) => o.0.close(reason, message).await,
+            Kind::Web(w) => w.0.close(reason, message).await,
+        }
     }
 }
 

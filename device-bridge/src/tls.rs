@@ -20,9 +20,13 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::BridgeError;
 use crate::config::{Side, TransportSettings};
 use crate::identity::{Fingerprint, HandsetIdentity, HostIdentity, Pin};
+use crate::web::WebCertificates;
 
 /// The ALPN protocol id of the bridge protocol, version 1.
 pub const ALPN: &[u8] = b"vphone/1";
+
+/// ALPN of HTTP/3, which browser handsets speak for WebTransport.
+pub const ALPN_H3: &[u8] = b"h3";
 
 /// The TLS server name the handset sends (the host ignores it; the pin is
 /// what authenticates the host).
@@ -58,8 +62,12 @@ impl ClientCertVerifier for AnyClientCert {
         true
     }
 
+    // Optional at the TLS layer only because browsers (ALPN `h3`) cannot
+    // present one on WebTransport; a `vphone/1` connection without a
+    // certificate is refused right after the handshake, and a browser
+    // proves its key inside the session (see `crate::web`).
     fn client_auth_mandatory(&self) -> bool {
-        true
+        false
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -175,16 +183,64 @@ impl ServerCertVerifier for PinnedHost {
 ///
 /// If the identity's key does not fit its certificate or the transport
 /// settings are out of range.
+/// Presents the host identity to native handsets and the short-lived
+/// WebTransport certificate to browsers, chosen by the ALPN the client
+/// offers.
+#[derive(Debug)]
+struct ByAlpn {
+    identity: Arc<rustls::sign::CertifiedKey>,
+    web: Arc<WebCertificates>,
+}
+
+impl rustls::server::ResolvesServerCert for ByAlpn {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let browser = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.all(|p| p != ALPN) && hello_offers_h3(&hello));
+        Some(if browser {
+            self.web.current()
+        } else {
+            self.identity.clone()
+        })
+    }
+}
+
+fn hello_offers_h3(hello: &rustls::server::ClientHello<'_>) -> bool {
+    hello.alpn().is_some_and(|mut o| o.any(|p| p == ALPN_H3))
+}
+
 pub fn server_config(
     identity: &HostIdentity,
     transport: &TransportSettings,
+    web: Option<Arc<WebCertificates>>,
 ) -> Result<quinn::ServerConfig, BridgeError> {
     let provider = provider();
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
-        .with_single_cert(identity.chain(), identity.key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+        .with_client_cert_verifier(Arc::new(AnyClientCert {
+            provider: provider.clone(),
+        }));
+    let mut tls = match &web {
+        None => builder.with_single_cert(identity.chain(), identity.key())?,
+        Some(web) => {
+            let key = provider
+                .key_provider
+                .load_private_key(identity.key())
+                .map_err(|e| BridgeError::Identity(format!("host key: {e}")))?;
+            let certified = Arc::new(rustls::sign::CertifiedKey::new(identity.chain(), key));
+            builder.with_cert_resolver(Arc::new(ByAlpn {
+                identity: certified,
+                web: web.clone(),
+            }))
+        }
+    };
+    tls.alpn_protocols = match web {
+        None => vec![ALPN.to_vec()],
+        Some(_) => vec![ALPN.to_vec(), ALPN_H3.to_vec()],
+    };
     tls.max_early_data_size = 0;
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| BridgeError::Identity(format!("quic tls config: {e}")))?;
@@ -239,4 +295,12 @@ pub(crate) fn peer_fingerprint(conn: &quinn::Connection) -> Option<Fingerprint> 
     let identity = conn.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     Fingerprint::of_certificate(certs.first()?).ok()
+}
+
+/// The ALPN protocol the connection agreed on.
+pub(crate) fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }

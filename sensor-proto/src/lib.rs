@@ -268,6 +268,7 @@ mod secrets {
                 .field("enrollment", &Secret(!self.enrollment.is_empty()))
                 .field("expires_at_unix_ms", &self.expires_at_unix_ms)
                 .field("host_pin", &self.host_pin)
+                .field("web_link", &Secret(!self.web_link.is_empty()))
                 .finish()
         }
     }
@@ -306,6 +307,7 @@ mod secrets {
                 enrollment: "vphone://h:1?pin=00&token=vpe1.SECRET-ENROLL".into(),
                 expires_at_unix_ms: 5,
                 host_pin: "00".into(),
+                web_link: "https://h:1/#enroll=vpe1.SECRET-ENROLL&pin=00".into(),
             };
             for (text, shown) in [
                 (format!("{hello:?} {hello:#?}"), "alice"),

@@ -24,6 +24,7 @@
 //! * Small builders: [`write_recording`] (a replay file for
 //!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
 
+pub mod browser;
 pub mod bumble;
 pub mod standin;
 

@@ -19,6 +19,9 @@
 //! | video encoder tuning: `screen` (fewest bytes) or `camera` (half the CPU and memory) | | | `video_tuning` | screen |
 //! | sound to handsets: Opus bitrate, bit/s | | | `audio_bitrate` | 64000 |
 //! | sound frame length, ms (10 or 20) | | | `audio_frame_ms` | 20 |
+//! | browser handsets: WebTransport on the QUIC port, the page on the TCP port of the same number | `--no-web` | `VPHONE_WEB=0` | `web` | on |
+//! | the page's HTTPS certificate chain and key (PEM; reloaded when the files change) | `--web-cert`, `--web-key` | `VPHONE_WEB_CERT`, `VPHONE_WEB_KEY` | `web_cert`, `web_key` | none: plain HTTP, a secure context only as `http://localhost` |
+//! | the page's public URL in enrollment links | `--web-url` | `VPHONE_WEB_URL` | `web_url` | `https://<public addr>/` with a certificate, else `http://localhost:<port>/` |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
@@ -78,6 +81,15 @@ pub struct HostConfig {
     pub audio_bitrate: u32,
     /// Length of a sound frame, ms (10 or 20).
     pub audio_frame_ms: u32,
+    /// Serve browser handsets (WebTransport beside `vphone/1` on the QUIC
+    /// port, the page on the TCP port of the same number).
+    pub web: bool,
+    /// The page's certificate chain (PEM), from any CA.
+    pub web_cert: Option<PathBuf>,
+    /// The page's private key (PEM).
+    pub web_key: Option<PathBuf>,
+    /// The page's public base URL for enrollment links.
+    pub web_url: Option<String>,
 }
 
 /// Values a layer may set (every field optional).
@@ -117,6 +129,14 @@ pub struct ConfigLayer {
     pub audio_bitrate: Option<u32>,
     /// See [`HostConfig::audio_frame_ms`].
     pub audio_frame_ms: Option<u32>,
+    /// See [`HostConfig::web`].
+    pub web: Option<bool>,
+    /// See [`HostConfig::web_cert`].
+    pub web_cert: Option<PathBuf>,
+    /// See [`HostConfig::web_key`].
+    pub web_key: Option<PathBuf>,
+    /// See [`HostConfig::web_url`].
+    pub web_url: Option<String>,
 }
 
 impl ConfigLayer {
@@ -169,6 +189,24 @@ impl ConfigLayer {
             },
             netsim_listen: addr(env, "VPHONE_NETSIM_LISTEN")?,
             public_addr: env("VPHONE_PUBLIC_ADDR").filter(|v| !v.is_empty()),
+            web: match env("VPHONE_WEB").as_deref() {
+                None | Some("") => None,
+                Some("1" | "true" | "yes") => Some(true),
+                Some("0" | "false" | "no") => Some(false),
+                Some(v) => {
+                    return Err(HostError::Invalid {
+                        what: "environment",
+                        why: format!("VPHONE_WEB={v:?} is not 1 or 0"),
+                    });
+                }
+            },
+            web_cert: env("VPHONE_WEB_CERT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            web_key: env("VPHONE_WEB_KEY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            web_url: env("VPHONE_WEB_URL").filter(|v| !v.is_empty()),
             ..Self::default()
         })
     }
@@ -194,6 +232,10 @@ impl ConfigLayer {
             video_tuning: other.video_tuning.or(self.video_tuning),
             audio_bitrate: other.audio_bitrate.or(self.audio_bitrate),
             audio_frame_ms: other.audio_frame_ms.or(self.audio_frame_ms),
+            web: other.web.or(self.web),
+            web_cert: other.web_cert.or(self.web_cert),
+            web_key: other.web_key.or(self.web_key),
+            web_url: other.web_url.or(self.web_url),
         }
     }
 
@@ -226,6 +268,10 @@ impl ConfigLayer {
             video_tuning: self.video_tuning.unwrap_or_default(),
             audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
             audio_frame_ms: self.audio_frame_ms.unwrap_or(20),
+            web: self.web.unwrap_or(true),
+            web_cert: self.web_cert,
+            web_key: self.web_key,
+            web_url: self.web_url,
         }
     }
 }
@@ -284,6 +330,50 @@ impl HostConfig {
                  risk with --operator-insecure-listen"
             ),
         })
+    }
+
+    /// Checks the browser handset settings: a certificate needs its key and
+    /// the other way round; the URL must be http(s).
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] saying what is missing.
+    pub fn check_web(&self) -> Result<(), HostError> {
+        match (&self.web_cert, &self.web_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(HostError::Invalid {
+                    what: "web certificate",
+                    why: "--web-cert and --web-key go together (the page's certificate chain and \
+                          its private key, PEM)"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.web_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(HostError::Invalid {
+                what: "web_url",
+                why: format!(
+                    "{url:?}: use the page's address, like https://phones.example.com:4433/"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The page's base URL for enrollment links (ends with `/`).
+    #[must_use]
+    pub fn web_url_for(&self, public_addr: &str, port: u16) -> String {
+        let mut url = match (&self.web_url, &self.web_cert) {
+            (Some(u), _) => u.clone(),
+            (None, Some(_)) => format!("https://{public_addr}/"),
+            (None, None) => format!("http://localhost:{port}/"),
+        };
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        url
     }
 
     /// Checks the media settings: the frame-rate cap, and the sound's

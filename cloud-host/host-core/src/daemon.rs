@@ -19,6 +19,8 @@ use crate::phones::{DEFAULT_DISPLAY, ManagerConfig, PhoneManager, PhoneSpec};
 use crate::registry::{Backend, Registry};
 use crate::router::{Router, RouterConfig, Sessions};
 use crate::threads::LatencyRuntime;
+use crate::web::{PageInfo, ReloadingCert};
+use device_bridge::web::WebCertificates;
 
 /// Sockets the host serves on, bound by the caller.
 #[derive(Debug)]
@@ -29,6 +31,9 @@ pub struct Listeners {
     pub quic: std::net::UdpSocket,
     /// The netsim `PacketStreamer` development listener, when configured.
     pub netsim: Option<TcpListener>,
+    /// The browser handset's page: TCP on the QUIC port's number, when
+    /// browser handsets are on.
+    pub web: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -42,15 +47,8 @@ impl Listeners {
         cfg.check_operator_listen()?;
         cfg.check_emulator_args()?;
         cfg.check_media()?;
-        let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(|e| {
-            HostError::io(
-                format!(
-                    "binding the handset QUIC port {} (udp; is another vphone-host running?)",
-                    cfg.quic_listen
-                ),
-                e,
-            )
-        })?;
+        cfg.check_web()?;
+        let (quic, web) = bind_handset_ports(cfg).await?;
         Ok(Self {
             operator: TcpListener::bind(cfg.operator_listen).await.map_err(|e| {
                 HostError::io(
@@ -62,6 +60,7 @@ impl Listeners {
                 )
             })?,
             quic,
+            web,
             netsim: match cfg.netsim_listen {
                 None => None,
                 Some(addr) => {
@@ -78,6 +77,47 @@ impl Listeners {
                 }
             },
         })
+    }
+}
+
+/// Binds the handsets' UDP port and, with browser handsets on, the TCP
+/// port of the same number for their page. With port 0 the OS picks the UDP
+/// port; if that number is taken on TCP, another is tried.
+async fn bind_handset_ports(
+    cfg: &HostConfig,
+) -> Result<(std::net::UdpSocket, Option<TcpListener>), HostError> {
+    let udp_err = |e| {
+        HostError::io(
+            format!(
+                "binding the handset QUIC port {} (udp; is another vphone-host running?)",
+                cfg.quic_listen
+            ),
+            e,
+        )
+    };
+    let mut attempts = 0;
+    loop {
+        let quic = std::net::UdpSocket::bind(cfg.quic_listen).map_err(udp_err)?;
+        if !cfg.web {
+            return Ok((quic, None));
+        }
+        let bound = quic
+            .local_addr()
+            .map_err(|e| HostError::io("reading the QUIC address", e))?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((quic, Some(tcp))),
+            Err(_) if cfg.quic_listen.port() == 0 && attempts < 20 => attempts += 1,
+            Err(e) => {
+                return Err(HostError::io(
+                    format!(
+                        "binding the browser handsets' page on tcp {bound} (the QUIC port's \
+                         number; is something else serving there? turn browser handsets off \
+                         with --no-web)"
+                    ),
+                    e,
+                ));
+            }
+        }
     }
 }
 
@@ -103,6 +143,8 @@ pub struct Host {
     pub attach: AttachPoints,
     /// The netsim development listener, when configured.
     pub netsim_addr: Option<SocketAddr>,
+    /// The browser handsets' page (TCP), when on.
+    pub web_addr: Option<SocketAddr>,
     /// Bluetooth links of the phones.
     pub bluetooth: Arc<Bluetooth>,
     /// The operator API's listener, until the operator API takes it.
@@ -141,10 +183,31 @@ impl Host {
             .quic
             .local_addr()
             .map_err(|e| HostError::io("reading the QUIC address", e))?;
-        let enroller = Arc::new(BridgeEnroller::load_or_create(
-            &cfg.data_dir,
-            cfg.public_addr_for(quic_bound),
-        )?);
+        let public_addr = cfg.public_addr_for(quic_bound);
+        let web_certs = if cfg.web {
+            Some(Arc::new(
+                WebCertificates::load_or_create(cfg.data_dir.join("web")).map_err(|e| {
+                    HostError::Internal {
+                        what: "WebTransport certificates",
+                        why: e.to_string(),
+                    }
+                })?,
+            ))
+        } else {
+            None
+        };
+        let mut enroller = BridgeEnroller::load_or_create(&cfg.data_dir, public_addr.clone())?;
+        if let Some(certs) = &web_certs {
+            enroller.offer_web(
+                cfg.web_url_for(&public_addr, quic_bound.port()),
+                certs.clone(),
+            );
+        }
+        let enroller = Arc::new(enroller);
+        let page_cert = match (&cfg.web_cert, &cfg.web_key) {
+            (Some(c), Some(k)) if cfg.web => Some(Arc::new(ReloadingCert::load(c, k)?)),
+            _ => None,
+        };
         let registry = Arc::new(Registry::open(&cfg.data_dir.join("registry.sqlite3"))?);
         let dangling = registry.close_dangling_sessions("host restarted", crate::unix_ms())?;
         if dangling > 0 {
@@ -212,6 +275,7 @@ impl Host {
             )),
         );
         bridge_cfg.resume_window = cfg.resume_window;
+        bridge_cfg.web = web_certs.clone();
         let server = {
             // The endpoint's socket and tasks belong to the runtime entered here.
             let _on_latency_runtime = latency.handle().enter();
@@ -245,12 +309,37 @@ impl Host {
         let router_task = latency.handle().spawn(router.run(server, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
-        let mut rx = stopped.clone();
         // Phone Bluetooth stacks stay at ordinary priority: their peer (the
         // emulator, or bumble in tests) is an ordinary process that a
         // real-time thread would preempt on its core instead of using an
         // idle one (measured: half the L2CAP throughput).
         let mut tasks = vec![router_task];
+        let web_addr = match (listeners.web, web_certs) {
+            (Some(listener), Some(certs)) => {
+                let addr = listener.local_addr().ok();
+                let info = Arc::new(PageInfo {
+                    identity: enroller.identity().clone(),
+                    certs,
+                });
+                tracing::info!(
+                    addr = ?addr,
+                    tls = page_cert.is_some(),
+                    "browser handsets: page on tcp, WebTransport on the QUIC port"
+                );
+                let mut rx = stopped.clone();
+                tasks.push(tokio::spawn(crate::web::serve(
+                    listener,
+                    info,
+                    page_cert,
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )));
+                addr
+            }
+            _ => None,
+        };
+        let mut rx = stopped.clone();
         if let Some(listener) = listeners.netsim {
             tracing::warn!(
                 addr = ?netsim_addr,
@@ -280,6 +369,7 @@ impl Host {
             metrics,
             attach,
             netsim_addr,
+            web_addr,
             bluetooth,
             operator_listener: Some(listeners.operator),
             stop,

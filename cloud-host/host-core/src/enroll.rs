@@ -15,6 +15,7 @@ pub struct BridgeEnroller {
     key: TokenKey,
     identity: HostIdentity,
     public_addr: String,
+    web: Option<(String, std::sync::Arc<device_bridge::web::WebCertificates>)>,
 }
 
 fn bridge_err(what: &'static str, e: device_bridge::BridgeError) -> HostError {
@@ -39,7 +40,18 @@ impl BridgeEnroller {
             key,
             identity,
             public_addr,
+            web: None,
         })
+    }
+
+    /// Also offers browser enrollment links: the page at `base_url`, pinned
+    /// to the WebTransport certificates `certs`.
+    pub fn offer_web(
+        &mut self,
+        base_url: String,
+        certs: std::sync::Arc<device_bridge::web::WebCertificates>,
+    ) {
+        self.web = Some((base_url, certs));
     }
 
     /// The host identity (for the QUIC server).
@@ -77,6 +89,28 @@ impl Enroller for BridgeEnroller {
     fn public_addr(&self) -> String {
         self.public_addr.clone()
     }
+
+    fn web_link(&self, token: &str) -> Option<String> {
+        let (base, certs) = self.web.as_ref()?;
+        Some(web_link(
+            base,
+            &self.identity.pin().to_string(),
+            &certs.hashes_hex(),
+            token,
+        ))
+    }
+}
+
+/// The link a browser handset opens:
+/// `BASE#enroll=TOKEN&pin=PIN&certs=HASH,HASH`. Everything after `#` stays
+/// in the browser (never sent to a server, never in a `Referer`); the page
+/// removes it from the address bar once read.
+#[must_use]
+pub fn web_link(base: &str, pin: &str, cert_hashes: &[String], token: &str) -> String {
+    format!(
+        "{base}#enroll={token}&pin={pin}&certs={}",
+        cert_hashes.join(",")
+    )
 }
 
 #[cfg(test)]
@@ -132,6 +166,12 @@ pub trait Enroller: Send + Sync + std::fmt::Debug {
     fn pin(&self) -> String;
     /// The `host:port` handsets dial.
     fn public_addr(&self) -> String;
+    /// The browser enrollment link for `token`, when the host serves
+    /// browser handsets.
+    fn web_link(&self, token: &str) -> Option<String> {
+        let _ = token;
+        None
+    }
 }
 
 /// The one-line enrollment string a handset takes:
@@ -153,6 +193,9 @@ pub struct Offer {
     pub pin: String,
     /// When the token expires, Unix ms.
     pub expires_at_ms: i64,
+    /// The same offer as a link for a phone's browser (holds the token
+    /// too), when the host serves browser handsets.
+    pub web_link: Option<String>,
 }
 
 /// The enrollment use case, the one place it lives (the operator API, the
@@ -194,6 +237,7 @@ pub fn offer_enrollment(
     let pin = enroller.pin();
     Ok(Offer {
         enrollment: enrollment_string(&enroller.public_addr(), &pin, &minted.text),
+        web_link: enroller.web_link(&minted.text),
         pin,
         expires_at_ms: minted.expires_at_ms,
     })

@@ -27,6 +27,7 @@ pub mod router;
 pub mod secret;
 pub mod status;
 pub mod threads;
+pub mod web;
 /// The video pipeline (the `vphone-media` crate, shared with the handset).
 pub use vphone_media as video;
 

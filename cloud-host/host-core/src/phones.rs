@@ -338,6 +338,13 @@ impl PhoneManager {
         self.status.handle(phone)
     }
 
+    /// What `phone` shows of the host now (who drives it, the radio), and
+    /// its changes.
+    #[must_use]
+    pub fn watch_status(&self, phone: &str) -> watch::Receiver<crate::status::PhoneStatus> {
+        self.status.subscribe(phone)
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, HostError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| gone())?;

@@ -498,6 +498,7 @@ impl Operator for OperatorService {
             enrollment: offer.enrollment,
             expires_at_unix_ms: offer.expires_at_ms.max(0) as u64,
             host_pin: offer.pin,
+            web_link: offer.web_link.unwrap_or_default(),
         }))
     }
 

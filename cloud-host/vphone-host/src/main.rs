@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the host until interrupted (Ctrl-C or SIGTERM).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Everything on this machine, no setup: a host with a sim phone and an
     /// enrolled companion streaming synthetic sensors and scripted touches
     /// over QUIC on loopback; prints live stats, writes DIR/last-frame.png
@@ -77,9 +77,27 @@ struct ServeArgs {
     /// host:port that handsets dial, put in enrollment strings (default: 127.0.0.1 and the bound QUIC port).
     #[arg(long)]
     public_addr: Option<String>,
+    /// Do not serve browser handsets (no WebTransport on the QUIC port, no
+    /// page on the TCP port of the same number).
+    #[arg(long)]
+    no_web: bool,
+    /// The browser handsets' page: its HTTPS certificate chain (PEM, from
+    /// any CA; ACME in practice), reloaded when the file changes. Without
+    /// it the page is plain HTTP, which a browser accepts only as
+    /// http://localhost.
+    #[arg(long, requires = "web_key")]
+    web_cert: Option<PathBuf>,
+    /// The private key of --web-cert (PEM).
+    #[arg(long, requires = "web_cert")]
+    web_key: Option<PathBuf>,
+    /// The page's public URL, put in browser enrollment links (default:
+    /// https://<public addr>/ with --web-cert, else http://localhost:<port>/).
+    #[arg(long)]
+    web_url: Option<String>,
     /// TOML config file (keys: data_dir, quic_listen, operator_listen,
-    /// operator_insecure_listen, netsim_listen,
-    /// public_addr, resume_window_secs, boot_timeout_secs, restart_max, emulator_args).
+    /// operator_insecure_listen, netsim_listen, public_addr, web, web_cert,
+    /// web_key, web_url, resume_window_secs, boot_timeout_secs, restart_max,
+    /// emulator_args, video_*, audio_*; see infra/host.toml.example).
     #[arg(long, env = "VPHONE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -101,6 +119,10 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
         operator_insecure_listen: a.operator_insecure_listen.then_some(true),
         netsim_listen: a.netsim_listen,
         public_addr: a.public_addr,
+        web: a.no_web.then_some(false),
+        web_cert: a.web_cert,
+        web_key: a.web_key,
+        web_url: a.web_url,
         ..ConfigLayer::default()
     };
     Ok(file
@@ -232,7 +254,7 @@ fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
-        Cmd::Serve(a) => config(a).and_then(|cfg| rt.block_on(serve(cfg))),
+        Cmd::Serve(a) => config(*a).and_then(|cfg| rt.block_on(serve(cfg))),
         Cmd::Demo { seconds, out } => rt.block_on(demo(seconds, out)),
     };
     match res {

@@ -60,17 +60,30 @@ impl GopSlot {
 /// or not fully delivered, so stale video never delays fresh video; writes
 /// then fail with [`BridgeError::GopSuperseded`].
 #[derive(Debug)]
-pub struct GopWriter {
-    core: Arc<Core>,
-    slot: Arc<GopSlot>,
-    frames: u64,
+pub struct GopWriter(GopKind);
+
+#[derive(Debug)]
+enum GopKind {
+    Quic(QuicGop),
+    Web(Box<crate::web::WebGop>),
 }
 
 impl GopWriter {
+    pub(crate) fn quic(gop: QuicGop) -> Self {
+        Self(GopKind::Quic(gop))
+    }
+
+    pub(crate) fn web(gop: crate::web::WebGop) -> Self {
+        Self(GopKind::Web(Box::new(gop)))
+    }
+
     /// This GOP's id (`VideoStreamHeader.gop_id`).
     #[must_use]
     pub fn gop_id(&self) -> u64 {
-        self.slot.gop_id
+        match &self.0 {
+            GopKind::Quic(g) => g.gop_id(),
+            GopKind::Web(g) => g.gop_id(),
+        }
     }
 
     /// Writes one frame: `header` (its `seq` and `payload_len` are filled
@@ -88,6 +101,60 @@ impl GopWriter {
     ///
     /// Not cancel safe: a cancelled write leaves the stream unusable.
     pub async fn write_frame(
+        &mut self,
+        header: VideoFrameHeader,
+        payload: Bytes,
+    ) -> Result<u64, BridgeError> {
+        match &mut self.0 {
+            GopKind::Quic(g) => g.write_frame(header, payload).await,
+            GopKind::Web(g) => g.write_frame(header, payload).await,
+        }
+    }
+
+    /// Ends the GOP cleanly. Its data keeps flowing until delivered or
+    /// until a newer GOP resets it.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::GopSuperseded`] if a newer GOP already started.
+    pub fn finish(self) -> Result<(), BridgeError> {
+        match self.0 {
+            GopKind::Quic(g) => g.finish(),
+            GopKind::Web(g) => g.finish(),
+        }
+    }
+}
+
+/// One GOP on a native session's stream.
+#[derive(Debug)]
+pub(crate) struct QuicGop {
+    core: Arc<Core>,
+    slot: Arc<GopSlot>,
+    frames: u64,
+}
+
+impl QuicGop {
+    /// This GOP's id (`VideoStreamHeader.gop_id`).
+    #[must_use]
+    pub(crate) fn gop_id(&self) -> u64 {
+        self.slot.gop_id
+    }
+
+    /// Writes one frame: `header` (its `seq` and `payload_len` are filled
+    /// in by the bridge) followed by `payload`. The first frame of a GOP
+    /// must be a keyframe. Returns the frame's seq.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::GopSuperseded`] once a newer GOP started (stop
+    /// writing this one); [`BridgeError::InvalidArgument`] for a non-key
+    /// first frame or a payload over 8 MiB; [`BridgeError::Disconnected`]
+    /// if the connection died (start a new GOP after the resume).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancelled write leaves the stream unusable.
+    pub(crate) async fn write_frame(
         &mut self,
         mut header: VideoFrameHeader,
         payload: Bytes,
@@ -141,7 +208,7 @@ impl GopWriter {
     /// # Errors
     ///
     /// [`BridgeError::GopSuperseded`] if a newer GOP already started.
-    pub fn finish(self) -> Result<(), BridgeError> {
+    pub(crate) fn finish(self) -> Result<(), BridgeError> {
         let mut slot = lock(&self.slot.stream);
         match slot.as_mut() {
             Some(stream) => {
@@ -222,7 +289,7 @@ impl Core {
     pub(crate) async fn start_gop(
         self: &Arc<Self>,
         mut header: VideoStreamHeader,
-    ) -> Result<GopWriter, BridgeError> {
+    ) -> Result<QuicGop, BridgeError> {
         let link = self.wait_link().await?;
         let gop_id = self.gop_seq.fetch_add(1, Ordering::SeqCst) + 1;
         header.gop_id = gop_id;
@@ -248,7 +315,7 @@ impl Core {
             wake: Notify::new(),
         });
         *lock(&self.last_gop) = Some(slot.clone());
-        Ok(GopWriter {
+        Ok(QuicGop {
             core: self.clone(),
             slot,
             frames: 0,

@@ -235,7 +235,11 @@ impl Router {
             Ok(client) => {
                 // The phone shows who drives it (the sim paints it).
                 let status = self.phones.status(&phone);
-                status.set_session(Some(handset_name.clone()));
+                status.set_session(Some(if s.is_browser() {
+                    format!("{handset_name} (browser)")
+                } else {
+                    handset_name.clone()
+                }));
                 tracing::info!("attached");
                 let phone_state = self.phones.watch(&phone);
                 let reason = self

@@ -28,6 +28,11 @@ pub(crate) enum HandsetCmd {
         /// Print only the enrollment string.
         #[arg(long, short)]
         quiet: bool,
+        /// Enroll a phone's browser instead: print a link (and its QR code)
+        /// to open on the phone; the page keeps a key of its own and later
+        /// visits are recognised like any enrolled handset.
+        #[arg(long)]
+        web: bool,
     },
     /// List handsets.
     List {
@@ -45,6 +50,8 @@ pub(crate) enum HandsetCmd {
 #[derive(Debug, Serialize)]
 struct EnrollmentJson<'a> {
     enrollment: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    web_link: &'a str,
     expires_at_unix_ms: u64,
     host_pin: &'a str,
 }
@@ -103,6 +110,7 @@ pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Resul
             all_phones,
             ttl,
             quiet,
+            web,
         } => {
             let grants = if all_phones {
                 "every phone on this host, present and future".to_owned()
@@ -118,23 +126,40 @@ pub(crate) async fn run(c: &mut Client, cmd: HandsetCmd, as_json: bool) -> Resul
                 })
                 .await?
                 .into_inner();
+            if web && r.web_link.is_empty() {
+                return Err(CliError::new(
+                    crate::client::EXIT_FAIL,
+                    "this host does not serve browser handsets (it runs with --no-web or \
+                     VPHONE_WEB=0); the token minted for this request stays unused and expires on its own",
+                ));
+            }
+            let shown = if web { &r.web_link } else { &r.enrollment };
             if quiet {
-                println!("{}", r.enrollment);
+                println!("{shown}");
             } else if as_json {
                 print_json(&EnrollmentJson {
                     enrollment: &r.enrollment,
+                    web_link: &r.web_link,
                     expires_at_unix_ms: r.expires_at_unix_ms,
                     host_pin: &r.host_pin,
                 })?;
             } else {
-                println!("{}", r.enrollment);
-                if let Some(code) = qr(&r.enrollment) {
+                println!("{shown}");
+                if let Some(code) = qr(shown) {
                     println!("{code}");
                 }
                 println!("Grants: {grants}.");
-                println!(
-                    "Single use, valid for {ttl}s. On the handset: vphone-companion enroll '<the string above>'"
-                );
+                if web {
+                    println!(
+                        "Single use, valid for {ttl}s. Open the link on the phone (or scan the \
+                         code) in Chrome, Edge or Firefox; the page keeps its own key, so later \
+                         visits need no link."
+                    );
+                } else {
+                    println!(
+                        "Single use, valid for {ttl}s. On the handset: vphone-companion enroll '<the string above>'"
+                    );
+                }
             }
             Ok(())
         }

@@ -1,0 +1,306 @@
+//! The browser handset's page: a small static app (embedded in the binary,
+//! `cloud-host/host-core/web/`) served over HTTPS with the operator's
+//! certificate, or plain HTTP for `http://localhost` development, on the TCP
+//! port of the same number as the handsets' UDP port. The page then opens a
+//! WebTransport session to that UDP port (see `device_bridge::web`).
+//!
+//! Routes: `/` (the page), `/app.js`, `/style.css`, and
+//! `/webtransport.json`: where the session goes, the hashes of the current
+//! and next WebTransport certificates, the host's public key and its
+//! signature over the hashes (a page that enrolled with the host's pin
+//! trusts only hashes that key signed).
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use base64::Engine as _;
+use device_bridge::HostIdentity;
+use device_bridge::web::WebCertificates;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+
+use crate::HostError;
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
+
+/// The WebTransport path on the UDP port.
+pub const WT_PATH: &str = "/wt";
+
+/// Headers every answer carries: the page runs only its own script, sends
+/// no referrer (its link carries a token in the fragment), and may use the
+/// motion sensors and location.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+    (
+        "permissions-policy",
+        "accelerometer=(self), gyroscope=(self), magnetometer=(self), geolocation=(self), fullscreen=(self)",
+    ),
+];
+
+/// What the page's routes need.
+#[derive(Clone, Debug)]
+pub struct PageInfo {
+    /// The host identity (its public key and signature).
+    pub identity: HostIdentity,
+    /// The WebTransport certificates.
+    pub certs: Arc<WebCertificates>,
+}
+
+impl PageInfo {
+    /// `/webtransport.json`.
+    #[must_use]
+    pub fn webtransport_json(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (published, sig) = self.certs.signed_set(&self.identity);
+        let certs: Vec<serde_json::Value> = published
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "hash": c.hash_hex,
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "path": WT_PATH,
+            "host_spki": b64.encode(self.identity.spki()),
+            "certs": certs,
+            "sig": sig.map(|s| b64.encode(s)),
+        })
+        .to_string()
+    }
+}
+
+fn answer(status: StatusCode, content_type: &str, body: String) -> Response<String> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    for (k, v) in SECURITY_HEADERS {
+        h.insert(*k, HeaderValue::from_static(v));
+    }
+    r
+}
+
+/// The answer to one request.
+#[must_use]
+pub fn route(info: &PageInfo, method: &axum::http::Method, path: &str) -> Response<String> {
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET\n".into(),
+        );
+    }
+    match path {
+        "/" | "/index.html" => answer(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            INDEX_HTML.into(),
+        ),
+        "/app.js" => answer(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            APP_JS.into(),
+        ),
+        "/style.css" => answer(StatusCode::OK, "text/css; charset=utf-8", STYLE_CSS.into()),
+        "/webtransport.json" => {
+            answer(StatusCode::OK, "application/json", info.webtransport_json())
+        }
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
+    }
+}
+
+/// The operator's certificate for the page, reloaded when its files change
+/// (checked at most every 2 s, on a handshake).
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    key: Arc<CertifiedKey>,
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn load_certified(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, HostError> {
+    let bad = |why: String| HostError::Invalid {
+        what: "web certificate",
+        why,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(format!("{}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(bad(format!("{}: no certificate in it", cert.display())));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("{}: {e}", key.display())))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| bad(format!("{}: {e}", key.display())))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified
+        .keys_match()
+        .map_err(|e| bad(format!("the key does not match the certificate: {e}")))?;
+    Ok(Arc::new(certified))
+}
+
+impl ReloadingCert {
+    /// Loads the certificate chain and key (PEM).
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] naming the file and the problem.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, HostError> {
+        let certified = load_certified(cert, key)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            state: Mutex::new(CertState {
+                key: certified,
+                stamp: (mtime(cert), mtime(key)),
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.checked.elapsed() >= Duration::from_secs(2) {
+            s.checked = Instant::now();
+            let stamp = (mtime(&self.cert), mtime(&self.key));
+            if stamp != s.stamp {
+                match load_certified(&self.cert, &self.key) {
+                    Ok(k) => {
+                        tracing::info!(cert = %self.cert.display(), "reloaded the web certificate");
+                        s.key = k;
+                        s.stamp = stamp;
+                    }
+                    // A renewal caught between writing the two files: keep
+                    // the old pair and look again shortly.
+                    Err(e) => tracing::warn!(error = %e, "keeping the previous web certificate"),
+                }
+            }
+        }
+        s.key.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Serves the page on `listener` until `shutdown` resolves: TLS when a
+/// client starts with a TLS handshake and `cert` is set, plain HTTP
+/// otherwise (a browser treats only `http://localhost` as a secure
+/// context; the page says so anywhere else).
+pub async fn serve(
+    listener: TcpListener,
+    info: Arc<PageInfo>,
+    cert: Option<Arc<ReloadingCert>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let tls = cert.map(|c| {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_no_client_auth().with_cert_resolver(c));
+        if let Ok(cfg) = config.as_mut() {
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        config.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+    });
+    let tls = match tls.transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the web page's TLS setup failed; serving no page");
+            return;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web page listener");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let info = info.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let peeked =
+                tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await;
+            if !matches!(peeked, Ok(Ok(1))) {
+                return;
+            }
+            match (first[0] == 0x16, tls) {
+                (true, Some(acceptor)) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => http1(s, info).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "web TLS handshake"),
+                        Err(_) => tracing::debug!(%peer, "web TLS handshake timed out"),
+                    }
+                }
+                _ => http1(stream, info).await,
+            }
+        });
+    }
+}
+
+async fn http1<S>(stream: S, info: Arc<PageInfo>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let r = route(&info, req.method(), req.uri().path());
+        async move { Ok::<_, Infallible>(r) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(Duration::from_secs(300), conn).await;
+}

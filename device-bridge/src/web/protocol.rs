@@ -1,0 +1,310 @@
+//! The browser mapping of the bridge's messages: what a browser handset
+//! and the host say on a WebTransport session.
+//!
+//! * control: the first bidirectional stream, opened by the page; one JSON
+//!   object per line (`\n`-delimited, at most [`MAX_LINE`] bytes), tagged
+//!   by `"t"`. Up: [`Up`]; down: [`Down`].
+//! * sensors: datagrams, one JSON [`SensorDatagram`] each (latest wins).
+//! * video: one unidirectional stream per group of pictures, host -> page:
+//!   [`VIDEO_MAGIC`], width and height (u32 BE each), the GOP id (u64 BE),
+//!   then per frame a u32 BE length of what follows, a flags byte (bit 0:
+//!   keyframe), the capture time (host clock, Unix µs, u64 BE), the frame's
+//!   seq (u64 BE) and the H.264 Annex B access unit.
+//!
+//! The page's times are its own clock (`performance.timeOrigin +
+//! performance.now()`, in ns); the page estimates host minus page with
+//! `ping`/`pong` and reports it in `stats`, exactly as the native companion
+//! does with `ClockPing`/`Stats`.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest control line either side accepts.
+pub const MAX_LINE: usize = 64 * 1024;
+/// The first bytes of every video stream.
+pub const VIDEO_MAGIC: &[u8; 4] = b"VPHV";
+/// Bytes of a video stream's header: magic, width, height, GOP id.
+pub const VIDEO_STREAM_HEADER: usize = 4 + 4 + 4 + 8;
+/// What a page signs to prove it holds its key: this prefix, then the
+/// host's challenge nonce.
+pub const PROOF_CONTEXT: &[u8] = b"vphone web handset proof v1\n";
+
+/// Page -> host on the control stream.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Up {
+    /// The first message: who the page is and what it offers.
+    Hello(WebHello),
+    /// The signature over [`PROOF_CONTEXT`] + the challenge nonce (WebCrypto
+    /// ECDSA P-256 with SHA-256, IEEE P1363 `r || s`, base64).
+    Proof {
+        /// Base64 signature.
+        sig: String,
+    },
+    /// Clock sync; the host answers with `pong`.
+    Ping {
+        /// Echoed.
+        id: u64,
+        /// The page's send time, ns.
+        c: u64,
+    },
+    /// The page's decoder needs a keyframe.
+    Keyframe {},
+    /// The page's counters and its clock offset (host minus page, ns).
+    Stats {
+        /// Host clock minus page clock, ns.
+        offset_ns: i64,
+        /// Frames decoded so far.
+        #[serde(default)]
+        decoded: u64,
+        /// The page's glass-to-glass estimate of the last frame, µs.
+        #[serde(default)]
+        g2g_us: u32,
+    },
+    /// A touch in phone pixels.
+    Touch {
+        /// `down`, `move`, `up` or `cancel`.
+        action: String,
+        /// The pointer the action is about.
+        id: u32,
+        /// Every pointer down after the action.
+        pointers: Vec<WebPointer>,
+        /// Page time, ns.
+        #[serde(default)]
+        ts: u64,
+    },
+    /// A key event (Android key code).
+    Key {
+        /// Android key code.
+        code: i32,
+        /// `down`, `up` or `press`.
+        action: String,
+        /// Text the key types, if any.
+        #[serde(default)]
+        text: Option<String>,
+        /// Page time, ns.
+        #[serde(default)]
+        ts: u64,
+    },
+    /// A location fix (Geolocation API).
+    Location {
+        /// Degrees.
+        lat: f64,
+        /// Degrees.
+        lon: f64,
+        /// Metres, if known.
+        #[serde(default)]
+        alt: Option<f64>,
+        /// Metres, if known.
+        #[serde(default)]
+        accuracy: Option<f64>,
+        /// m/s, if known.
+        #[serde(default)]
+        speed: Option<f64>,
+        /// Degrees, if known.
+        #[serde(default)]
+        bearing: Option<f64>,
+        /// Page time, ns.
+        #[serde(default)]
+        ts: u64,
+    },
+}
+
+/// The page's `hello`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebHello {
+    /// The name the page gives itself (the registry's name wins).
+    pub name: String,
+    /// The page's public key, SubjectPublicKeyInfo DER, base64.
+    pub spki: String,
+    /// The single-use enrollment token from the link, on the first visit.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The phone to drive; empty = the handset's only or first phone.
+    #[serde(default)]
+    pub phone: String,
+    /// Sensors the browser has, by short name (`accelerometer`, ...).
+    #[serde(default)]
+    pub sensors: Vec<String>,
+    /// The page's viewport, CSS pixels × devicePixelRatio.
+    #[serde(default)]
+    pub width: u32,
+    /// See `width`.
+    #[serde(default)]
+    pub height: u32,
+    /// The browser's user agent, for the audit.
+    #[serde(default)]
+    pub client: String,
+}
+
+/// One pointer of a touch.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebPointer {
+    /// Pointer id.
+    pub id: u32,
+    /// Phone pixels.
+    pub x: f32,
+    /// Phone pixels.
+    pub y: f32,
+    /// 0..1; 0 = unknown.
+    #[serde(default)]
+    pub p: f32,
+}
+
+/// Host -> page on the control stream.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Down {
+    /// Sign this (base64) to prove the key.
+    Challenge {
+        /// Base64 nonce.
+        nonce: String,
+    },
+    /// Admitted.
+    Welcome {
+        /// Session id.
+        session: String,
+        /// The phone driven.
+        phone: String,
+        /// The phone's screen, pixels.
+        width: u32,
+        /// The phone's screen, pixels.
+        height: u32,
+        /// The handset's name in the host's registry.
+        handset: String,
+        /// The host's version.
+        host_version: String,
+    },
+    /// Not admitted, or the session ended: why. `code` is the
+    /// `AppErrorCode` name without its prefix (`REVOKED`, `PHONE_BUSY`, ...).
+    Closed {
+        /// Machine-readable cause.
+        code: String,
+        /// Human-readable cause.
+        message: String,
+    },
+    /// The sensors the phone listens to (send only these).
+    Active {
+        /// Sensors and their rates.
+        sensors: Vec<WebActiveSensor>,
+        /// Whether the phone wants location.
+        location: bool,
+    },
+    /// The video the host sends.
+    Video {
+        /// WebCodecs codec string.
+        codec: String,
+        /// Pixels.
+        width: u32,
+        /// Pixels.
+        height: u32,
+        /// Frame-rate cap.
+        max_fps: u32,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// Echoed.
+        id: u64,
+        /// Echoed page send time, ns.
+        c: u64,
+        /// Host receive time, Unix ns.
+        r: u64,
+        /// Host send time, Unix ns.
+        s: u64,
+    },
+}
+
+/// One sensor the phone listens to.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WebActiveSensor {
+    /// Short name.
+    pub kind: String,
+    /// Samples per second wanted.
+    pub rate_hz: f32,
+}
+
+/// One sensor datagram from the page.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SensorDatagram {
+    /// The samples.
+    pub s: Vec<WebSample>,
+}
+
+/// One sensor sample from the page.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebSample {
+    /// Short name (`accelerometer`, ...).
+    pub k: String,
+    /// Per-sensor sequence number from 1 (latest wins).
+    pub n: u64,
+    /// Page time, ns.
+    pub ts: u64,
+    /// Values in the native companion's units.
+    pub v: Vec<f32>,
+}
+
+/// The short name of a sensor kind (`SENSOR_KIND_ACCELEROMETER` ->
+/// `accelerometer`).
+#[must_use]
+pub fn sensor_name(kind: sensor_proto::bridge::SensorKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("SENSOR_KIND_")
+        .to_ascii_lowercase()
+}
+
+/// The sensor kind of a short name, if it is one.
+#[must_use]
+pub fn sensor_kind(name: &str) -> Option<sensor_proto::bridge::SensorKind> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return None;
+    }
+    sensor_proto::bridge::SensorKind::from_str_name(&format!(
+        "SENSOR_KIND_{}",
+        name.to_ascii_uppercase()
+    ))
+    .filter(|k| *k != sensor_proto::bridge::SensorKind::Unspecified)
+}
+
+/// The name of an error code without its prefix (`APP_ERROR_CODE_REVOKED`
+/// -> `REVOKED`).
+#[must_use]
+pub fn code_name(code: sensor_proto::bridge::AppErrorCode) -> String {
+    code.as_str_name()
+        .trim_start_matches("APP_ERROR_CODE_")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_proto::bridge::SensorKind;
+
+    #[test]
+    fn sensor_names_round_trip() {
+        for k in [
+            SensorKind::Accelerometer,
+            SensorKind::Gyroscope,
+            SensorKind::Magnetometer,
+            SensorKind::Orientation,
+        ] {
+            assert_eq!(sensor_kind(&sensor_name(k)), Some(k));
+        }
+        assert_eq!(sensor_kind("unspecified"), None);
+        assert_eq!(sensor_kind("ACCELEROMETER"), None);
+        assert_eq!(sensor_kind(""), None);
+    }
+
+    #[test]
+    fn up_messages_parse_and_unknown_fields_are_refused() {
+        let up: Up = serde_json::from_str(
+            r#"{"t":"touch","action":"down","id":0,"pointers":[{"id":0,"x":1.5,"y":2}]}"#,
+        )
+        .expect("touch");
+        assert!(matches!(up, Up::Touch { ref action, .. } if action == "down"));
+        assert!(serde_json::from_str::<Up>(r#"{"t":"keyframe","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Up>(r#"{"t":"nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! A phone's browser as the handset, in a real headless Chromium driven
+//! over the DevTools protocol: enrollment through the link, the page over
+//! HTTPS (the operator's certificate, trusted by its key alone), the
+//! WebTransport session pinned by certificate hashes, motion sensors and a
+//! touch reaching the sim phone, the page's own decoder and stats, and a
+//! revocation the page reports.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use host_core::router::SessionDirectory as _;
+use rcgen::PublicKeyData as _;
+use serde_json::json;
+use sim_phone::{BUBBLE_RGB, RIPPLE_RGB, bubble_center, level_center_and_radius};
+use vphone_tests::browser::{Chromium, Page, chromium_binary, spki_hash_b64};
+use vphone_tests::{SCREEN_H, SCREEN_W, TestHost, find_colour, wait_sim_frame};
+
+/// A certificate for the page as an operator would install one (here
+/// self-signed for 127.0.0.1; the browser trusts exactly its key).
+fn page_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    let (c, k) = (dir.join("page.crt"), dir.join("page.key"));
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (
+        c,
+        k,
+        spki_hash_b64(key.subject_public_key_info().as_slice()),
+    )
+}
+
+fn artifacts() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&d).expect("artifacts dir");
+    d
+}
+
+async fn wait_state(b: &Chromium, page: &Page, want: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = b.eval(page, "window.vphone && window.vphone.stats").await;
+        if let Ok(s) = &stats
+            && s["state"] == want
+        {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "page state never became {want:?}: {stats:?}\nconsole: {:#?}\nchromium: {}",
+            b.console(),
+            b.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where a phone pixel is on the page, in CSS pixels.
+async fn page_point(b: &Chromium, page: &Page, (x, y): (f32, f32)) -> (f64, f64) {
+    let r = b
+        .eval(
+            page,
+            "(() => { const r = document.getElementById('screen').getBoundingClientRect(); \
+             return [r.left, r.top, r.width, r.height]; })()",
+        )
+        .await
+        .expect("canvas rect");
+    let f = |i: usize| r[i].as_f64().unwrap_or(0.0);
+    let (w, h) = (f64::from(SCREEN_W), f64::from(SCREEN_H));
+    let scale = (f(2) / w).min(f(3) / h);
+    let ox = f(0) + (f(2) - w * scale) / 2.0;
+    let oy = f(1) + (f(3) - h * scale) / 2.0;
+    (ox + f64::from(x) * scale, oy + f64::from(y) * scale)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
+    let Some(chromium) = chromium_binary() else {
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("tmp");
+    let (cert, key, spki) = page_certificate(scratch.path());
+    let mut t = TestHost::start_configured(
+        |cfg| {
+            cfg.web_cert = Some(cert.clone());
+            cfg.web_key = Some(key.clone());
+        },
+        |b| b,
+    )
+    .await;
+    let offer = host_core::enroll::offer_enrollment(
+        &t.host.registry,
+        t.host.enroller.as_ref(),
+        Some("pixel-browser".to_owned()),
+        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
+        Duration::from_secs(120),
+    )
+    .expect("enrollment offer");
+    let link = offer.web_link.expect("the host serves browser handsets");
+    let web = t.host.web_addr.expect("the page listens");
+    assert!(
+        link.starts_with(&format!("https://127.0.0.1:{}/#enroll=", web.port())),
+        "{link}"
+    );
+    assert_eq!(
+        web.port(),
+        t.host.quic_addr.port(),
+        "the page shares the QUIC port's number"
+    );
+
+    let b = Chromium::start(&chromium, Some(&spki), &scratch.path().join("chromium.log"))
+        .await
+        .expect("chromium starts");
+    let origin = format!("https://127.0.0.1:{}", web.port());
+    b.grant(&origin, &["sensors"])
+        .await
+        .expect("sensor permission");
+    // The device's motion sensors report through DevTools from the start
+    // (lying flat), as a phone's do.
+    let page = b.open("about:blank").await.expect("page opens");
+    b.tilt(&page, [0.0, 0.0, 9.81])
+        .await
+        .expect("sensor override");
+    b.navigate(&page, &link).await.expect("the link opens");
+    let welcome = wait_state(&b, &page, "connected", Duration::from_secs(20)).await;
+    assert_eq!(welcome["phone"], "phone-1");
+    assert_eq!(welcome["handset"], "pixel-browser");
+    // The token left the address bar; the key stayed in the browser.
+    let url = b.eval(&page, "location.href").await.expect("href");
+    assert!(
+        !url.as_str().unwrap_or_default().contains("enroll="),
+        "{url}"
+    );
+
+    // The host sees a browser session under the enrolled name, and the sim
+    // phone says who drives it.
+    let sessions = t.host.sessions.list();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let (_, sim) = t.phone("phone-1").await;
+    vphone_tests::eventually(Duration::from_secs(5), || async {
+        match t
+            .host
+            .phones
+            .watch_status("phone-1")
+            .borrow()
+            .session
+            .clone()
+        {
+            Some(s) if s == "pixel-browser (browser)" => Ok(()),
+            other => Err(format!("status shows {other:?}")),
+        }
+    })
+    .await
+    .expect("the phone shows the browser handset");
+
+    // Tilt through DevTools: the bubble level follows.
+    let mut frames = sim.frames();
+    let (level_x, _, _) = level_center_and_radius(SCREEN_W, SCREEN_H);
+    for accel in [[4.9f32, 0.0, 8.5], [-4.9, 0.0, 8.5]] {
+        b.tilt(&page, accel.map(f64::from))
+            .await
+            .expect("sensor override");
+        let want = bubble_center(SCREEN_W, SCREEN_H, accel);
+        let got = wait_sim_frame(&mut frames, Duration::from_secs(10), |f| {
+            let c = find_colour(&f.rgba, f.width, BUBBLE_RGB, 0).ok_or("no bubble")?;
+            if (c.x - want.0).abs() <= 12.0 && (c.y - want.1).abs() <= 12.0 {
+                Ok((c.x, c.y))
+            } else {
+                Err(format!("bubble at ({}, {}), want {want:?}", c.x, c.y))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("tilt {accel:?}: {e}\nconsole: {:#?}", b.console());
+        });
+        if accel[0] > 0.0 {
+            assert!(
+                got.0 > level_x + 40.0,
+                "+x raised: bubble right of centre: {got:?}"
+            );
+        } else {
+            assert!(
+                got.0 < level_x - 40.0,
+                "-x raised: bubble left of centre: {got:?}"
+            );
+        }
+    }
+
+    // A touch dispatched through DevTools lands where it was aimed.
+    b.page(
+        &page,
+        "Emulation.setTouchEmulationEnabled",
+        json!({ "enabled": true, "maxTouchPoints": 5 }),
+    )
+    .await
+    .expect("touch emulation");
+    let aim = (200.0f32, 400.0f32);
+    let (px, py) = page_point(&b, &page, aim).await;
+    for kind in ["touchStart", "touchEnd"] {
+        let points = if kind == "touchEnd" {
+            json!([])
+        } else {
+            json!([{ "x": px, "y": py, "id": 1 }])
+        };
+        b.page(
+            &page,
+            "Input.dispatchTouchEvent",
+            json!({ "type": kind, "touchPoints": points }),
+        )
+        .await
+        .expect("touch");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let ripple = wait_sim_frame(&mut frames, Duration::from_secs(5), |f| {
+        let r = find_colour(&f.rgba, f.width, RIPPLE_RGB, 0).ok_or("no ripple")?;
+        // A CSS pixel is ~1.6 phone pixels at this window size.
+        if (r.x - aim.0).abs() <= 6.0 && (r.y - aim.1).abs() <= 6.0 {
+            Ok(r)
+        } else {
+            Err(format!("ripple {r:?}, want {aim:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("touch: {e}\nconsole: {:#?}", b.console()));
+    eprintln!("touch at {aim:?} -> ripple {ripple:?}");
+
+    // Keep the screen changing until the page decoded at least 30 frames.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0u32;
+    let stats = loop {
+        i += 1;
+        let x = 4.0 * (f64::from(i) * 0.3).sin();
+        b.tilt(&page, [x, 0.0, 9.0]).await.expect("tilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = b.eval(&page, "window.vphone.stats").await.expect("stats");
+        if s["decoded"].as_u64().unwrap_or(0) >= 30 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page decoded too few frames: {s}"
+        );
+    };
+    eprintln!(
+        "page stats: decoded {} frames {} keyframes {} dropped {} rtt {} ms",
+        stats["decoded"], stats["frames"], stats["keyframes"], stats["dropped"], stats["rttMs"]
+    );
+    let g2g: Vec<f64> = stats["g2g"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    assert!(
+        g2g.len() >= 20,
+        "glass-to-glass measured in the page: {g2g:?}"
+    );
+    assert!(
+        g2g.iter().all(|v| (0.0..2000.0).contains(v)),
+        "plausible page latencies (ms): {g2g:?}"
+    );
+    assert!(stats["sensorsSent"].as_u64().unwrap_or(0) > 0);
+    let shot = artifacts().join("browser-handset.png");
+    b.screenshot(&page, &shot).await.expect("screenshot");
+    eprintln!("screenshot: {}", shot.display());
+
+    // Revoke: the page says so within 2 s.
+    let revoked = t
+        .host
+        .registry
+        .revoke_handset("pixel-browser", host_core::unix_ms())
+        .expect("revoke");
+    let started = Instant::now();
+    for s in t.host.sessions.list() {
+        if s.handset_fingerprint == revoked.fingerprint {
+            t.host
+                .sessions
+                .kick(&s.id, "handset revoked")
+                .expect("kick");
+        }
+    }
+    let closed = wait_state(&b, &page, "closed", Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    assert_eq!(closed["code"], "KICKED", "{closed}");
+    let shown = b
+        .eval(&page, "document.getElementById('message').textContent")
+        .await
+        .expect("message");
+    assert!(
+        shown.as_str().unwrap_or_default().contains("revoked"),
+        "the page tells the person why: {shown}"
+    );
+    eprintln!("revocation reported by the page after {took:?}");
+    // And a reload is refused as revoked.
+    b.page(&page, "Page.reload", json!({}))
+        .await
+        .expect("reload");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = wait_state(&b, &page, "closed", Duration::from_secs(10)).await;
+    assert_eq!(again["code"], "REVOKED", "{again}");
+    b.screenshot(&page, &artifacts().join("browser-handset-revoked.png"))
+        .await
+        .expect("screenshot");
+    b.stop().await;
+    let _ = &mut t;
+    t.shutdown().await;
+}
