@@ -306,3 +306,179 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
     let _ = &mut t;
     t.shutdown().await;
 }
+
+/// Opens a raw WebTransport session from the page, writes `lines` on its
+/// control stream and returns what the host answered (up to its `closed`).
+const RAW_SESSION_JS: &str = r#"async (lines, mode) => {
+  const info = await (await fetch('/webtransport.json')).json();
+  const hashes = info.certs.map((c) => ({ algorithm: 'sha-256', value: Uint8Array.from(c.hash.match(/../g).map((x) => parseInt(x, 16))) }));
+  const wt = new WebTransport(`https://${location.host}${info.path}`, { serverCertificateHashes: hashes });
+  await wt.ready;
+  const bidi = await wt.createBidirectionalStream();
+  const w = bidi.writable.getWriter();
+  const r = bidi.readable.getReader();
+  const enc = new TextEncoder();
+  let out = '';
+  const read = async () => {
+    const t = new Promise((res) => setTimeout(() => res({ timeout: true }), 3000));
+    const x = await Promise.race([r.read(), t]);
+    if (x.timeout || x.done) return false;
+    out += new TextDecoder().decode(x.value);
+    return true;
+  };
+  if (mode === 'raw') {
+    for (const l of lines) await w.write(enc.encode(l));
+  } else {
+    const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+    const spki = btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.exportKey('spki', pair.publicKey))));
+    await w.write(enc.encode(JSON.stringify({ t: 'hello', name: 'stranger', spki, sensors: lines }) + '\n'));
+    while (!out.includes('\n')) if (!(await read())) return out;
+    if (!out.includes('challenge')) return out;
+    const nonce = Uint8Array.from(atob(JSON.parse(out.split('\n')[0]).nonce), (c) => c.charCodeAt(0));
+    const what = mode === 'wrong-proof' ? enc.encode('something else') : new Uint8Array([...enc.encode('vphone web handset proof v1\n'), ...nonce]);
+    const sig = new Uint8Array(await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, pair.privateKey, what));
+    await w.write(enc.encode(JSON.stringify({ t: 'proof', sig: btoa(String.fromCharCode(...sig)) }) + '\n'));
+  }
+  while (!out.includes('"t":"closed"')) if (!(await read())) break;
+  try { wt.close(); } catch (e) {}
+  return out;
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
+    let Some(chromium) = chromium_binary() else {
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("tmp");
+    let (cert, key, spki) = page_certificate(scratch.path());
+    let mut t = TestHost::start_configured(
+        |cfg| {
+            cfg.web_cert = Some(cert.clone());
+            cfg.web_key = Some(key.clone());
+        },
+        |b| b,
+    )
+    .await;
+    // A native handset streams from phone-1 throughout.
+    let native = t.enroll("native", &["phone-1"]);
+    let rec = vphone_tests::flat_recording(&t.scratch("rec"));
+    let companion = native.connect(&rec).await.expect("native companion");
+    let web = t.host.web_addr.expect("page");
+    let origin = format!("https://127.0.0.1:{}/", web.port());
+
+    let b = Chromium::start(&chromium, Some(&spki), &scratch.path().join("chromium.log"))
+        .await
+        .expect("chromium starts");
+    // A browser that never enrolled is told so, and how to enroll.
+    let page = b.open(&origin).await.expect("page");
+    let s = wait_state(&b, &page, "closed", Duration::from_secs(10)).await;
+    assert_eq!(s["code"], "NOT_ENROLLED", "{s}");
+    let text = b
+        .eval(&page, "document.getElementById('message').textContent")
+        .await
+        .expect("message");
+    assert!(
+        text.as_str()
+            .unwrap_or_default()
+            .contains("handset enroll --web"),
+        "{text}"
+    );
+
+    let cases: [(&str, serde_json::Value, &str, &str); 5] = [
+        (
+            "raw",
+            json!(["this is not json\n"]),
+            "MALFORMED_MESSAGE",
+            "control:",
+        ),
+        (
+            "raw",
+            json!([r#"{"t":"hello","name":"x","spki":"AAAA"}"#.to_owned() + "\n"]),
+            "UNAUTHORIZED",
+            "ECDSA P-256",
+        ),
+        (
+            "keyed",
+            json!(["warp_drive"]),
+            "UNKNOWN_SENSOR",
+            "warp_drive",
+        ),
+        (
+            "wrong-proof",
+            json!([]),
+            "UNAUTHORIZED",
+            "proof does not match",
+        ),
+        ("keyed", json!(["accelerometer"]), "UNAUTHORIZED", ""),
+    ];
+    for (mode, lines, code, words) in cases {
+        let expr = format!("({RAW_SESSION_JS})({lines}, {mode:?})");
+        let answer = b.eval(&page, &expr).await.expect("raw session");
+        let answer = answer.as_str().unwrap_or_default().to_owned();
+        let closed = answer
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|m| m["t"] == "closed")
+            .unwrap_or_else(|| panic!("{mode} {lines}: no closed message in {answer:?}"));
+        assert_eq!(closed["code"], code, "{mode} {lines}: {closed}");
+        assert!(
+            closed["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(words),
+            "{mode} {lines}: {closed}"
+        );
+        eprintln!("{mode} {lines} -> {closed}");
+    }
+    // None of that reached the native handset's session.
+    let mut pictures = companion.pictures();
+    let _ = pictures.borrow_and_update();
+    tokio::time::timeout(Duration::from_secs(5), pictures.changed())
+        .await
+        .expect("a new picture within 5 s (the clock ticks)")
+        .expect("the native handset still gets pictures");
+    assert_eq!(
+        t.host.sessions.list().len(),
+        1,
+        "only the native session lives"
+    );
+
+    // A browser without WebTransport or WebCodecs is told what it lacks.
+    let bare = b.open("about:blank").await.expect("page");
+    b.page(
+        &bare,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": "delete window.WebTransport; delete window.VideoDecoder;" }),
+    )
+    .await
+    .expect("script");
+    b.navigate(&bare, &origin).await.expect("navigate");
+    let s = wait_state(&b, &bare, "closed", Duration::from_secs(10)).await;
+    assert_eq!(s["code"], "UNSUPPORTED", "{s}");
+    let m = s["message"].as_str().unwrap_or_default();
+    assert!(m.contains("WebTransport") && m.contains("WebCodecs"), "{m}");
+
+    // A link whose pin is not this host's: the page refuses the host.
+    let offer = host_core::enroll::offer_enrollment(
+        &t.host.registry,
+        t.host.enroller.as_ref(),
+        Some("mismatch".to_owned()),
+        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
+        Duration::from_secs(120),
+    )
+    .expect("offer");
+    let link = offer.web_link.expect("link");
+    let pin_at = link.find("pin=").expect("pin") + 4;
+    let wrong = format!(
+        "{}{}{}",
+        &link[..pin_at],
+        "00".repeat(32),
+        &link[pin_at + 64..]
+    );
+    let other = b.open(&wrong).await.expect("page");
+    let s = wait_state(&b, &other, "closed", Duration::from_secs(10)).await;
+    assert_eq!(s["code"], "HOST_KEY_MISMATCH", "{s}");
+    b.stop().await;
+    companion.finish().await.expect("finish");
+    t.shutdown().await;
+}

@@ -163,84 +163,29 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<(), Fail>
     };
     let mut lines = Lines::new(recv);
     let mut send = send;
-    let Up::Hello(hello) = next_up(&mut lines).await? else {
-        return Err(violation("the first control message must be hello"));
-    };
-    let spki = B64
-        .decode(hello.spki.as_bytes())
-        .map_err(|_| violation("hello.spki is not base64"))?;
-    if spki.len() != P256_SPKI_PREFIX.len() + 65
-        || spki[..P256_SPKI_PREFIX.len()] != P256_SPKI_PREFIX
-    {
-        return Err((
-            AppErrorCode::Unauthorized,
-            "hello.spki must be an ECDSA P-256 public key".into(),
-        ));
-    }
-    let nonce: [u8; 32] =
-        random_bytes().map_err(|e| (AppErrorCode::InternalError, e.to_string()))?;
-    write_down(
-        &mut send,
-        &Down::Challenge {
-            nonce: B64.encode(nonce),
-        },
-    )
-    .await?;
-    let sig = match next_up(&mut lines).await? {
-        Up::Proof { sig } => B64
-            .decode(sig.as_bytes())
-            .map_err(|_| violation("proof.sig is not base64"))?,
-        _ => return Err(violation("the second control message must be proof")),
-    };
-    let mut signed = protocol::PROOF_CONTEXT.to_vec();
-    signed.extend_from_slice(&nonce);
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ECDSA_P256_SHA256_FIXED,
-        &spki[P256_SPKI_PREFIX.len()..],
-    )
-    .verify(&signed, &sig)
-    .map_err(|_| {
-        (
-            AppErrorCode::Unauthorized,
-            "the page's proof does not match its key".to_owned(),
-        )
-    })?;
-    let handset = Fingerprint::of_spki(&spki);
-    let mut bridge_hello = to_hello(&hello)?;
+    // From here on a refusal is told on the control stream first, so the
+    // page can say why (a QUIC close alone reaches a page without reason).
+    let (handset, mut bridge_hello, granted) =
+        match prove_and_admit(&conn, cx, &mut send, &mut lines).await {
+            Ok(x) => x,
+            Err((code, message)) => {
+                let closed = Down::Closed {
+                    code: protocol::code_name(code),
+                    message: message.clone(),
+                };
+                let told = tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    write_down(&mut send, &closed),
+                );
+                if matches!(told.await, Ok(Ok(()))) {
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_millis(300), conn.closed())
+                            .await;
+                }
+                return Err((code, message));
+            }
+        };
     let remote = conn.remote_address();
-    let authorizer = cx.authorizer.clone();
-    let h2 = bridge_hello.clone();
-    let granted = tokio::task::spawn_blocking(move || {
-        authorizer.authorize(&AuthRequest {
-            handset,
-            hello: &h2,
-            remote,
-            resuming: None,
-        })
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(Refusal::new(
-            AppErrorCode::InternalError,
-            "the host's access check failed",
-        ))
-    });
-    let granted = match granted {
-        Ok(g) => g,
-        Err(refusal) => {
-            let _ = write_down(
-                &mut send,
-                &Down::Closed {
-                    code: protocol::code_name(refusal.code),
-                    message: refusal.message.clone(),
-                },
-            )
-            .await;
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(300), conn.closed()).await;
-            return Err((refusal.code, refusal.message));
-        }
-    };
     if let Some(name) = &granted.handset_name {
         bridge_hello.handset_name.clone_from(name);
     }
@@ -307,6 +252,83 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<(), Fail>
     lock(&core.tasks).extend(tasks);
     let _ = cx.accepted.send(ServerSession::web(core)).await;
     Ok(())
+}
+
+/// The page's `hello`, the key proof and the host's access check.
+async fn prove_and_admit<W, R>(
+    conn: &quinn::Connection,
+    cx: &WebContext,
+    send: &mut W,
+    lines: &mut Lines<R>,
+) -> Result<(Fingerprint, Hello, crate::auth::Authorized), Fail>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let Up::Hello(hello) = next_up(lines).await? else {
+        return Err(violation("the first control message must be hello"));
+    };
+    let spki = B64
+        .decode(hello.spki.as_bytes())
+        .map_err(|_| violation("hello.spki is not base64"))?;
+    if spki.len() != P256_SPKI_PREFIX.len() + 65
+        || spki[..P256_SPKI_PREFIX.len()] != P256_SPKI_PREFIX
+    {
+        return Err((
+            AppErrorCode::Unauthorized,
+            "hello.spki must be an ECDSA P-256 public key".into(),
+        ));
+    }
+    let bridge_hello = to_hello(&hello)?;
+    let nonce: [u8; 32] =
+        random_bytes().map_err(|e| (AppErrorCode::InternalError, e.to_string()))?;
+    write_down(
+        send,
+        &Down::Challenge {
+            nonce: B64.encode(nonce),
+        },
+    )
+    .await?;
+    let sig = match next_up(lines).await? {
+        Up::Proof { sig } => B64
+            .decode(sig.as_bytes())
+            .map_err(|_| violation("proof.sig is not base64"))?,
+        _ => return Err(violation("the second control message must be proof")),
+    };
+    let mut signed = protocol::PROOF_CONTEXT.to_vec();
+    signed.extend_from_slice(&nonce);
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        &spki[P256_SPKI_PREFIX.len()..],
+    )
+    .verify(&signed, &sig)
+    .map_err(|_| {
+        (
+            AppErrorCode::Unauthorized,
+            "the page's proof does not match its key".to_owned(),
+        )
+    })?;
+    let handset = Fingerprint::of_spki(&spki);
+    let remote = conn.remote_address();
+    let authorizer = cx.authorizer.clone();
+    let h2 = bridge_hello.clone();
+    let granted = tokio::task::spawn_blocking(move || {
+        authorizer.authorize(&AuthRequest {
+            handset,
+            hello: &h2,
+            remote,
+            resuming: None,
+        })
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(Refusal::new(
+            AppErrorCode::InternalError,
+            "the host's access check failed",
+        ))
+    })
+    .map_err(|r| (r.code, r.message))?;
+    Ok((handset, bridge_hello, granted))
 }
 
 async fn next_up<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Result<Up, Fail> {

@@ -166,7 +166,8 @@ async fn transports(faults: Faults, secs: f64) -> [(f64, f64, f64); 2] {
     use device_bridge::{HandsetIdentity, HostIdentity, TransportSettings};
     let host = HostIdentity::generate().expect("host identity");
     let transport = TransportSettings::default();
-    let server_cfg = device_bridge::tls::server_config(&host, &transport, None).expect("server config");
+    let server_cfg =
+        device_bridge::tls::server_config(&host, &transport, None).expect("server config");
     let server =
         quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).expect("server");
     let proxy = FaultProxy::start(server.local_addr().unwrap(), 0xa0d10)
