@@ -20,6 +20,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 /// A running headless Chromium and its DevTools connection.
 pub struct Chromium {
     proc: Proc,
+    overridden: Mutex<std::collections::HashSet<(String, &'static str)>>,
     tx: mpsc::UnboundedSender<Message>,
     pending: Pending,
     next: AtomicU64,
@@ -146,6 +147,7 @@ impl Chromium {
         }
         Ok(Self {
             proc,
+            overridden: Mutex::default(),
             tx,
             pending,
             next: AtomicU64::new(1),
@@ -277,19 +279,29 @@ impl Chromium {
             ("linear-acceleration", [0.0, 0.0, 0.0]),
             ("gyroscope", [0.0, 0.0, 0.0]),
         ] {
-            // Enabled once per page; later calls only change the reading.
-            match self
-                .page(
-                    page,
-                    "Emulation.setSensorOverrideEnabled",
-                    json!({ "enabled": true, "type": kind }),
-                )
-                .await
-            {
-                Err(e) if e.contains("already overridden") => {}
-                other => {
-                    other?;
+            // Enabled once per page; later calls change only the readings
+            // that move.
+            let first = self
+                .overridden
+                .lock()
+                .expect("overrides")
+                .insert((page.session.clone(), kind));
+            if first {
+                match self
+                    .page(
+                        page,
+                        "Emulation.setSensorOverrideEnabled",
+                        json!({ "enabled": true, "type": kind }),
+                    )
+                    .await
+                {
+                    Err(e) if e.contains("already overridden") => {}
+                    other => {
+                        other?;
+                    }
                 }
+            } else if x == 0.0 && y == 0.0 && z == 0.0 {
+                continue;
             }
             self.page(
                 page,
@@ -349,4 +361,29 @@ pub fn spki_hash_b64(spki_der: &[u8]) -> String {
     use base64::Engine as _;
     let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// A certificate for the page as an operator would install one (here
+/// self-signed for 127.0.0.1 and localhost; the browser is told to trust
+/// exactly its key): the certificate and key files in `dir`, and the
+/// `--ignore-certificate-errors-spki-list` value.
+///
+/// # Panics
+/// When it cannot be made or written.
+#[must_use]
+pub fn page_certificate(dir: &Path) -> (PathBuf, PathBuf, String) {
+    use rcgen::PublicKeyData as _;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    let (c, k) = (dir.join("page.crt"), dir.join("page.key"));
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (
+        c,
+        k,
+        spki_hash_b64(key.subject_public_key_info().as_slice()),
+    )
 }

@@ -9,29 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use host_core::router::SessionDirectory as _;
-use rcgen::PublicKeyData as _;
 use serde_json::json;
 use sim_phone::{BUBBLE_RGB, RIPPLE_RGB, bubble_center, level_center_and_radius};
-use vphone_tests::browser::{Chromium, Page, chromium_binary, spki_hash_b64};
+use vphone_tests::browser::{Chromium, Page, chromium_binary, page_certificate};
 use vphone_tests::{SCREEN_H, SCREEN_W, TestHost, find_colour, wait_sim_frame};
-
-/// A certificate for the page as an operator would install one (here
-/// self-signed for 127.0.0.1; the browser trusts exactly its key).
-fn page_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("params");
-    let cert = params.self_signed(&key).expect("cert");
-    let (c, k) = (dir.join("page.crt"), dir.join("page.key"));
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (
-        c,
-        k,
-        spki_hash_b64(key.subject_public_key_info().as_slice()),
-    )
-}
 
 fn artifacts() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");

@@ -29,7 +29,7 @@ const WHY = {
 const stats = {
   state: 'starting', code: '', message: '', phone: '', handset: '', session: '',
   decoded: 0, frames: 0, bytes: 0, dropped: 0, keyframes: 0, fps: 0, kbps: 0,
-  g2g: [], offsetMs: null, rttMs: null, sensorsSent: 0, touchesSent: 0,
+  g2g: [], decodeMs: [], offsetMs: null, rttMs: null, sensorsSent: 0, touchesSent: 0,
 };
 window.vphone = { stats };
 
@@ -246,13 +246,17 @@ class Session {
     this.send({ t: 'ping', id: ++this.pings, c: nowNs() });
     setTimeout(() => this.ping(), this.pings < 8 ? 150 : 2000);
   }
+  // The offset of the ping with the smallest round trip among the last 16
+  // is the most accurate (its one-way asymmetry is smallest).
   pong(m) {
     const t4 = nowMs();
     const c = m.c / 1e6, r = m.r / 1e6, s = m.s / 1e6;
     const rtt = (t4 - c) - (s - r);
-    if (stats.rttMs === null || rtt <= stats.rttMs * 1.5) {
-      if (stats.rttMs === null || rtt < stats.rttMs) stats.rttMs = rtt;
-      stats.offsetMs = ((r - c) + (s - t4)) / 2;
+    this.clock = (this.clock || []).concat([{ rtt, offset: ((r - c) + (s - t4)) / 2 }]).slice(-16);
+    const best = this.clock.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+    stats.rttMs = best.rtt;
+    if (stats.offsetMs !== best.offset) {
+      stats.offsetMs = best.offset;
       this.send({ t: 'stats', offset_ns: Math.round(stats.offsetMs * 1e6), decoded: stats.decoded, g2g_us: Math.round((stats.g2g[stats.g2g.length - 1] || 0) * 1000) });
     }
   }
@@ -267,17 +271,23 @@ class Session {
     this.needKey = true;
   }
 
+  // Glass-to-glass ends when the picture is decoded (as the native
+  // companion measures it); drawing it on the canvas follows.
   output(frame) {
-    const capture = this.pending.get(frame.timestamp);
+    const now = nowMs();
+    const sent = this.pending.get(frame.timestamp);
     this.pending.delete(frame.timestamp);
+    stats.decoded++;
+    if (sent !== undefined) {
+      stats.decodeMs.push(now - sent.at);
+      if (stats.decodeMs.length > 2000) stats.decodeMs.splice(0, 1000);
+      if (stats.offsetMs !== null) {
+        stats.g2g.push(now - (sent.capture / 1000 - stats.offsetMs));
+        if (stats.g2g.length > 2000) stats.g2g.splice(0, 1000);
+      }
+    }
     this.ctx.drawImage(frame, 0, 0, this.width, this.height);
     frame.close();
-    stats.decoded++;
-    if (capture !== undefined && stats.offsetMs !== null) {
-      const g2g = nowMs() - (capture / 1000 - stats.offsetMs);
-      stats.g2g.push(g2g);
-      if (stats.g2g.length > 2000) stats.g2g.splice(0, 1000);
-    }
   }
 
   async videoLoop() {
@@ -315,7 +325,7 @@ class Session {
       // A decoder that falls behind skips to the next keyframe.
       if (this.decoder.decodeQueueSize > 3 && !key) { stats.dropped++; this.needKey = true; this.send({ t: 'keyframe' }); continue; }
       this.needKey = false;
-      this.pending.set(seq, capture);
+      this.pending.set(seq, { capture, at: nowMs() });
       if (this.pending.size > 64) this.pending.delete(this.pending.keys().next().value);
       this.decoder.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: seq, data: body.subarray(17) }));
     }

@@ -11,9 +11,11 @@
 //! Then the sound phases (see `audio`): phone -> handset and microphone ->
 //! phone latency, bitrate sounding and silent, CPU, a long steady-sound run
 //! (`VPHONE_AUDIO_SOAK_SECONDS`, default 60) and datagrams against a stream
-//! under loss.
+//! under loss. Last, the browser as handset beside the native companion
+//! (see `browser`). `VPHONE_BENCH_ONLY=browser` runs only that part.
 
 mod audio;
+mod browser;
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10.0_f64);
+    if std::env::var("VPHONE_BENCH_ONLY").as_deref() == Ok("browser") {
+        browser::bench(secs).await;
+        return;
+    }
     let mut th = TestHost::start().await;
     let handset = th.enroll("bench", &["phone-1"]);
     // A game-like app: six motion sensors at 200 Hz each (1200 samples/s).
@@ -225,4 +231,5 @@ async fn main() {
     );
     audio::bench(&mut th, secs).await;
     th.shutdown().await;
+    browser::bench(secs).await;
 }
