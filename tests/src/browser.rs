@@ -259,7 +259,11 @@ impl Chromium {
         self.call(
             None,
             "Browser.grantPermissions",
-            json!({ "origin": origin, "permissions": permissions }),
+            if origin.is_empty() {
+                json!({ "permissions": permissions })
+            } else {
+                json!({ "origin": origin, "permissions": permissions })
+            },
         )
         .await
         .map(|_| ())

@@ -95,8 +95,13 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
     let b = Chromium::start(&chromium, Some(&spki), &scratch.path().join("chromium.log"))
         .await
         .expect("chromium starts");
-    let origin = format!("https://127.0.0.1:{}", web.port());
-    b.grant(&origin, &["sensors"])
+    let origin = link
+        .split('#')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    b.grant(&origin, &["sensors", "geolocation"])
         .await
         .expect("sensor permission");
     // The device's motion sensors report through DevTools from the start
@@ -105,6 +110,13 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
     b.tilt(&page, [0.0, 0.0, 9.81])
         .await
         .expect("sensor override");
+    b.page(
+        &page,
+        "Emulation.setGeolocationOverride",
+        json!({ "latitude": 48.137154, "longitude": 11.576124, "accuracy": 5.0 }),
+    )
+    .await
+    .expect("location override");
     b.navigate(&page, &link).await.expect("the link opens");
     let welcome = wait_state(&b, &page, "connected", Duration::from_secs(20)).await;
     assert_eq!(welcome["phone"], "phone-1");
@@ -136,6 +148,23 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
     })
     .await
     .expect("the phone shows the browser handset");
+
+    // The browser's location reached the phone.
+    let (phone, _) = t.phone("phone-1").await;
+    let gps = vphone_tests::eventually(Duration::from_secs(8), || {
+        let phone = phone.clone();
+        async move {
+            let g = phone.gps().await.map_err(|e| e.to_string())?;
+            if (g.latitude - 48.137154).abs() < 1e-6 && (g.longitude - 11.576124).abs() < 1e-6 {
+                Ok(g)
+            } else {
+                Err(format!("getGps = {g:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("location: {e}\nconsole: {:#?}", b.console()));
+    eprintln!("location on the phone: {gps:?}");
 
     // Tilt through DevTools: the bubble level follows.
     let mut frames = sim.frames();
@@ -461,5 +490,55 @@ async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
     assert_eq!(s["code"], "HOST_KEY_MISMATCH", "{s}");
     b.stop().await;
     companion.finish().await.expect("finish");
+    t.shutdown().await;
+}
+
+/// Development without a certificate: the page as `http://localhost` (a
+/// secure context), the session to the loopback address the host listens
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_development_page_on_http_localhost_streams() {
+    let Some(chromium) = chromium_binary() else {
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("tmp");
+    let mut t = TestHost::start().await;
+    let offer = host_core::enroll::offer_enrollment(
+        &t.host.registry,
+        t.host.enroller.as_ref(),
+        Some("dev-browser".to_owned()),
+        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
+        Duration::from_secs(120),
+    )
+    .expect("offer");
+    let link = offer.web_link.expect("link");
+    let port = t.host.web_addr.expect("page").port();
+    assert!(
+        link.starts_with(&format!("http://localhost:{port}/#enroll=")),
+        "{link}"
+    );
+    let b = Chromium::start(&chromium, None, &scratch.path().join("chromium.log"))
+        .await
+        .expect("chromium starts");
+    let page = b.open(&link).await.expect("page");
+    let s = wait_state(&b, &page, "connected", Duration::from_secs(20)).await;
+    assert_eq!(s["handset"], "dev-browser");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .eval(&page, "window.vphone.stats.decoded")
+        .await
+        .expect("stats")
+        .as_u64()
+        < Some(1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no frame decoded: {:#?}",
+            b.console()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+    let _ = &mut t;
     t.shutdown().await;
 }

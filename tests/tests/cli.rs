@@ -241,6 +241,30 @@ fn errors_are_one_line_with_exit_codes() {
         full.contains("Grants: every phone on this host, present and future."),
         "{full}"
     );
+    // A phone's browser gets a link to the host's page (plain HTTP on
+    // localhost without a certificate), with the pin and the WebTransport
+    // certificate hashes, and its QR code.
+    let link = ok(
+        dir.path(),
+        &[
+            "handset", "enroll", "--web", "--phone", "phone-1", "--quiet",
+        ],
+    );
+    let link = link.trim();
+    eprintln!("web link: {link}");
+    assert!(link.starts_with("http://localhost:"), "{link}");
+    for part in ["/#enroll=vpe1.", "&pin=", "&certs="] {
+        assert!(link.contains(part), "{link}");
+    }
+    let certs = link.split("&certs=").nth(1).unwrap_or_default();
+    assert_eq!(
+        certs.split(',').count(),
+        2,
+        "current and next hashes: {link}"
+    );
+    let web = ok(dir.path(), &["handset", "enroll", "--web", "--all-phones"]);
+    assert!(web.contains('█') || web.contains('▀'), "no QR code: {web}");
+    assert!(web.contains("Open the link on the phone"), "{web}");
     // What a handset may use is always said: no phone and no --all-phones
     // is a usage error, both at once too.
     let o = ctl(dir.path(), &["handset", "enroll"]);

@@ -304,3 +304,72 @@ where
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     let _ = tokio::time::timeout(Duration::from_secs(300), conn).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.join("page.crt"), cert.pem()).expect("cert");
+        std::fs::write(dir.join("page.key"), key.serialize_pem()).expect("key");
+        cert.der().to_vec()
+    }
+
+    #[test]
+    fn the_page_certificate_is_reloaded_when_its_files_change() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = write_pair(dir.path(), "a.example");
+        let c = ReloadingCert::load(&dir.path().join("page.crt"), &dir.path().join("page.key"))
+            .expect("load");
+        assert_eq!(c.current().cert[0].as_ref(), first.as_slice());
+        // A renewal (new files, later mtime) is picked up at the next check.
+        std::thread::sleep(Duration::from_millis(20));
+        let second = write_pair(dir.path(), "b.example");
+        c.state.lock().expect("state").checked = Instant::now() - Duration::from_secs(3);
+        assert_eq!(c.current().cert[0].as_ref(), second.as_slice());
+        // A half-written renewal keeps the working pair.
+        std::fs::write(dir.path().join("page.key"), "garbage").expect("write");
+        c.state.lock().expect("state").checked = Instant::now() - Duration::from_secs(3);
+        assert_eq!(c.current().cert[0].as_ref(), second.as_slice());
+        // A key that does not match is refused at load with a clear error.
+        let other = tempfile::tempdir().expect("tmp");
+        write_pair(other.path(), "c.example");
+        let e = ReloadingCert::load(&dir.path().join("page.crt"), &other.path().join("page.key"))
+            .expect_err("mismatch");
+        assert!(e.to_string().contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn the_page_and_its_pins_are_served_with_strict_headers() {
+        let identity = HostIdentity::generate().expect("id");
+        let certs = Arc::new(WebCertificates::ephemeral().expect("certs"));
+        let info = PageInfo { identity, certs };
+        let get = axum::http::Method::GET;
+        let page = route(&info, &get, "/");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.body().contains("app.js"));
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+        let pins: serde_json::Value =
+            serde_json::from_str(route(&info, &get, "/webtransport.json").body()).expect("json");
+        assert_eq!(pins["path"], WT_PATH);
+        assert_eq!(pins["certs"].as_array().map(Vec::len), Some(2));
+        assert!(pins["sig"].is_string(), "{pins}");
+        assert_eq!(
+            route(&info, &get, "/etc/passwd").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&info, &axum::http::Method::POST, "/").status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

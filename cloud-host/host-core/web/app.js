@@ -432,7 +432,8 @@ const sensors = {
     }
   },
   update() {
-    if (session && session.location && !this.watch && navigator.geolocation && this.granted) {
+    // Location has its own prompt (the browser asks at the first watch).
+    if (session && session.location && this.watch === undefined && navigator.geolocation) {
       this.watch = navigator.geolocation.watchPosition((p) => {
         if (!session) return;
         const c = p.coords;
@@ -440,7 +441,7 @@ const sensors = {
       }, (e) => log('location', e.message), { enableHighAccuracy: true });
     }
     const needGesture = typeof DeviceMotionEvent !== 'undefined' && DeviceMotionEvent.requestPermission && !this.granted;
-    $('sensors-btn').hidden = !(session && (session.active.size || session.location) && (needGesture || (session.location && !this.watch)));
+    $('sensors-btn').hidden = !(session && session.active.size && needGesture);
   },
 };
 
@@ -461,11 +462,27 @@ function onOrientation(e) {
 }
 // Listen only while the phone wants motion: the browser starts its sensors
 // when a listener is added.
+let magnetometer = null;
 function listenMotion(active) {
   window.removeEventListener('devicemotion', onMotion);
   window.removeEventListener('deviceorientation', onOrientation);
   if (active.has('accelerometer') || active.has('gyroscope')) window.addEventListener('devicemotion', onMotion);
   if (active.has('orientation')) window.addEventListener('deviceorientation', onOrientation);
+  if (magnetometer) { magnetometer.stop(); magnetometer = null; }
+  // The Generic Sensor API's magnetometer, where the browser has one (µT).
+  if (active.has('magnetometer') && 'Magnetometer' in window) {
+    try {
+      magnetometer = new Magnetometer({ frequency: Math.min(60, active.get('magnetometer') || 10) });
+      magnetometer.addEventListener('reading', () => {
+        if (session) session.sendSamples([{ k: 'magnetometer', ts: nowNs(), v: [magnetometer.x, magnetometer.y, magnetometer.z] }]);
+      });
+      magnetometer.addEventListener('error', (e) => log('magnetometer', e.error && e.error.message));
+      magnetometer.start();
+    } catch (e) {
+      log('magnetometer', e.message);
+      magnetometer = null;
+    }
+  }
 }
 
 // ----- connecting ------------------------------------------------------------
@@ -506,13 +523,27 @@ async function connect() {
   }
   status('Connecting…');
   stats.state = 'connecting';
-  const url = `https://${location.hostname}:${location.port || 443}${target.path}`;
+  // A development page at http://localhost: QUIC goes to the loopback
+  // addresses themselves (the host listens on one of them, and a browser may
+  // try the other first for "localhost").
+  const hosts = location.hostname === 'localhost' ? ['127.0.0.1', '[::1]'] : [location.hostname];
+  const port = location.port || 443;
+  const hashes = target.certs.map((h) => ({ algorithm: 'sha-256', value: unhex(h) }));
   let wt;
-  try {
-    wt = new WebTransport(url, { serverCertificateHashes: target.certs.map((h) => ({ algorithm: 'sha-256', value: unhex(h) })) });
-    await wt.ready;
-  } catch (e) {
-    log('WebTransport', e);
+  let failure;
+  for (const host of hosts) {
+    try {
+      wt = new WebTransport(`https://${host}:${port}${target.path}`, { serverCertificateHashes: hashes });
+      await wt.ready;
+      break;
+    } catch (e) {
+      log('WebTransport', host, e && e.message);
+      failure = e;
+      wt = null;
+    }
+  }
+  if (!wt) {
+    const e = failure;
     stats.state = 'closed'; stats.code = 'UNREACHABLE'; stats.message = String(e && e.message);
     show('Cannot reach the host (' + (e && e.message ? e.message : e) + ').\nTrying again…', 'info');
     setTimeout(connect, retryMs);
@@ -594,8 +625,13 @@ async function main() {
     const stage = $('stage');
     if (document.fullscreenElement) document.exitFullscreen(); else if (stage.requestFullscreen) stage.requestFullscreen().catch(() => {});
   });
-  // Browsers without a permission prompt for motion deliver it at once.
+  // Browsers without a permission prompt for motion deliver it at once;
+  // where there is one, it may already be granted (Chrome answers without a
+  // gesture; iOS Safari refuses until the button is tapped).
   sensors.granted = !(typeof DeviceMotionEvent !== 'undefined' && DeviceMotionEvent.requestPermission);
+  if (!sensors.granted) {
+    DeviceMotionEvent.requestPermission().then((r) => { sensors.granted = r === 'granted'; sensors.update(); }, () => {});
+  }
   connect();
 }
 

@@ -109,8 +109,8 @@ pub enum Up {
     },
 }
 
-/// The page's `hello`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// The page's `hello`. Its `Debug` hides the enrollment token.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebHello {
     /// The name the page gives itself (the registry's name wins).
@@ -135,6 +135,28 @@ pub struct WebHello {
     /// The browser's user agent, for the audit.
     #[serde(default)]
     pub client: String,
+}
+
+impl std::fmt::Debug for WebHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebHello")
+            .field("name", &self.name)
+            .field("spki", &self.spki)
+            .field(
+                "token",
+                &if self.token.is_some() {
+                    "<redacted>"
+                } else {
+                    "<none>"
+                },
+            )
+            .field("phone", &self.phone)
+            .field("sensors", &self.sensors)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 /// One pointer of a touch.
@@ -306,5 +328,15 @@ mod tests {
         assert!(matches!(up, Up::Touch { ref action, .. } if action == "down"));
         assert!(serde_json::from_str::<Up>(r#"{"t":"keyframe","x":1}"#).is_err());
         assert!(serde_json::from_str::<Up>(r#"{"t":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn the_enrollment_token_never_shows_in_debug() {
+        let up: Up =
+            serde_json::from_str(r#"{"t":"hello","name":"n","spki":"AA","token":"vpe1.SECRET"}"#)
+                .expect("hello");
+        let shown = format!("{up:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
