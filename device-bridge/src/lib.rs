@@ -90,6 +90,12 @@
 //! connection migration keeps the same connection, streams and session,
 //! without a new handshake.
 //!
+//! # Browser handsets
+//!
+//! With [`BridgeServerConfig::web`] set, the same endpoint also speaks HTTP/3
+//! + WebTransport (ALPN `h3`) to browsers; an admitted browser is a
+//! [`ServerSession`] too ([`ServerSession::is_browser`]). See [`web`].
+//!
 //! # Sans-IO cores
 //!
 //! [`hci::HciSender`]/[`hci::HciReceiver`] (sequencing, acks, replay) and
