@@ -93,7 +93,7 @@
 //! # Browser handsets
 //!
 //! With [`BridgeServerConfig::web`] set, the same endpoint also speaks HTTP/3
-//! + WebTransport (ALPN `h3`) to browsers; an admitted browser is a
+//! and WebTransport (ALPN `h3`) to browsers; an admitted browser is a
 //! [`ServerSession`] too ([`ServerSession::is_browser`]). See [`web`].
 //!
 //! # Sans-IO cores

@@ -91,7 +91,7 @@ struct ServeArgs {
     #[arg(long, requires = "web_cert")]
     web_key: Option<PathBuf>,
     /// The page's public URL, put in browser enrollment links (default:
-    /// https://<public addr>/ with --web-cert, else http://localhost:<port>/).
+    /// `https://PUBLIC-ADDR/` with --web-cert, else `http://localhost:PORT/`).
     #[arg(long)]
     web_url: Option<String>,
     /// TOML config file (keys: data_dir, quic_listen, operator_listen,

@@ -5,7 +5,7 @@
 //! page proves its identity inside the session: it sends its public key
 //! (an ECDSA P-256 key WebCrypto made non-extractable and keeps in
 //! IndexedDB) in `hello`, the host answers with a random challenge, and the
-//! page signs it. The handset's [`Fingerprint`](crate::Fingerprint) is the
+//! page signs it. The handset's [`Fingerprint`] is the
 //! SHA-256 of that key's SubjectPublicKeyInfo, exactly as for a native
 //! handset's certificate, and the host's [`Authorizer`](crate::Authorizer)
 //! decides with the same rules (enrollment token on the first visit,

@@ -16,7 +16,16 @@
 //! `ping`/`pong` and reports it in `stats`, exactly as the native companion
 //! does with `ClockPing`/`Stats`.
 
+use sensor_proto::bridge::{
+    AppErrorCode, Hello, KeyAction, KeyframeRequest, Location, PROTOCOL_VERSION, Pointer, Screen,
+    SensorCapability, SensorSample, Stats, Touch, TouchAction, VideoCodec, control_message,
+    input_message,
+};
 use serde::{Deserialize, Serialize};
+
+/// Why a peer's message was refused: the code the session closes with and
+/// a reason for the page.
+pub type Rejection = (AppErrorCode, String);
 
 /// Longest control line either side accepts.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -293,10 +302,231 @@ pub fn sensor_kind(name: &str) -> Option<sensor_proto::bridge::SensorKind> {
 /// The name of an error code without its prefix (`APP_ERROR_CODE_REVOKED`
 /// -> `REVOKED`).
 #[must_use]
-pub fn code_name(code: sensor_proto::bridge::AppErrorCode) -> String {
+pub fn code_name(code: AppErrorCode) -> String {
     code.as_str_name()
         .trim_start_matches("APP_ERROR_CODE_")
         .to_owned()
+}
+
+/// One control line from the page.
+///
+/// # Errors
+/// `MALFORMED_MESSAGE` for anything that is not one of [`Up`].
+pub fn decode_line(line: &[u8]) -> Result<Up, Rejection> {
+    serde_json::from_slice(line)
+        .map_err(|e| (AppErrorCode::MalformedMessage, format!("control: {e}")))
+}
+
+/// What a control message means once the session is admitted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Answer with a `pong` (clock sync).
+    Ping {
+        /// Echoed.
+        id: u64,
+        /// The page's send time, ns.
+        c: u64,
+    },
+    /// For the host app's control queue (keyframe request, stats).
+    Control(control_message::Msg),
+    /// For the host app's input queue.
+    Input(input_message::Event),
+}
+
+/// The meaning of `up` after admission.
+///
+/// # Errors
+/// `PROTOCOL_VIOLATION` for a second `hello` or `proof`; `MALFORMED_MESSAGE`
+/// for an unknown touch or key action or more than 10 pointers.
+pub fn after_admission(up: Up) -> Result<Action, Rejection> {
+    let bad = |why: String| Err((AppErrorCode::MalformedMessage, why));
+    let event = match up {
+        Up::Hello(_) | Up::Proof { .. } => {
+            return Err((
+                AppErrorCode::ProtocolViolation,
+                "hello and proof come once, first".into(),
+            ));
+        }
+        Up::Ping { id, c } => return Ok(Action::Ping { id, c }),
+        Up::Keyframe {} => {
+            return Ok(Action::Control(control_message::Msg::KeyframeRequest(
+                KeyframeRequest::default(),
+            )));
+        }
+        Up::Stats {
+            offset_ns,
+            decoded,
+            g2g_us,
+        } => {
+            return Ok(Action::Control(control_message::Msg::Stats(Stats {
+                clock_offset_ns: offset_ns,
+                frames_decoded: decoded,
+                glass_to_glass_us: g2g_us,
+                ..Stats::default()
+            })));
+        }
+        Up::Touch {
+            action,
+            id,
+            pointers,
+            ts,
+        } => {
+            let action = match action.as_str() {
+                "down" => TouchAction::Down,
+                "move" => TouchAction::Move,
+                "up" => TouchAction::Up,
+                "cancel" => TouchAction::Cancel,
+                _ => {
+                    return bad(format!(
+                        "touch.action '{action}' is not down, move, up or cancel"
+                    ));
+                }
+            };
+            if pointers.len() > 10 {
+                return bad("a touch has at most 10 pointers".into());
+            }
+            input_message::Event::Touch(Touch {
+                action: action as i32,
+                action_pointer_id: id,
+                pointers: pointers
+                    .iter()
+                    .map(|p| Pointer {
+                        id: p.id,
+                        x: p.x,
+                        y: p.y,
+                        pressure: p.p,
+                        major_px: 0.0,
+                        minor_px: 0.0,
+                    })
+                    .collect(),
+                timestamp_ns: ts,
+            })
+        }
+        Up::Key {
+            code,
+            action,
+            text,
+            ts,
+        } => {
+            let action = match action.as_str() {
+                "down" => KeyAction::Down,
+                "up" => KeyAction::Up,
+                "press" => KeyAction::Press,
+                _ => return bad(format!("key.action '{action}' is not down, up or press")),
+            };
+            input_message::Event::Key(sensor_proto::bridge::Key {
+                keycode: code,
+                action: action as i32,
+                text,
+                meta_state: 0,
+                timestamp_ns: ts,
+            })
+        }
+        Up::Location {
+            lat,
+            lon,
+            alt,
+            accuracy,
+            speed,
+            bearing,
+            ts,
+        } => input_message::Event::Location(Location {
+            latitude_deg: lat,
+            longitude_deg: lon,
+            altitude_m: alt,
+            speed_mps: speed,
+            bearing_deg: bearing,
+            accuracy_m: accuracy,
+            satellites: 0,
+            timestamp_ns: ts,
+        }),
+    };
+    Ok(Action::Input(event))
+}
+
+/// The samples of one sensor datagram (before the latest-wins filter).
+///
+/// # Errors
+/// `MALFORMED_MESSAGE` for anything that is not a [`SensorDatagram`] or a
+/// sample with more than 16 values or a non-finite one; `UNKNOWN_SENSOR`
+/// for a name that is no sensor.
+pub fn decode_sensors(payload: &[u8]) -> Result<Vec<SensorSample>, Rejection> {
+    let parsed: SensorDatagram = serde_json::from_slice(payload).map_err(|e| {
+        (
+            AppErrorCode::MalformedMessage,
+            format!("sensor datagram: {e}"),
+        )
+    })?;
+    parsed
+        .s
+        .into_iter()
+        .map(|s| {
+            let kind = sensor_kind(&s.k).ok_or_else(|| {
+                (
+                    AppErrorCode::UnknownSensor,
+                    format!("sensor '{}' is not a sensor this host knows", s.k),
+                )
+            })?;
+            if s.v.len() > 16 || s.v.iter().any(|v| !v.is_finite()) {
+                return Err((
+                    AppErrorCode::MalformedMessage,
+                    format!("sensor '{}': at most 16 finite values", s.k),
+                ));
+            }
+            Ok(SensorSample {
+                kind: kind as i32,
+                seq: s.n,
+                timestamp_ns: s.ts,
+                values: s.v,
+            })
+        })
+        .collect()
+}
+
+/// The bridge's `Hello` for a page's `hello` (what the authorizer and the
+/// host app see).
+///
+/// # Errors
+/// `UNKNOWN_SENSOR` for a sensor name that is no sensor.
+pub fn to_hello(h: &WebHello) -> Result<Hello, Rejection> {
+    let mut capabilities: Vec<SensorCapability> = Vec::new();
+    for name in &h.sensors {
+        let kind = sensor_kind(name).ok_or_else(|| {
+            (
+                AppErrorCode::UnknownSensor,
+                format!("hello.sensors: '{name}' is not a sensor this host knows"),
+            )
+        })?;
+        if capabilities.iter().any(|c| c.kind == kind as i32) {
+            continue;
+        }
+        capabilities.push(SensorCapability {
+            kind: kind as i32,
+            max_rate_hz: 100.0,
+            name: format!("browser {name}"),
+        });
+    }
+    let client: String = h.client.chars().take(200).collect();
+    Ok(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        handset_name: h.name.clone(),
+        capabilities,
+        screen: Some(Screen {
+            width_px: h.width,
+            height_px: h.height,
+            density_dpi: 0,
+            refresh_rate_hz: 0.0,
+        }),
+        radio_available: false,
+        enrollment_token: h.token.clone(),
+        resume_token: None,
+        phone_name: h.phone.clone(),
+        hci_rx_acked: None,
+        video_codecs: vec![VideoCodec::H264 as i32],
+        client_version: format!("browser: {client}"),
+        audio: None,
+        clipboard: false,
+    })
 }
 
 #[cfg(test)]
@@ -328,6 +558,43 @@ mod tests {
         assert!(matches!(up, Up::Touch { ref action, .. } if action == "down"));
         assert!(serde_json::from_str::<Up>(r#"{"t":"keyframe","x":1}"#).is_err());
         assert!(serde_json::from_str::<Up>(r#"{"t":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn input_and_sensors_map_to_the_bridge_messages_or_say_why_not() {
+        let touch = decode_line(
+            br#"{"t":"touch","action":"up","id":3,"pointers":[{"id":3,"x":10,"y":20,"p":0}],"ts":5}"#,
+        )
+        .and_then(after_admission)
+        .expect("touch");
+        let Action::Input(input_message::Event::Touch(t)) = touch else {
+            panic!("{touch:?}");
+        };
+        assert_eq!((t.action, t.action_pointer_id), (TouchAction::Up as i32, 3));
+        let e = decode_line(br#"{"t":"touch","action":"slide","id":0,"pointers":[]}"#)
+            .and_then(after_admission)
+            .expect_err("bad action");
+        assert_eq!(e.0, AppErrorCode::MalformedMessage);
+        let again = decode_line(br#"{"t":"proof","sig":""}"#)
+            .and_then(after_admission)
+            .expect_err("proof twice");
+        assert_eq!(again.0, AppErrorCode::ProtocolViolation);
+        let s = decode_sensors(br#"{"s":[{"k":"gyroscope","n":1,"ts":2,"v":[0.1,0.2,0.3]}]}"#)
+            .expect("sensors");
+        assert_eq!(s[0].kind, SensorKind::Gyroscope as i32);
+        for (bad, code) in [
+            (
+                &br#"{"s":[{"k":"warp","n":1,"ts":2,"v":[]}]}"#[..],
+                AppErrorCode::UnknownSensor,
+            ),
+            (
+                &br#"{"s":[{"k":"gyroscope","n":1,"ts":2,"v":[1e999]}]}"#[..],
+                AppErrorCode::MalformedMessage,
+            ),
+            (&b"\xff\x00"[..], AppErrorCode::MalformedMessage),
+        ] {
+            assert_eq!(decode_sensors(bad).expect_err("refused").0, code);
+        }
     }
 
     #[test]

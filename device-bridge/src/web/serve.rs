@@ -1,7 +1,6 @@
 //! One browser connection: HTTP/3, the WebTransport CONNECT, the key proof,
 //! admission, then the session's reader tasks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,15 +8,13 @@ use base64::Engine as _;
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Method, Response, StatusCode};
 use sensor_proto::bridge::{
-    AppErrorCode, ControlMessage, Hello, InputMessage, KeyAction, KeyframeRequest, Location,
-    PROTOCOL_VERSION, PhoneDisplay, Pointer, Screen, SensorCapability, SensorSample, Stats, Touch,
-    TouchAction, VideoCodec, Welcome, control_message, input_message,
+    AppErrorCode, ControlMessage, Hello, InputMessage, PROTOCOL_VERSION, PhoneDisplay, Welcome,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::protocol::{self, Down, MAX_LINE, SensorDatagram, Up, WebHello, sensor_kind};
+use super::protocol::{self, Action, Down, MAX_LINE, Up};
 use super::{Counters, Queue, WebCore, bump};
 use crate::auth::{AuthRequest, Authorizer, Refusal};
 use crate::identity::Fingerprint;
@@ -279,7 +276,7 @@ where
             "hello.spki must be an ECDSA P-256 public key".into(),
         ));
     }
-    let bridge_hello = to_hello(&hello)?;
+    let bridge_hello = protocol::to_hello(&hello)?;
     let nonce: [u8; 32] =
         random_bytes().map_err(|e| (AppErrorCode::InternalError, e.to_string()))?;
     write_down(
@@ -337,8 +334,7 @@ async fn next_up<R: AsyncRead + Unpin>(lines: &mut Lines<R>) -> Result<Up, Fail>
         .await
         .map_err(violation)?
         .ok_or_else(|| violation("the control stream ended"))?;
-    serde_json::from_slice(&line)
-        .map_err(|e| (AppErrorCode::MalformedMessage, format!("control: {e}")))
+    protocol::decode_line(&line)
 }
 
 async fn write_down<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, msg: &Down) -> Result<(), Fail> {
@@ -349,70 +345,6 @@ async fn write_down<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, msg: &Down) -> 
     w.write_all(&line)
         .await
         .map_err(|e| violation(format!("control stream: {e}")))
-}
-
-/// The bridge's `Hello` for a page's `hello`.
-fn to_hello(h: &WebHello) -> Result<Hello, Fail> {
-    let mut capabilities = Vec::new();
-    for name in &h.sensors {
-        let kind = sensor_kind(name).ok_or_else(|| {
-            (
-                AppErrorCode::UnknownSensor,
-                format!("hello.sensors: '{name}' is not a sensor this host knows"),
-            )
-        })?;
-        if capabilities
-            .iter()
-            .any(|c: &SensorCapability| c.kind == kind as i32)
-        {
-            continue;
-        }
-        capabilities.push(SensorCapability {
-            kind: kind as i32,
-            max_rate_hz: 100.0,
-            name: format!("browser {name}"),
-        });
-    }
-    let client: String = h.client.chars().take(200).collect();
-    Ok(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        handset_name: h.name.clone(),
-        capabilities,
-        screen: Some(Screen {
-            width_px: h.width,
-            height_px: h.height,
-            density_dpi: 0,
-            refresh_rate_hz: 0.0,
-        }),
-        radio_available: false,
-        enrollment_token: h.token.clone(),
-        resume_token: None,
-        phone_name: h.phone.clone(),
-        hci_rx_acked: None,
-        video_codecs: vec![VideoCodec::H264 as i32],
-        client_version: format!("browser: {client}"),
-        audio: None,
-        clipboard: false,
-    })
-}
-
-fn touch_action(s: &str) -> Option<TouchAction> {
-    Some(match s {
-        "down" => TouchAction::Down,
-        "move" => TouchAction::Move,
-        "up" => TouchAction::Up,
-        "cancel" => TouchAction::Cancel,
-        _ => return None,
-    })
-}
-
-fn key_action(s: &str) -> Option<KeyAction> {
-    Some(match s {
-        "down" => KeyAction::Down,
-        "up" => KeyAction::Up,
-        "press" => KeyAction::Press,
-        _ => return None,
-    })
 }
 
 fn fail(core: &WebCore, code: AppErrorCode, message: String) {
@@ -427,8 +359,11 @@ fn fail(core: &WebCore, code: AppErrorCode, message: String) {
 async fn control_reader<R: AsyncRead + Unpin>(core: Arc<WebCore>, mut lines: Lines<R>) {
     let mut input_seq = 0u64;
     loop {
-        let up = match next_up(&mut lines).await {
-            Ok(up) => up,
+        let action = match next_up(&mut lines)
+            .await
+            .and_then(protocol::after_admission)
+        {
+            Ok(a) => a,
             Err((code, message)) => {
                 if core.conn.close_reason().is_some() {
                     return;
@@ -437,136 +372,36 @@ async fn control_reader<R: AsyncRead + Unpin>(core: Arc<WebCore>, mut lines: Lin
             }
         };
         bump(&core.counters.control_received);
-        let control = |msg| ControlMessage { msg: Some(msg) };
-        let event =
-            match up {
-                Up::Hello(_) | Up::Proof { .. } => {
-                    return fail(
-                        &core,
-                        AppErrorCode::ProtocolViolation,
-                        "hello and proof come once, first".into(),
-                    );
-                }
-                Up::Ping { id, c } => {
-                    let r = unix_nanos();
-                    let pong = Down::Pong {
-                        id,
-                        c,
-                        r,
-                        s: unix_nanos(),
-                    };
-                    // Answered here, as the bridge answers a native ClockPing.
-                    let _ = core.send_down(&pong).await;
-                    continue;
-                }
-                Up::Keyframe {} => {
-                    let _ = core.control_in.tx.try_send(control(
-                        control_message::Msg::KeyframeRequest(KeyframeRequest::default()),
-                    ));
-                    continue;
-                }
-                Up::Stats {
-                    offset_ns,
-                    decoded,
-                    g2g_us,
-                } => {
-                    let _ = core
-                        .control_in
-                        .tx
-                        .try_send(control(control_message::Msg::Stats(Stats {
-                            clock_offset_ns: offset_ns,
-                            frames_decoded: decoded,
-                            glass_to_glass_us: g2g_us,
-                            ..Stats::default()
-                        })));
-                    continue;
-                }
-                Up::Touch {
-                    action,
+        match action {
+            Action::Ping { id, c } => {
+                let r = unix_nanos();
+                let pong = Down::Pong {
                     id,
-                    pointers,
-                    ts,
-                } => {
-                    let Some(action) = touch_action(&action) else {
-                        return fail(
-                            &core,
-                            AppErrorCode::MalformedMessage,
-                            format!("touch.action '{action}' is not down, move, up or cancel"),
-                        );
-                    };
-                    if pointers.len() > 10 {
-                        return fail(
-                            &core,
-                            AppErrorCode::MalformedMessage,
-                            "a touch has at most 10 pointers".into(),
-                        );
-                    }
-                    input_message::Event::Touch(Touch {
-                        action: action as i32,
-                        action_pointer_id: id,
-                        pointers: pointers
-                            .iter()
-                            .map(|p| Pointer {
-                                id: p.id,
-                                x: p.x,
-                                y: p.y,
-                                pressure: p.p,
-                                major_px: 0.0,
-                                minor_px: 0.0,
-                            })
-                            .collect(),
-                        timestamp_ns: ts,
-                    })
+                    c,
+                    r,
+                    s: unix_nanos(),
+                };
+                // Answered here, as the bridge answers a native ClockPing.
+                let _ = core.send_down(&pong).await;
+            }
+            Action::Control(msg) => {
+                let _ = core
+                    .control_in
+                    .tx
+                    .try_send(ControlMessage { msg: Some(msg) });
+            }
+            Action::Input(event) => {
+                input_seq += 1;
+                let msg = InputMessage {
+                    seq: input_seq,
+                    event: Some(event),
+                };
+                bump(&core.counters.input_received);
+                // Input is reliable: wait for room rather than drop.
+                if core.input_in.tx.send(msg).await.is_err() {
+                    return;
                 }
-                Up::Key {
-                    code,
-                    action,
-                    text,
-                    ts,
-                } => {
-                    let Some(action) = key_action(&action) else {
-                        return fail(
-                            &core,
-                            AppErrorCode::MalformedMessage,
-                            format!("key.action '{action}' is not down, up or press"),
-                        );
-                    };
-                    input_message::Event::Key(sensor_proto::bridge::Key {
-                        keycode: code,
-                        action: action as i32,
-                        text,
-                        meta_state: 0,
-                        timestamp_ns: ts,
-                    })
-                }
-                Up::Location {
-                    lat,
-                    lon,
-                    alt,
-                    accuracy,
-                    speed,
-                    bearing,
-                    ts,
-                } => input_message::Event::Location(Location {
-                    latitude_deg: lat,
-                    longitude_deg: lon,
-                    altitude_m: alt,
-                    speed_mps: speed,
-                    bearing_deg: bearing,
-                    accuracy_m: accuracy,
-                    satellites: 0,
-                    timestamp_ns: ts,
-                }),
-            };
-        input_seq += 1;
-        let msg = InputMessage {
-            seq: input_seq,
-            event: Some(event),
-        };
-        bump(&core.counters.input_received);
-        // Input is reliable: wait for room rather than drop.
-        if core.input_in.tx.send(msg).await.is_err() {
-            return;
+            }
         }
     }
 }
@@ -577,40 +412,11 @@ async fn datagram_reader(core: Arc<WebCore>, mut filter: LatestWins) {
         let Ok(datagram) = reader.read_datagram().await else {
             return;
         };
-        let payload = datagram.into_payload();
-        let parsed: SensorDatagram = match serde_json::from_slice(payload.chunk()) {
-            Ok(d) => d,
-            Err(e) => {
-                return fail(
-                    &core,
-                    AppErrorCode::MalformedMessage,
-                    format!("sensor datagram: {e}"),
-                );
-            }
+        let samples = match protocol::decode_sensors(datagram.into_payload().chunk()) {
+            Ok(s) => s,
+            Err((code, message)) => return fail(&core, code, message),
         };
-        let mut seen: HashMap<i32, ()> = HashMap::new();
-        for s in parsed.s {
-            let Some(kind) = sensor_kind(&s.k) else {
-                return fail(
-                    &core,
-                    AppErrorCode::UnknownSensor,
-                    format!("sensor '{}' is not a sensor this host knows", s.k),
-                );
-            };
-            if s.v.len() > 16 || s.v.iter().any(|v| !v.is_finite()) {
-                return fail(
-                    &core,
-                    AppErrorCode::MalformedMessage,
-                    format!("sensor '{}': at most 16 finite values", s.k),
-                );
-            }
-            seen.insert(kind as i32, ());
-            let sample = SensorSample {
-                kind: kind as i32,
-                seq: s.n,
-                timestamp_ns: s.ts,
-                values: s.v,
-            };
+        for sample in samples {
             match filter.check(&sample) {
                 Err(unknown) => {
                     return fail(
