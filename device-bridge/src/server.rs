@@ -24,7 +24,7 @@ use crate::session::{
 };
 use crate::util::{hex_encode, random_bytes};
 use crate::web::serve::WebContext;
-use crate::web::{WebCertificates, WebCore, serve_web};
+use crate::web::{WebCore, WebSettings, serve_web};
 use crate::wire::{self, FrameReader, ReadFail};
 use crate::{BridgeError, tls};
 use quinn::VarInt;
@@ -50,9 +50,9 @@ pub struct BridgeServerConfig {
     /// Connection caps, in total and per source, before and after
     /// admission.
     pub limits: AdmissionLimits,
-    /// Browser handsets: with certificates here the endpoint also speaks
-    /// HTTP/3 + WebTransport (ALPN `h3`) on the same port ([`crate::web`]).
-    pub web: Option<Arc<WebCertificates>>,
+    /// Browser handsets: with these the endpoint also speaks HTTP/3 and
+    /// WebTransport (ALPN `h3`) on the same port ([`crate::web`]).
+    pub web: Option<WebSettings>,
 }
 
 impl BridgeServerConfig {
@@ -104,6 +104,8 @@ pub struct BridgeServer {
     inner: Arc<ServerInner>,
     accepted: tokio::sync::Mutex<mpsc::Receiver<ServerSession>>,
     accept_task: JoinHandle<()>,
+    /// Rotates the WebTransport certificates (browser handsets on).
+    rotation_task: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for BridgeServer {
@@ -134,8 +136,11 @@ impl BridgeServer {
         socket: std::net::UdpSocket,
         config: BridgeServerConfig,
     ) -> Result<Self, BridgeError> {
-        let server_config =
-            tls::server_config(&config.identity, &config.transport, config.web.clone())?;
+        let server_config = tls::server_config(
+            &config.identity,
+            &config.transport,
+            config.web.as_ref().map(|w| w.certs.clone()),
+        )?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -148,6 +153,12 @@ impl BridgeServer {
             host_version: config.host_version.clone(),
             connection_window: config.transport.connection_window,
             accepted: tx.clone(),
+            origins: config
+                .web
+                .as_ref()
+                .map(|w| w.origins.clone())
+                .unwrap_or_default(),
+            live: Mutex::new(Vec::new()),
         });
         let inner = Arc::new(ServerInner {
             endpoint,
@@ -158,11 +169,17 @@ impl BridgeServer {
             accepted: tx,
         });
         let accept_task = tokio::spawn(accept_loop(inner.clone()));
+        let rotation_task = inner
+            .config
+            .web
+            .as_ref()
+            .map(|w| tokio::spawn(rotate_hourly(w.certs.clone())));
         tracing::info!(addr = ?inner.endpoint.local_addr().ok(), pin = %inner.config.identity.pin(), "bridge server listening");
         Ok(Self {
             inner,
             accepted: tokio::sync::Mutex::new(rx),
             accept_task,
+            rotation_task,
         })
     }
 
@@ -198,18 +215,23 @@ impl BridgeServer {
         self.accepted.lock().await.recv().await
     }
 
-    /// Number of live sessions (connected or waiting for a resume).
+    /// Number of live sessions (connected or waiting for a resume; browser
+    /// sessions included).
     #[must_use]
     pub fn session_count(&self) -> usize {
-        lock(&self.inner.sessions)
+        let native = lock(&self.inner.sessions)
             .values()
             .filter(|w| w.strong_count() > 0)
-            .count()
+            .count();
+        native + self.inner.web.live_count()
     }
 
     /// Ends every session with `SHUTDOWN` and stops accepting.
     pub fn close(&self, message: &str) {
         self.accept_task.abort();
+        if let Some(t) = &self.rotation_task {
+            t.abort();
+        }
         let sessions: Vec<Arc<Core>> = lock(&self.inner.sessions)
             .values()
             .filter_map(Weak::upgrade)
@@ -221,6 +243,7 @@ impl BridgeServer {
                 by_peer: false,
             });
         }
+        self.inner.web.end_all(message);
         self.inner.endpoint.close(
             wire::code_varint(AppErrorCode::Shutdown),
             message.as_bytes(),
@@ -231,6 +254,25 @@ impl BridgeServer {
 impl Drop for BridgeServer {
     fn drop(&mut self) {
         self.close("host shutting down");
+    }
+}
+
+/// Rotates the WebTransport certificates when due, checking hourly, on the
+/// blocking pool (key generation and a file write).
+async fn rotate_hourly(certs: Arc<crate::web::WebCertificates>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let c = certs.clone();
+        match tokio::task::spawn_blocking(move || c.rotate_if_due(std::time::SystemTime::now()))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not rotate the WebTransport certificates");
+            }
+            Err(e) => tracing::error!(error = %e, "the certificate rotation task failed"),
+        }
     }
 }
 

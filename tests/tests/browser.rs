@@ -453,6 +453,57 @@ async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
         "only the native session lives"
     );
 
+    // Another web site cannot open sessions through its visitors' browsers,
+    // even knowing the certificate hashes: its Origin is refused.
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let foreign_port = foreign.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut c in foreign.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = "<!doctype html><title>elsewhere</title>";
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let offer = host_core::enroll::offer_enrollment(
+        &t.host.registry,
+        t.host.enroller.as_ref(),
+        Some("csrf".to_owned()),
+        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
+        Duration::from_secs(120),
+    )
+    .expect("offer");
+    let hashes: Vec<String> = offer
+        .web_link
+        .expect("link")
+        .split("&certs=")
+        .nth(1)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let elsewhere = b
+        .open(&format!("http://localhost:{foreign_port}/"))
+        .await
+        .expect("foreign page");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attempt = format!(
+        "(async () => {{ const wt = new WebTransport('https://127.0.0.1:{}/wt', {{ serverCertificateHashes: {}.map((h) => ({{ algorithm: 'sha-256', value: Uint8Array.from(h.match(/../g).map((x) => parseInt(x, 16))) }})) }}); try {{ await wt.ready; return 'admitted'; }} catch (e) {{ return 'refused: ' + e.message; }} }})()",
+        web.port(),
+        serde_json::to_string(&hashes).expect("json")
+    );
+    let verdict = b.eval(&elsewhere, &attempt).await.expect("attempt");
+    eprintln!("a session from http://localhost:{foreign_port}: {verdict}");
+    assert!(
+        verdict.as_str().unwrap_or_default().starts_with("refused"),
+        "a foreign origin's session: {verdict}"
+    );
+
     // A browser without WebTransport or WebCodecs is told what it lacks.
     let bare = b.open("about:blank").await.expect("page");
     b.page(

@@ -376,6 +376,33 @@ impl HostConfig {
         url
     }
 
+    /// The origins the page is served from, which alone may open browser
+    /// sessions: the page URL's, and the development ones on loopback
+    /// (`http://localhost:PORT`, and the `127.0.0.1` one without a
+    /// certificate only there).
+    #[must_use]
+    pub fn web_origins(&self, public_addr: &str, port: u16) -> Vec<String> {
+        let url = self.web_url_for(public_addr, port);
+        let origin = url
+            .split_once("://")
+            .map(|(scheme, rest)| {
+                let host = rest.split('/').next().unwrap_or_default();
+                let default_port = if scheme == "https" { ":443" } else { ":80" };
+                format!("{scheme}://{}", host.trim_end_matches(default_port))
+            })
+            .unwrap_or_default();
+        let mut origins = vec![origin];
+        for dev in [
+            format!("http://localhost:{port}"),
+            format!("https://localhost:{port}"),
+        ] {
+            if !origins.contains(&dev) {
+                origins.push(dev);
+            }
+        }
+        origins
+    }
+
     /// Checks the media settings: the frame-rate cap, and the sound's
     /// against what Opus takes.
     ///
@@ -603,5 +630,30 @@ mod tests {
         }
         let bad = |k: &str| (k == "VPHONE_OPERATOR_INSECURE_LISTEN").then(|| "maybe".to_owned());
         assert!(ConfigLayer::from_env(&bad).is_err());
+    }
+
+    #[test]
+    fn browser_sessions_come_only_from_the_pages_origins() {
+        let mut cfg = HostConfig::loopback(PathBuf::from("/tmp/x"));
+        assert_eq!(
+            cfg.web_origins("127.0.0.1:4433", 4433),
+            ["http://localhost:4433", "https://localhost:4433"]
+        );
+        cfg.web_cert = Some(PathBuf::from("c.pem"));
+        cfg.web_key = Some(PathBuf::from("k.pem"));
+        assert_eq!(
+            cfg.web_origins("phones.example.com:4433", 4433)[0],
+            "https://phones.example.com:4433"
+        );
+        cfg.web_url = Some("https://phones.example.com/".into());
+        assert_eq!(
+            cfg.web_origins("phones.example.com:4433", 4433)[0],
+            "https://phones.example.com"
+        );
+        cfg.web_url = Some("https://phones.example.com:443/vphone/".into());
+        assert_eq!(
+            cfg.web_origins("x:1", 4433)[0],
+            "https://phones.example.com"
+        );
     }
 }

@@ -275,7 +275,12 @@ impl Host {
             )),
         );
         bridge_cfg.resume_window = cfg.resume_window;
-        bridge_cfg.web = web_certs.clone();
+        bridge_cfg.web = web_certs.clone().map(|certs| {
+            device_bridge::web::WebSettings::new(
+                certs,
+                cfg.web_origins(&public_addr, quic_bound.port()),
+            )
+        });
         let server = {
             // The endpoint's socket and tasks belong to the runtime entered here.
             let _on_latency_runtime = latency.handle().enter();
@@ -317,10 +322,7 @@ impl Host {
         let web_addr = match (listeners.web, web_certs) {
             (Some(listener), Some(certs)) => {
                 let addr = listener.local_addr().ok();
-                let info = Arc::new(PageInfo {
-                    identity: enroller.identity().clone(),
-                    certs,
-                });
+                let info = Arc::new(PageInfo::new(enroller.identity().clone(), certs));
                 tracing::info!(
                     addr = ?addr,
                     tls = page_cert.is_some(),

@@ -52,18 +52,46 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// What the page's routes need.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PageInfo {
     /// The host identity (its public key and signature).
     pub identity: HostIdentity,
     /// The WebTransport certificates.
     pub certs: Arc<WebCertificates>,
+    /// `/webtransport.json` for the current hashes (signing once per set).
+    cached: Mutex<Option<(Vec<String>, String)>>,
 }
 
 impl PageInfo {
+    /// The page's view of `identity` and `certs`.
+    #[must_use]
+    pub fn new(identity: HostIdentity, certs: Arc<WebCertificates>) -> Self {
+        Self {
+            identity,
+            certs,
+            cached: Mutex::new(None),
+        }
+    }
+
     /// `/webtransport.json`.
     #[must_use]
     pub fn webtransport_json(&self) -> String {
+        let hashes = self.certs.hashes_hex();
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((h, json)) = cached.as_ref()
+            && *h == hashes
+        {
+            return json.clone();
+        }
+        let json = self.build_json();
+        *cached = Some((hashes, json.clone()));
+        json
+    }
+
+    fn build_json(&self) -> String {
         let b64 = base64::engine::general_purpose::STANDARD;
         let (published, sig) = self.certs.signed_set(&self.identity);
         let certs: Vec<serde_json::Value> = published
@@ -253,7 +281,13 @@ pub async fn serve(
         }
     };
     tokio::pin!(shutdown);
+    // Page loads are a few requests; a cap keeps idle strangers from taking
+    // the host's descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PAGE_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -268,6 +302,7 @@ pub async fn serve(
         let info = info.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut first = [0u8; 1];
             let peeked =
                 tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await;
@@ -279,30 +314,73 @@ pub async fn serve(
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(s)) => http1(s, info).await,
+                        Ok(Ok(s)) => http1(s, info, Scheme::Https).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "web TLS handshake"),
                         Err(_) => tracing::debug!(%peer, "web TLS handshake timed out"),
                     }
                 }
-                _ => http1(stream, info).await,
+                // With a certificate, plain HTTP only redirects (except for
+                // localhost, the development origin).
+                (false, Some(_)) => http1(stream, info, Scheme::RedirectToHttps).await,
+                _ => http1(stream, info, Scheme::Http).await,
             }
         });
     }
 }
 
-async fn http1<S>(stream: S, info: Arc<PageInfo>)
+/// Connections the page server holds at once.
+const MAX_PAGE_CONNECTIONS: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+    RedirectToHttps,
+}
+
+async fn http1<S>(stream: S, info: Arc<PageInfo>, scheme: Scheme)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let r = route(&info, req.method(), req.uri().path());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let local = host.starts_with("localhost:") || host == "localhost";
+        let r = if scheme == Scheme::RedirectToHttps && !local {
+            redirect(&host, req.uri().path())
+        } else {
+            route(&info, req.method(), req.uri().path())
+        };
         async move { Ok::<_, Infallible>(r) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(Duration::from_secs(300), conn).await;
+    let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+}
+
+fn redirect(host: &str, path: &str) -> Response<String> {
+    let mut r = answer(
+        StatusCode::PERMANENT_REDIRECT,
+        "text/plain; charset=utf-8",
+        "this page is served over HTTPS\n".into(),
+    );
+    let safe = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    match HeaderValue::from_str(&format!("https://{host}{path}")) {
+        Ok(v) if safe && path.starts_with('/') => {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        _ => *r.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    r
 }
 
 #[cfg(test)]
@@ -348,7 +426,7 @@ mod tests {
     fn the_page_and_its_pins_are_served_with_strict_headers() {
         let identity = HostIdentity::generate().expect("id");
         let certs = Arc::new(WebCertificates::ephemeral().expect("certs"));
-        let info = PageInfo { identity, certs };
+        let info = PageInfo::new(identity, certs);
         let get = axum::http::Method::GET;
         let page = route(&info, &get, "/");
         assert_eq!(page.status(), StatusCode::OK);

@@ -5,7 +5,6 @@
 
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 const PROOF_CONTEXT = 'vphone web handset proof v1\n';
 const SET_CONTEXT = 'vphone webtransport certificates v1';
 // Codes after which trying again cannot help until the operator acts.
@@ -150,7 +149,7 @@ async function hostCerts(host) {
 // ----- the session -----------------------------------------------------------
 
 class LineReader {
-  constructor(readable) { this.reader = readable.getReader(); this.buf = ''; }
+  constructor(readable) { this.reader = readable.getReader(); this.buf = ''; this.dec = new TextDecoder(); }
   async next() {
     for (;;) {
       const i = this.buf.indexOf('\n');
@@ -161,7 +160,7 @@ class LineReader {
       }
       const { value, done } = await this.reader.read();
       if (done) return null;
-      this.buf += dec.decode(value, { stream: true });
+      this.buf += this.dec.decode(value, { stream: true });
     }
   }
 }
@@ -306,7 +305,7 @@ class Session {
   async readGop(gop) {
     const head = await gop.exactly(20);
     if (!head) return;
-    if (dec.decode(head.subarray(0, 4)) !== 'VPHV') throw new Error('not a video stream');
+    if (head[0] !== 0x56 || head[1] !== 0x50 || head[2] !== 0x48 || head[3] !== 0x56) throw new Error('not a video stream'); // "VPHV"
     this.configure();
     for (;;) {
       const lenBytes = await gop.exactly(4);
@@ -390,8 +389,11 @@ class Session {
     stats.state = 'closed'; stats.code = code; stats.message = message;
     if (this.decoder && this.decoder.state !== 'closed') this.decoder.close();
     try { this.wt.close(); } catch (e) { /* already closed */ }
+    // A late end of an older session must not touch a newer one.
+    if (session !== this && session !== null) return;
     session = null;
     listenMotion(new Map());
+    if (sensors.watch !== undefined) { navigator.geolocation.clearWatch(sensors.watch); sensors.watch = undefined; }
     log('session ended', code, message);
     ended(code, message);
   }
@@ -521,6 +523,17 @@ async function connect() {
     stats.state = 'closed'; stats.code = e.code || 'ERROR'; stats.message = e.message;
     return;
   }
+  if (!target.certs.length) {
+    // Without a pin the browser would trust any CA-valid certificate:
+    // refuse rather than hand the token and the key's proof to it.
+    status('Not connected');
+    show('No pinned certificate for this host is left in this browser. Ask the operator for a new link (vphonectl handset enroll --web).');
+    stats.state = 'closed'; stats.code = 'NO_PIN'; stats.message = 'no pinned certificate';
+    return;
+  }
+  // The key first (made once, on the first visit), so the host's handshake
+  // deadline covers only the exchange itself.
+  const id = await identity();
   status('Connecting…');
   stats.state = 'connecting';
   // A development page at http://localhost: QUIC goes to the loopback
@@ -551,7 +564,6 @@ async function connect() {
     return;
   }
   try {
-    const id = await identity();
     const bidi = await wt.createBidirectionalStream();
     const writer = bidi.writable.getWriter();
     const lines = new LineReader(bidi.readable);
@@ -562,7 +574,13 @@ async function connect() {
       height: Math.round(screen.height * devicePixelRatio), client: navigator.userAgent,
     });
     const challenge = await lines.next();
-    if (!challenge || challenge.t !== 'challenge') throw Object.assign(new Error('no challenge'), { m: challenge });
+    if (!challenge || challenge.t !== 'challenge') {
+      const code = challenge && challenge.t === 'closed' ? challenge.code : 'CONNECTION_LOST';
+      stats.state = 'closed'; stats.code = code; stats.message = challenge ? challenge.message : '';
+      try { wt.close(); } catch (e) { /* closed */ }
+      ended(code, stats.message);
+      return;
+    }
     const signed = new Uint8Array([...enc.encode(PROOF_CONTEXT), ...unb64(challenge.nonce)]);
     const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, id.privateKey, signed);
     await send({ t: 'proof', sig: b64(sig) });
@@ -575,15 +593,19 @@ async function connect() {
       return;
     }
     linkToken = null;
-    retryMs = 1000;
+    // The backoff starts over only once a session has lasted a while (a
+    // phone that is busy or stopped ends it right after the welcome).
+    const upSince = Date.now();
+    setTimeout(() => { if (session && Date.now() - upSince >= 10000) retryMs = 1000; }, 10000);
     stats.state = 'connected'; stats.code = ''; stats.message = '';
     stats.phone = welcome.phone; stats.handset = welcome.handset; stats.session = welcome.session;
     status(`${welcome.phone} · driven by ${welcome.handset}`);
     show('');
-    session = new Session(wt, writer, lines, welcome);
-    session.start();
-    wt.closed.then(() => session && session.end('CONNECTION_LOST', 'the connection closed'),
-      (e) => session && session.end('CONNECTION_LOST', 'connection lost: ' + (e && e.message)));
+    const s = new Session(wt, writer, lines, welcome);
+    session = s;
+    s.start();
+    wt.closed.then(() => s.end('CONNECTION_LOST', 'the connection closed'),
+      (e) => s.end('CONNECTION_LOST', 'connection lost: ' + (e && e.message)));
   } catch (e) {
     log('session setup', e);
     try { wt.close(); } catch (x) { /* closed */ }

@@ -33,6 +33,11 @@ pub const VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
 pub const ROTATE_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
 /// How far before "now" a new certificate's validity starts (clock skew).
 const BACKDATE: Duration = Duration::from_secs(3600);
+/// Starts the line that introduces each certificate in the file.
+const MARKER: &str = "vphone web certificate ";
+/// The file both certificates live in.
+const FILE: &str = "web-certs.pem";
+
 /// What the host signs over: this line, then one hex hash per line.
 pub const SET_CONTEXT: &str = "vphone webtransport certificates v1";
 
@@ -68,9 +73,9 @@ impl WebCert {
         })
     }
 
-    fn to_pem(&self) -> String {
+    fn to_pem(&self, role: &str) -> String {
         format!(
-            "vphone web certificate not_before={} not_after={}\n{}{}",
+            "{MARKER}{role} not_before={} not_after={}\n{}{}",
             unix(self.not_before),
             unix(self.not_after),
             pem_block("CERTIFICATE", &self.der),
@@ -184,12 +189,16 @@ impl WebCertificates {
     pub fn load_or_create(dir: impl AsRef<Path>) -> Result<Self, BridgeError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .ok()
-                .and_then(|t| WebCert::from_pem(&t))
+        let text = std::fs::read_to_string(dir.join(FILE)).unwrap_or_default();
+        let mut parts = text.split(MARKER).filter(|p| !p.trim().is_empty());
+        let mut part = |role: &str| {
+            parts
+                .next()
+                .filter(|p| p.starts_with(role))
+                .and_then(|p| WebCert::from_pem(&format!("{MARKER}{p}")))
         };
-        let (current, next) = (read("web-current.pem"), read("web-next.pem"));
+        let current = part("current");
+        let next = part("next");
         Self::start(Some(dir), current, next, SystemTime::now())
     }
 
@@ -225,13 +234,11 @@ impl WebCertificates {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        let (c, n) = {
+        let both = {
             let p = lock(&self.pair);
-            (p.current.to_pem(), p.next.to_pem())
+            format!("{}{}", p.current.to_pem("current"), p.next.to_pem("next"))
         };
-        write_atomically(&dir.join("web-current.pem"), c.as_bytes(), 0o600)?;
-        write_atomically(&dir.join("web-next.pem"), n.as_bytes(), 0o600)?;
-        Ok(())
+        write_atomically(&dir.join(FILE), both.as_bytes(), 0o600)
     }
 
     /// Rotates if due at `now`; true if it did.
@@ -259,11 +266,9 @@ impl WebCertificates {
         Ok(changed)
     }
 
-    /// The certificate to present to a browser now.
+    /// The certificate to present to a browser now (no work: rotation runs
+    /// on its own timer).
     pub(crate) fn current(&self) -> Arc<CertifiedKey> {
-        if let Err(e) = self.rotate_if_due(SystemTime::now()) {
-            tracing::error!(error = %e, "could not rotate the WebTransport certificates");
-        }
         lock(&self.pair).certified.clone()
     }
 
@@ -310,6 +315,12 @@ pub fn signed_message(published: &[PublishedCert]) -> String {
     m
 }
 
+/// When the certificate after one that became valid at `not_before`
+/// becomes valid: an hour before it is presented.
+fn next_start(not_before: SystemTime) -> SystemTime {
+    not_before + ROTATE_EVERY
+}
+
 /// Which pair should be in use at `now`, given what was loaded.
 fn plan(
     current: Option<WebCert>,
@@ -317,22 +328,24 @@ fn plan(
     now: SystemTime,
 ) -> Result<(WebCert, WebCert), BridgeError> {
     let usable = |c: &WebCert| c.not_before <= now && now + Duration::from_secs(60) < c.not_after;
-    let mut current = match current.filter(usable) {
+    let mut current = current.filter(usable);
+    let mut next = next;
+    // Due (or the current one is gone, say after a long downtime): the next
+    // one takes over if it is valid now.
+    let due = current
+        .as_ref()
+        .is_none_or(|c| now >= next_start(c.not_before) + BACKDATE);
+    if due {
+        current = next.take().filter(usable).or(current);
+    }
+    let current = match current {
         Some(c) => c,
         None => WebCert::generate(now - BACKDATE)?,
     };
-    let mut next = match next.filter(|n| n.not_before == current.not_before + ROTATE_EVERY) {
+    let next = match next.filter(|n| n.not_before == next_start(current.not_before)) {
         Some(n) => n,
-        None => WebCert::generate(current.not_before + ROTATE_EVERY)?,
+        None => WebCert::generate(next_start(current.not_before))?,
     };
-    if now >= current.not_before + ROTATE_EVERY {
-        current = if usable(&next) {
-            next
-        } else {
-            WebCert::generate(now - BACKDATE)?
-        };
-        next = WebCert::generate(current.not_before + ROTATE_EVERY)?;
-    }
     Ok((current, next))
 }
 
@@ -353,16 +366,31 @@ mod tests {
             first[1].not_before,
             first[0].not_before + ROTATE_EVERY.as_secs()
         );
+        assert!(
+            std::fs::read_to_string(dir.path().join(FILE))
+                .is_ok_and(|t| t.contains("current") && t.contains("next"))
+        );
         // A restart keeps the pins.
         let again = WebCertificates::load_or_create(dir.path()).expect("load");
         assert_eq!(again.published(), first);
-        // Six days later the next one is presented and a new next appears.
-        let later = UNIX_EPOCH + Duration::from_secs(first[1].not_before + 10);
+        // Valid an hour before it is presented: not presented yet then.
+        let early = UNIX_EPOCH + Duration::from_secs(first[1].not_before + 10);
+        assert!(!again.rotate_if_due(early).expect("not due"));
+        // Six days (and that hour) later the next one is presented and a
+        // new next appears.
+        let later = UNIX_EPOCH + Duration::from_secs(first[1].not_before + 3600 + 10);
         assert!(again.rotate_if_due(later).expect("rotate"));
         let rotated = again.published();
         assert_eq!(rotated[0], first[1]);
         assert_ne!(rotated[1], first[0]);
         assert!(!again.rotate_if_due(later).expect("no second rotation"));
+        // After a downtime past the current one's end, a next still valid
+        // takes over rather than being thrown away.
+        let t0 = SystemTime::now();
+        let (c, n) = plan(None, None, t0).expect("plan");
+        let after = t0 + VALIDITY + Duration::from_secs(3600);
+        let (c2, _) = plan(Some(c), Some(n.clone()), after).expect("plan");
+        assert_eq!(c2.hash, n.hash, "the still-valid next is promoted");
     }
 
     #[test]

@@ -39,6 +39,27 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 
 pub use self::certs::{PublishedCert, WebCertificates, signed_message};
+
+/// What the bridge needs to serve browser handsets.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WebSettings {
+    /// The short-lived WebTransport certificates.
+    pub certs: Arc<WebCertificates>,
+    /// The origins the host's page is served from (`https://phones.example.com:4433`):
+    /// a WebTransport session whose `Origin` is not one of them is refused
+    /// before any work, so no other web site can open sessions through its
+    /// visitors' browsers.
+    pub origins: Vec<String>,
+}
+
+impl WebSettings {
+    /// Settings for these certificates and page origins.
+    #[must_use]
+    pub fn new(certs: Arc<WebCertificates>, origins: Vec<String>) -> Self {
+        Self { certs, origins }
+    }
+}
 pub(crate) use self::serve::serve_web;
 
 use crate::BridgeError;
@@ -50,6 +71,9 @@ use self::protocol::{Down, WebActiveSensor, sensor_name};
 
 type WtSession = h3_webtransport::server::WebTransportSession<h3_quinn::Connection, Bytes>;
 type WtSend = h3_webtransport::stream::SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// The path of the WebTransport session on the handsets' UDP port.
+pub const WT_PATH: &str = "/wt";
 
 /// Capacity of each inbound queue.
 const INBOX: usize = 1024;
@@ -142,6 +166,7 @@ impl WebCore {
     }
 
     pub(crate) fn is_connected(&self) -> bool {
+        // Ended means gone for a browser: there is no resume.
         !self.is_ended()
     }
 

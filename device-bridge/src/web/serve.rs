@@ -18,6 +18,7 @@ use super::protocol::{self, Action, Down, MAX_LINE, Up};
 use super::{Counters, Queue, WebCore, bump};
 use crate::auth::{AuthRequest, Authorizer, Refusal};
 use crate::identity::Fingerprint;
+use crate::limits::RateLimitedLog;
 use crate::sensors::{LatestWins, SampleVerdict};
 use crate::server::ServerSession;
 use crate::session::{SessionEnd, lock};
@@ -38,12 +39,41 @@ pub(crate) struct WebContext {
     pub(crate) host_version: String,
     pub(crate) connection_window: u32,
     pub(crate) accepted: tokio::sync::mpsc::Sender<ServerSession>,
+    /// Origins a session may come from.
+    pub(crate) origins: Vec<String>,
+    /// The admitted browser sessions, for the count and for shutdown.
+    pub(crate) live: std::sync::Mutex<Vec<std::sync::Weak<WebCore>>>,
+}
+
+impl WebContext {
+    pub(crate) fn live_count(&self) -> usize {
+        let mut live = lock(&self.live);
+        live.retain(|w| w.upgrade().is_some_and(|c| c.is_connected()));
+        live.len()
+    }
+
+    /// Ends every browser session with `SHUTDOWN`.
+    pub(crate) fn end_all(&self, message: &str) {
+        let cores: Vec<Arc<WebCore>> = lock(&self.live)
+            .drain(..)
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for core in cores {
+            core.end(SessionEnd {
+                code: AppErrorCode::Shutdown,
+                reason: message.to_owned(),
+                by_peer: false,
+            });
+        }
+    }
 }
 
 /// Reads `\n`-delimited lines of at most [`MAX_LINE`] bytes.
 pub(crate) struct Lines<R> {
     r: R,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
@@ -51,17 +81,21 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         Self {
             r,
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     /// The next line without its `\n`; `Ok(None)` at a clean end.
     pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, String> {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(at) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let i = self.scanned + at;
+                self.scanned = 0;
                 let mut line = self.buf.split_to(i + 1);
                 line.truncate(i);
                 return Ok(Some(line.freeze()));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE {
                 return Err(format!("a control line is longer than {MAX_LINE} bytes"));
             }
@@ -76,7 +110,11 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 }
 
 fn refuse_conn(conn: &quinn::Connection, code: AppErrorCode, message: &str) {
-    tracing::info!(remote = %conn.remote_address(), code = ?code, "refusing browser handset: {message}");
+    // Anyone can cause a refusal: at most a few lines a second.
+    static LOG: RateLimitedLog = RateLimitedLog::new(std::time::Duration::from_millis(200));
+    if let Some(suppressed) = LOG.allow() {
+        tracing::info!(remote = %conn.remote_address(), code = ?code, suppressed, "refusing browser handset: {message}");
+    }
     conn.close(
         crate::wire::code_varint(code),
         crate::wire::reason_bytes(message),
@@ -87,7 +125,12 @@ fn refuse_conn(conn: &quinn::Connection, code: AppErrorCode, message: &str) {
 /// (then the session's own tasks take over) or refused.
 pub(crate) async fn serve_web(conn: quinn::Connection, deadline: Instant, cx: Arc<WebContext>) {
     match tokio::time::timeout_at(deadline, handshake(conn.clone(), &cx)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(core)) => {
+            lock(&cx.live).push(Arc::downgrade(&core));
+            // Handing the session to the host app may wait; the handshake
+            // deadline is over by then.
+            let _ = cx.accepted.send(ServerSession::web(core)).await;
+        }
         Ok(Err((code, message))) => refuse_conn(&conn, code, &message),
         Err(_) => refuse_conn(
             &conn,
@@ -103,7 +146,7 @@ fn violation(msg: impl Into<String>) -> Fail {
     (AppErrorCode::ProtocolViolation, msg.into())
 }
 
-async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<(), Fail> {
+async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<Arc<WebCore>, Fail> {
     let mut h3_conn: h3::server::Connection<h3_quinn::Connection, Bytes> = h3::server::builder()
         .enable_webtransport(true)
         .enable_extended_connect(true)
@@ -129,6 +172,32 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<(), Fail>
             && request.extensions().get::<h3::ext::Protocol>()
                 == Some(&h3::ext::Protocol::WEB_TRANSPORT);
         if wt {
+            // Only the host's own page may open a session: another site
+            // could otherwise make its visitors' browsers knock here.
+            let origin = request
+                .headers()
+                .get("origin")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let why = if request.uri().path() != super::WT_PATH {
+                Some(format!("no WebTransport at {}", request.uri().path()))
+            } else if !cx.origins.contains(&origin) {
+                Some(format!(
+                    "sessions from the origin {origin:?} are not accepted"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let answer = Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(())
+                    .unwrap_or_default();
+                let _ = stream.send_response(answer).await;
+                let _ = stream.finish().await;
+                return Err((AppErrorCode::Unauthorized, why));
+            }
             break (request, stream);
         }
         let answer = Response::builder()
@@ -247,8 +316,7 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<(), Fail>
         tokio::spawn(watch_conn(core.clone())),
     ];
     lock(&core.tasks).extend(tasks);
-    let _ = cx.accepted.send(ServerSession::web(core)).await;
-    Ok(())
+    Ok(core)
 }
 
 /// The page's `hello`, the key proof and the host's access check.
@@ -467,16 +535,25 @@ async fn uni_drain(core: Arc<WebCore>) {
 
 async fn watch_conn(core: Arc<WebCore>) {
     let err = core.conn.closed().await;
-    let (code, reason) = match &err {
-        quinn::ConnectionError::ApplicationClosed(c) => (
-            AppErrorCode::from_code(c.error_code.into_inner()).unwrap_or(AppErrorCode::NoError),
-            format!("the page closed the session: {err}"),
-        ),
-        _ => (AppErrorCode::NoError, format!("connection lost: {err}")),
+    let end = match &err {
+        quinn::ConnectionError::ApplicationClosed(c) => SessionEnd {
+            code: AppErrorCode::from_code(c.error_code.into_inner())
+                .unwrap_or(AppErrorCode::NoError),
+            reason: format!("the page closed the session: {err}"),
+            by_peer: true,
+        },
+        // Whoever closed it locally ended the session already.
+        quinn::ConnectionError::LocallyClosed => return,
+        quinn::ConnectionError::TimedOut => SessionEnd {
+            code: AppErrorCode::IdleTimeout,
+            reason: "the page went silent (idle timeout)".into(),
+            by_peer: false,
+        },
+        _ => SessionEnd {
+            code: AppErrorCode::NoError,
+            reason: format!("connection lost: {err}"),
+            by_peer: false,
+        },
     };
-    core.end(SessionEnd {
-        code,
-        reason,
-        by_peer: true,
-    });
+    core.end(end);
 }
