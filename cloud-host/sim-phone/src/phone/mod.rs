@@ -146,6 +146,11 @@ struct Shared {
     /// Bumped on every clipboard change the guest makes (not on
     /// `setClipboard`), for `streamClipboard`.
     guest_clip: watch::Sender<u64>,
+    /// Where in each second this phone's status-bar clock turns (µs): the
+    /// phones of a host each tick at their own moment, not all at the top
+    /// of the second (which woke every phone, screen feed, encoder and
+    /// handset decoder at once). Its clock shows the time this much late.
+    clock_phase_us: u64,
 }
 
 /// A running sim phone. Cheap to clone; all clones are the same phone.
@@ -170,6 +175,7 @@ impl SimPhone {
         let renderer = Renderer::new(cfg.width, cfg.height)?;
         let (frames, _) = watch::channel(None);
         let shared = Arc::new(Shared {
+            clock_phase_us: fastrand::u64(0..1_000_000),
             cfg,
             state: Mutex::new(PhoneState {
                 listening: None,
@@ -367,7 +373,8 @@ impl SimPhone {
             [g(0), g(1), g(2)]
         };
         let scene = SceneState {
-            clock_unix_s: (unix_us() / 1_000_000) as i64,
+            clock_unix_s: (unix_us().saturating_sub(self.shared.clock_phase_us) / 1_000_000)
+                as i64,
             battery_percent: st.battery.charge_level.clamp(0, 100) as u8,
             charging: st.battery.status == battery_state::BatteryStatus::Charging as i32,
             bluetooth: st.bluetooth.clone(),
@@ -613,8 +620,9 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let wait = if animating {
             Duration::from_millis(16)
         } else {
-            // Wake at the next second boundary, for the clock.
-            Duration::from_micros(1_000_000 - unix_us() % 1_000_000 + 1_000)
+            // Wake when this phone's clock turns (its phase in the second).
+            let into = unix_us().saturating_sub(phone.shared.clock_phase_us) % 1_000_000;
+            Duration::from_micros(1_000_000 - into + 1_000)
         };
         let shared = phone.shared.clone();
         drop(phone);
