@@ -234,6 +234,8 @@ pub struct VideoEncoder {
     /// Whether `encoder` has not produced a frame yet (its first is an IDR).
     fresh: bool,
     yuv: I420Frame,
+    /// A hash per row pair of the last screen converted into `yuv`.
+    row_hashes: Vec<u64>,
     interval_us: u64,
     /// Theoretical arrival time of the next frame on the pacing clock
     /// (GCRA); frames are accepted up to half an interval before it.
@@ -273,6 +275,7 @@ impl VideoEncoder {
             encoder: build_encoder(&cfg, cfg.bitrate_bps)?,
             fresh: true,
             yuv: I420Frame::new(w, h)?,
+            row_hashes: Vec::new(),
             interval_us: 1_000_000 / u64::from(cfg.max_fps),
             tat_us: None,
             last_now_us: 0,
@@ -413,8 +416,12 @@ impl VideoEncoder {
             self.encoder.force_intra_frame();
         }
 
-        self.yuv
-            .fill_from_rgba(rgba, self.cfg.width, self.cfg.height)?;
+        self.yuv.fill_changed_from_rgba(
+            rgba,
+            self.cfg.width,
+            self.cfg.height,
+            &mut self.row_hashes,
+        )?;
         let base = *self.base_capture_us.get_or_insert(capture_time_us);
         let mut pts_us = capture_time_us.saturating_sub(base);
         if self.seq > 0 && pts_us <= self.last_pts_us {

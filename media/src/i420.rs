@@ -222,6 +222,82 @@ impl I420Frame {
     }
 }
 
+impl I420Frame {
+    /// As [`I420Frame::fill_from_rgba`], converting only the row pairs whose
+    /// pixels changed since the last call with the same `hashes` (a hash per
+    /// row pair, kept by the caller; empty or of another length converts
+    /// everything). A phone's screen often changes in a few rows (its
+    /// clock); hashing a row pair costs a fraction of converting it.
+    /// Returns how many row pairs were converted.
+    ///
+    /// # Errors
+    /// As [`I420Frame::fill_from_rgba`].
+    pub fn fill_changed_from_rgba(
+        &mut self,
+        rgba: &[u8],
+        src_width: u32,
+        src_height: u32,
+        hashes: &mut Vec<u64>,
+    ) -> Result<usize, MediaError> {
+        use std::hash::Hasher as _;
+        let (sw, sh) = (src_width as usize, src_height as usize);
+        if sw & !1 != self.width || sh & !1 != self.height {
+            return Err(MediaError::InvalidSize {
+                width: src_width,
+                height: src_height,
+            });
+        }
+        let expected = sw * sh * 4;
+        if rgba.len() != expected {
+            return Err(MediaError::BufferSize {
+                expected,
+                actual: rgba.len(),
+            });
+        }
+        let (w, h) = (self.width, self.height);
+        let pairs = h / 2;
+        if hashes.len() != pairs {
+            hashes.clear();
+            hashes.resize(pairs, 0);
+            self.fill_from_rgba(rgba, src_width, src_height)?;
+            for (slot, src) in hashes.iter_mut().zip(rgba.chunks_exact(2 * sw * 4)) {
+                let mut hasher = rustc_hash::FxHasher::default();
+                hasher.write(src);
+                *slot = hasher.finish();
+            }
+            return Ok(pairs);
+        }
+        let stride = sw * 4;
+        let (y_plane, chroma) = self.data.split_at_mut(w * h);
+        let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
+        let rows = rgba.chunks_exact(2 * stride).take(pairs);
+        let y_rows = y_plane.chunks_exact_mut(2 * w);
+        let uv_rows = u_plane
+            .chunks_exact_mut(w / 2)
+            .zip(v_plane.chunks_exact_mut(w / 2));
+        let mut scratch = ChromaScratch {
+            u: vec![0; w],
+            v: vec![0; w],
+        };
+        let mut converted = 0;
+        for (((src, ys), (u, v)), slot) in rows.zip(y_rows).zip(uv_rows).zip(hashes.iter_mut()) {
+            let mut hasher = rustc_hash::FxHasher::default();
+            hasher.write(src);
+            let hash = hasher.finish();
+            if hash == *slot {
+                continue;
+            }
+            *slot = hash;
+            converted += 1;
+            let (top, bottom) = src.split_at(stride);
+            let (y_top, y_bottom) = ys.split_at_mut(w);
+            let (top, bottom) = (&top[..w * 4], &bottom[..w * 4]);
+            convert_row_pair(top, bottom, y_top, y_bottom, u, v, &mut scratch);
+        }
+        Ok(converted)
+    }
+}
+
 impl YUVSource for I420Frame {
     fn dimensions(&self) -> (usize, usize) {
         (self.width, self.height)

@@ -435,3 +435,45 @@ fn video_both_tunings_round_trip_a_change() {
     let e = "fast".parse::<Tuning>().unwrap_err().to_string();
     assert!(e.contains("`screen` or `camera`"), "{e}");
 }
+
+#[test]
+fn converting_only_changed_rows_gives_the_same_picture() {
+    let (w, h) = (64u32, 48u32);
+    let mut rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 % 251) as u8).collect();
+    let mut partial = I420Frame::new(w, h).unwrap();
+    let mut hashes = Vec::new();
+    assert_eq!(
+        partial
+            .fill_changed_from_rgba(&rgba, w, h, &mut hashes)
+            .unwrap(),
+        24,
+        "the first call converts every row pair"
+    );
+    assert_eq!(
+        partial
+            .fill_changed_from_rgba(&rgba, w, h, &mut hashes)
+            .unwrap(),
+        0,
+        "an unchanged screen converts nothing"
+    );
+    // Change one pixel in row 17 (pair 8) and a whole row 40 (pair 20).
+    rgba[(17 * w as usize + 5) * 4] ^= 0xff;
+    for b in &mut rgba[40 * w as usize * 4..41 * w as usize * 4] {
+        *b = b.wrapping_add(50);
+    }
+    assert_eq!(
+        partial
+            .fill_changed_from_rgba(&rgba, w, h, &mut hashes)
+            .unwrap(),
+        2
+    );
+    let mut full = I420Frame::new(w, h).unwrap();
+    full.fill_from_rgba(&rgba, w, h).unwrap();
+    assert_eq!(partial, full, "the same picture as a whole conversion");
+    // Bad input is refused as by the whole conversion.
+    assert!(
+        partial
+            .fill_changed_from_rgba(&rgba[4..], w, h, &mut hashes)
+            .is_err()
+    );
+}

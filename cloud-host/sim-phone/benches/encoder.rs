@@ -129,6 +129,38 @@ fn main() {
         ms(ours.pct(99)),
         format!("{:.0} Mpixel/s", mpix / ours.pct(50).as_secs_f64()),
     );
+    // (a2) the same conversion on an idle screen (only the clock changes),
+    // converting only the row pairs that changed.
+    let idle_frames: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            let mut scene = base_scene();
+            scene.clock_unix_s += i64::from(i);
+            renderer.render(&scene).to_vec()
+        })
+        .collect();
+    let mut hashes = Vec::new();
+    let mut samples = Vec::new();
+    let mut converted = 0;
+    for i in 0..300 {
+        let f = &idle_frames[i % 2];
+        let t = Instant::now();
+        converted = yuv
+            .fill_changed_from_rgba(black_box(f), W, H, &mut hashes)
+            .expect("convert");
+        samples.push(t.elapsed());
+        black_box(yuv.y_plane());
+    }
+    let changed = Stats::new(samples);
+    row(
+        "(a2) RGBA->I420, idle screen, changed rows only",
+        ms(changed.pct(50)),
+        ms(changed.pct(99)),
+        format!(
+            "{converted} of {} row pairs; {:.2}x of (a)",
+            H / 2,
+            changed.pct(50).as_secs_f64() / ours.pct(50).as_secs_f64()
+        ),
+    );
     let mut theirs = YUVBuffer::new(W as usize, H as usize);
     let mut samples = Vec::new();
     for i in 0..100 {
