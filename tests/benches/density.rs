@@ -606,6 +606,7 @@ async fn bench() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_phones = rss_mib();
+        let step_started_ms = host_core::unix_ms();
         let (load, up) = Load::start(&handsets, secs + 4.0, profile);
         // Settle: first keyframes, sensors applied.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -684,6 +685,16 @@ async fn bench() {
             sessions_up: up.min(ids.len()),
         };
         eprintln!("{}", step.json());
+        if step.sessions_up < n {
+            // Why the host ended the sessions it lost (its session audit).
+            let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+            for r in th.host.registry.sessions(10 * n).unwrap_or_default() {
+                if r.started_at_ms >= step_started_ms && r.ended_at_ms.is_some() {
+                    *why.entry(r.end_reason.unwrap_or_default()).or_default() += 1;
+                }
+            }
+            println!("sessions that ended during step {n}, by the host's reason: {why:?}");
+        }
         results.push(step);
         // Let the sessions end before the next step connects again.
         tokio::time::sleep(Duration::from_secs(2)).await;
