@@ -373,8 +373,7 @@ impl SimPhone {
             [g(0), g(1), g(2)]
         };
         let scene = SceneState {
-            clock_unix_s: (unix_us().saturating_sub(self.shared.clock_phase_us) / 1_000_000)
-                as i64,
+            clock_unix_s: (unix_us().saturating_sub(self.shared.clock_phase_us) / 1_000_000) as i64,
             battery_percent: st.battery.charge_level.clamp(0, 100) as u8,
             charging: st.battery.status == battery_state::BatteryStatus::Charging as i32,
             bluetooth: st.bluetooth.clone(),
