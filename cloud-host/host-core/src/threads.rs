@@ -40,8 +40,14 @@ pub fn spawn_on_own_runtime(
     std::thread::Builder::new()
         .name(format!("vphone-{name}"))
         .spawn(move || {
+            // Each of these runtimes serves one phone or one session: two
+            // blocking threads are plenty (a sim phone's image writes), and
+            // idle ones leave after 2 s instead of tokio's 10 s, so hundreds
+            // of phones do not keep hundreds of parked threads.
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .thread_name(pool_name)
+                .max_blocking_threads(2)
+                .thread_keep_alive(std::time::Duration::from_secs(2))
                 .enable_all()
                 .build()
             {
