@@ -183,8 +183,9 @@ pub fn enrollment_string(addr: &str, pin: &str, token: &str) -> String {
 /// The longest an enrollment offer may stay valid.
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// An enrollment the host offers a handset.
-#[derive(Clone, Debug)]
+/// An enrollment the host offers a handset. Its `Debug` hides the
+/// enrollment string and the link (both hold the token).
+#[derive(Clone)]
 pub struct Offer {
     /// The one-line string the handset takes (`vphone://...`); it holds
     /// the single-use token, so never log it.
@@ -196,6 +197,20 @@ pub struct Offer {
     /// The same offer as a link for a phone's browser (holds the token
     /// too), when the host serves browser handsets.
     pub web_link: Option<String>,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("enrollment", &crate::secret::Redacted(true))
+            .field("pin", &self.pin)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field(
+                "web_link",
+                &crate::secret::Redacted(self.web_link.is_some()),
+            )
+            .finish()
+    }
 }
 
 /// The enrollment use case, the one place it lives (the operator API, the
@@ -241,4 +256,22 @@ pub fn offer_enrollment(
         pin,
         expires_at_ms: minted.expires_at_ms,
     })
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_never_shows_its_token_in_debug() {
+        let offer = Offer {
+            enrollment: "vphone://h:1?pin=00&token=vpe1.SECRET".into(),
+            pin: "00".into(),
+            expires_at_ms: 1,
+            web_link: Some("https://h:1/#enroll=vpe1.SECRET&pin=00".into()),
+        };
+        let shown = format!("{offer:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }
