@@ -680,8 +680,8 @@ impl ServerSession {
         }
     }
 
-    /// True for a browser handset (WebTransport): no sound, clipboard,
-    /// radio or resume.
+    /// True for a browser handset (WebTransport): sound to it, but no
+    /// microphone, clipboard, radio or resume.
     #[must_use]
     pub fn is_browser(&self) -> bool {
         matches!(self.kind, Kind::Web(_))
@@ -830,14 +830,12 @@ impl ServerSession {
     /// # Errors
     ///
     /// [`BridgeError::InvalidArgument`] when the handset did not ask for
-    /// sound (a browser never does) or the frame is too large;
+    /// sound or the frame is too large;
     /// [`BridgeError::SessionEnded`].
     pub fn send_audio(&self, frame: AudioFrame) -> Result<(), BridgeError> {
         match &self.kind {
             Kind::Quic(o) => o.0.send_audio(frame),
-            Kind::Web(_) => Err(BridgeError::InvalidArgument(
-                "a browser handset takes no sound".into(),
-            )),
+            Kind::Web(w) => w.0.send_audio(frame),
         }
     }
 

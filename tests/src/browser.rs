@@ -66,6 +66,8 @@ impl Chromium {
             "--disable-features=Translate,MediaRouter,OptimizationHints".into(),
             "--remote-debugging-port=0".into(),
             "--window-size=800,1000".into(),
+            // The page's sound starts without a tap, as after a person's.
+            "--autoplay-policy=no-user-gesture-required".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         if let Some(spki) = trust_spki {

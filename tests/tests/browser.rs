@@ -236,6 +236,28 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
     .await
     .unwrap_or_else(|e| panic!("touch: {e}\nconsole: {:#?}", b.console()));
     eprintln!("touch at {aim:?} -> ripple {ripple:?}");
+    // The tap's tone (the sim phone plays one per touch) reached the page
+    // and decoded to sound.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sound = loop {
+        let s = b
+            .eval(
+                &page,
+                "({f: window.vphone.stats.audioFrames, p: window.vphone.stats.audioPeak, c: audio.context && audio.context.state})",
+            )
+            .await
+            .expect("sound stats");
+        if s["f"].as_u64().unwrap_or(0) >= 10 && s["p"].as_f64().unwrap_or(0.0) > 0.05 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sound decoded in the page: {s}\nconsole: {:#?}",
+            b.console()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("sound in the page: {sound}");
 
     // Keep the screen changing until the page decoded at least 30 frames.
     let deadline = Instant::now() + Duration::from_secs(20);

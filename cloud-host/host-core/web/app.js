@@ -28,7 +28,7 @@ const WHY = {
 const stats = {
   state: 'starting', code: '', message: '', phone: '', handset: '', session: '',
   decoded: 0, frames: 0, bytes: 0, dropped: 0, keyframes: 0, fps: 0, kbps: 0,
-  g2g: [], decodeMs: [], offsetMs: null, rttMs: null, sensorsSent: 0, touchesSent: 0,
+  g2g: [], decodeMs: [], offsetMs: null, audioFrames: 0, audioPeak: 0, audioLate: 0, rttMs: null, sensorsSent: 0, touchesSent: 0,
 };
 window.vphone = { stats };
 
@@ -219,6 +219,7 @@ class Session {
     this.ctx = canvas.getContext('2d', { alpha: false, desynchronized: true });
     this.controlLoop();
     this.videoLoop();
+    this.audioLoop();
     this.ping();
     this.statsTimer = setInterval(() => this.tick(), 1000);
   }
@@ -330,6 +331,55 @@ class Session {
     }
   }
 
+  // The phone's sound: Opus datagrams -> AudioDecoder -> scheduled on an
+  // AudioContext a little ahead (40 ms) of now; a late frame is dropped.
+  async audioLoop() {
+    if (!('AudioDecoder' in window)) return;
+    const reader = this.wt.datagrams.readable.getReader();
+    this.nextPlay = 0;
+    const decoder = new AudioDecoder({
+      output: (data) => this.play(data),
+      error: (e) => log('audio decoder', e.message),
+    });
+    decoder.configure({ codec: 'opus', sampleRate: 48000, numberOfChannels: 1 });
+    this.audioDecoder = decoder;
+    for (;;) {
+      let d;
+      try { d = await reader.read(); } catch (e) { return; }
+      if (d.done || this.closed) return;
+      const b = d.value;
+      if (b.length < 18 || b[0] !== 0x41) continue;
+      const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      const seq = Number(v.getBigUint64(1));
+      if (decoder.state === 'configured') {
+        decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: seq * 20000, data: b.subarray(17) }));
+      }
+    }
+  }
+
+  play(data) {
+    const n = data.numberOfFrames;
+    const pcm = new Float32Array(n);
+    data.copyTo(pcm, { planeIndex: 0, format: 'f32-planar' });
+    data.close();
+    stats.audioFrames++;
+    let peak = 0;
+    for (const x of pcm) peak = Math.max(peak, Math.abs(x));
+    stats.audioPeak = Math.max(stats.audioPeak * 0.98, peak);
+    const ctx = audio.context;
+    if (!ctx || ctx.state !== 'running') return;
+    const buffer = ctx.createBuffer(1, n, 48000);
+    buffer.copyToChannel(pcm, 0);
+    const src = ctx.createBufferSource();
+    src.buffer = buffer;
+    src.connect(ctx.destination);
+    const now = ctx.currentTime;
+    if (this.nextPlay < now) this.nextPlay = now + 0.04;
+    if (this.nextPlay > now + 0.2) { stats.audioLate++; this.nextPlay = now + 0.04; }
+    src.start(this.nextPlay);
+    this.nextPlay += n / 48000;
+  }
+
   setActive(m) {
     this.active = new Map(m.sensors.map((s) => [s.kind, s.rate_hz]));
     this.location = m.location;
@@ -388,6 +438,7 @@ class Session {
     clearInterval(this.statsTimer);
     stats.state = 'closed'; stats.code = code; stats.message = message;
     if (this.decoder && this.decoder.state !== 'closed') this.decoder.close();
+    if (this.audioDecoder && this.audioDecoder.state !== 'closed') this.audioDecoder.close();
     try { this.wt.close(); } catch (e) { /* already closed */ }
     // A late end of an older session must not touch a newer one.
     if (session !== this && session !== null) return;
@@ -404,6 +455,19 @@ const KEYS = {
   Enter: 66, Backspace: 67, Tab: 61, Escape: 111, ' ': 62, ArrowUp: 19, ArrowDown: 20,
   ArrowLeft: 21, ArrowRight: 22, Home: 3, Delete: 112, PageUp: 92, PageDown: 93,
   AudioVolumeUp: 24, AudioVolumeDown: 25,
+};
+
+// ----- sound -------------------------------------------------------------------
+
+// Browsers start sound only from a user gesture: the first tap anywhere (or
+// the button) starts it.
+const audio = {
+  context: null,
+  start() {
+    if (!('AudioContext' in window)) return;
+    if (!this.context) this.context = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
+    this.context.resume().then(() => { $('sound-btn').hidden = this.context.state === 'running'; }, () => {});
+  },
 };
 
 // ----- sensors ---------------------------------------------------------------
@@ -572,6 +636,7 @@ async function connect() {
       t: 'hello', name: (await dbGet('name')) || deviceName(), spki: id.spki, token: linkToken || undefined,
       sensors: sensors.available(), width: Math.round(screen.width * devicePixelRatio),
       height: Math.round(screen.height * devicePixelRatio), client: navigator.userAgent,
+      audio: 'AudioDecoder' in window && 'AudioContext' in window,
     });
     const challenge = await lines.next();
     if (!challenge || challenge.t !== 'challenge') {
@@ -642,6 +707,10 @@ async function main() {
   window.addEventListener('keydown', (e) => { if (session && !e.repeat && session.key(e, 'down')) e.preventDefault(); });
   window.addEventListener('keyup', (e) => { if (session && session.key(e, 'up')) e.preventDefault(); });
   $('sensors-btn').addEventListener('click', () => sensors.grant());
+  $('sound-btn').addEventListener('click', () => audio.start());
+  window.addEventListener('pointerdown', () => audio.start(), { once: true });
+  audio.start();
+  $('sound-btn').hidden = !('AudioContext' in window) || (audio.context && audio.context.state === 'running');
   $('reconnect-btn').addEventListener('click', () => { show(''); connect(); });
   $('fullscreen-btn').addEventListener('click', () => {
     const stage = $('stage');

@@ -17,9 +17,9 @@
 //! The browser trusts the host through `serverCertificateHashes`
 //! ([`certs`]): short-lived certificates whose hashes the enrollment link
 //! carries and the host signs with its long-term key. What the page and the
-//! host say is in [`protocol`]. A browser session has no sound, no
-//! clipboard, no radio and no resume: a page that loses its connection
-//! starts a new session.
+//! host say is in [`protocol`]. A browser session plays the phone's sound
+//! but has no microphone, no clipboard, no radio and no resume: a page that
+//! loses its connection starts a new session.
 
 pub mod certs;
 pub mod protocol;
@@ -71,6 +71,10 @@ use self::protocol::{Down, WebActiveSensor, sensor_name};
 
 type WtSession = h3_webtransport::server::WebTransportSession<h3_quinn::Connection, Bytes>;
 type WtSend = h3_webtransport::stream::SendStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type WtDatagrams = h3_datagram::datagram_handler::DatagramSender<
+    <h3_quinn::Connection as h3_datagram::quic_traits::DatagramConnectionExt<Bytes>>::SendDatagramHandler,
+    Bytes,
+>;
 
 /// The path of the WebTransport session on the handsets' UDP port.
 pub const WT_PATH: &str = "/wt";
@@ -87,6 +91,8 @@ struct Counters {
     input_received: AtomicU64,
     frames_sent: AtomicU64,
     gops_superseded: AtomicU64,
+    audio_sent: AtomicU64,
+    audio_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -127,6 +133,7 @@ pub(crate) struct WebCore {
     gop_seq: AtomicU64,
     current_gop: Mutex<Option<Arc<GopSlot>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    audio_out: Mutex<WtDatagrams>,
 }
 
 impl std::fmt::Debug for WebCore {
@@ -195,6 +202,8 @@ impl WebCore {
             input_received: g(&c.input_received),
             video_frames_sent: g(&c.frames_sent),
             video_gops_superseded: g(&c.gops_superseded),
+            audio_frames_sent: g(&c.audio_sent),
+            audio_frames_dropped: g(&c.audio_dropped),
             rtt_us: u64::try_from(self.conn.rtt().as_micros()).unwrap_or(u64::MAX),
             ..SessionStats::default()
         }
@@ -346,6 +355,32 @@ impl WebCore {
             reason: message.to_owned(),
             by_peer: false,
         });
+    }
+
+    /// One frame of the phone's sound as a datagram (latest sound only:
+    /// dropped and counted when the send buffer is full).
+    pub(crate) fn send_audio(
+        &self,
+        frame: sensor_proto::bridge::AudioFrame,
+    ) -> Result<(), BridgeError> {
+        if self.is_ended() {
+            return Err(self.ended_error());
+        }
+        if !self.hello.audio.as_ref().is_some_and(|a| a.playback) {
+            return Err(BridgeError::InvalidArgument(
+                "the page did not ask for sound".into(),
+            ));
+        }
+        let mut b = BytesMut::with_capacity(17 + frame.payload.len());
+        b.put_u8(protocol::AUDIO_TAG);
+        b.put_u64(frame.seq);
+        b.put_u64(frame.capture_time_us);
+        b.put_slice(&frame.payload);
+        match lock(&self.audio_out).send_datagram(b.freeze()) {
+            Ok(()) => bump(&self.counters.audio_sent),
+            Err(_) => bump(&self.counters.audio_dropped),
+        }
+        Ok(())
     }
 
     pub(crate) async fn start_gop(

@@ -10,6 +10,9 @@
 //!   then per frame a u32 BE length of what follows, a flags byte (bit 0:
 //!   keyframe), the capture time (host clock, Unix µs, u64 BE), the frame's
 //!   seq (u64 BE) and the H.264 Annex B access unit.
+//! * sound (a page whose `hello` said `audio`): datagrams host -> page,
+//!   `A`, the frame's seq (u64 BE), its capture time (host clock, Unix µs,
+//!   u64 BE), then one Opus packet (48 kHz mono, 20 ms).
 //!
 //! The page's times are its own clock (`performance.timeOrigin +
 //! performance.now()`, in ns); the page estimates host minus page with
@@ -17,9 +20,9 @@
 //! does with `ClockPing`/`Stats`.
 
 use sensor_proto::bridge::{
-    AppErrorCode, Hello, KeyAction, KeyframeRequest, Location, PROTOCOL_VERSION, Pointer, Screen,
-    SensorCapability, SensorSample, Stats, Touch, TouchAction, VideoCodec, control_message,
-    input_message,
+    AppErrorCode, AudioAbilities, AudioCodec, Hello, KeyAction, KeyframeRequest, Location,
+    PROTOCOL_VERSION, Pointer, Screen, SensorCapability, SensorSample, Stats, Touch, TouchAction,
+    VideoCodec, control_message, input_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +32,8 @@ pub type Rejection = (AppErrorCode, String);
 
 /// Longest control line either side accepts.
 pub const MAX_LINE: usize = 64 * 1024;
+/// The first byte of a sound datagram.
+pub const AUDIO_TAG: u8 = b'A';
 /// The first bytes of every video stream.
 pub const VIDEO_MAGIC: &[u8; 4] = b"VPHV";
 /// Bytes of a video stream's header: magic, width, height, GOP id.
@@ -144,6 +149,9 @@ pub struct WebHello {
     /// The browser's user agent, for the audit.
     #[serde(default)]
     pub client: String,
+    /// The page plays the phone's sound (Opus through WebCodecs).
+    #[serde(default)]
+    pub audio: bool,
 }
 
 impl std::fmt::Debug for WebHello {
@@ -164,6 +172,7 @@ impl std::fmt::Debug for WebHello {
             .field("width", &self.width)
             .field("height", &self.height)
             .field("client", &self.client)
+            .field("audio", &self.audio)
             .finish()
     }
 }
@@ -524,7 +533,11 @@ pub fn to_hello(h: &WebHello) -> Result<Hello, Rejection> {
         hci_rx_acked: None,
         video_codecs: vec![VideoCodec::H264 as i32],
         client_version: format!("browser: {client}"),
-        audio: None,
+        audio: h.audio.then(|| AudioAbilities {
+            playback: true,
+            microphone: false,
+            codecs: vec![AudioCodec::Opus as i32],
+        }),
         clipboard: false,
     })
 }

@@ -289,6 +289,7 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<Arc<WebCo
         .filter_map(|c| sensor_proto::bridge::SensorKind::try_from(c.kind).ok())
         .collect();
     let (ended, _) = watch::channel(None);
+    let audio_out = session.datagram_sender();
     let core = Arc::new(WebCore {
         id,
         hello: bridge_hello,
@@ -307,6 +308,7 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<Arc<WebCo
         gop_seq: AtomicU64::new(0),
         current_gop: std::sync::Mutex::new(None),
         tasks: std::sync::Mutex::new(Vec::new()),
+        audio_out: std::sync::Mutex::new(audio_out),
     });
     tracing::info!(session = %core.id, handset = %handset, phone = %granted.phone_name, %remote, "browser session started");
     let tasks = vec![
