@@ -185,6 +185,12 @@ impl I420Frame {
         src_width: u32,
         src_height: u32,
     ) -> Result<(), MediaError> {
+        self.check_source(rgba, src_width, src_height)?;
+        self.convert_pairs(rgba, src_width as usize, |_, _| true);
+        Ok(())
+    }
+
+    fn check_source(&self, rgba: &[u8], src_width: u32, src_height: u32) -> Result<(), MediaError> {
         let (sw, sh) = (src_width as usize, src_height as usize);
         if sw & !1 != self.width || sh & !1 != self.height {
             return Err(MediaError::InvalidSize {
@@ -199,8 +205,19 @@ impl I420Frame {
                 actual: rgba.len(),
             });
         }
+        Ok(())
+    }
+
+    /// Converts the row pairs of a checked source for which `convert(index,
+    /// the pair's source bytes)` says so; returns how many.
+    fn convert_pairs(
+        &mut self,
+        rgba: &[u8],
+        src_width: usize,
+        mut convert: impl FnMut(usize, &[u8]) -> bool,
+    ) -> usize {
         let (w, h) = (self.width, self.height);
-        let stride = sw * 4;
+        let stride = src_width * 4;
         let (y_plane, chroma) = self.data.split_at_mut(w * h);
         let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
         let rows = rgba.chunks_exact(2 * stride).take(h / 2);
@@ -212,13 +229,18 @@ impl I420Frame {
             u: vec![0; w],
             v: vec![0; w],
         };
-        for ((src, ys), (u, v)) in rows.zip(y_rows).zip(uv_rows) {
+        let mut converted = 0;
+        for (i, ((src, ys), (u, v))) in rows.zip(y_rows).zip(uv_rows).enumerate() {
+            if !convert(i, src) {
+                continue;
+            }
+            converted += 1;
             let (top, bottom) = src.split_at(stride);
             let (y_top, y_bottom) = ys.split_at_mut(w);
             let (top, bottom) = (&top[..w * 4], &bottom[..w * 4]);
             convert_row_pair(top, bottom, y_top, y_bottom, u, v, &mut scratch);
         }
-        Ok(())
+        converted
     }
 }
 
@@ -240,61 +262,21 @@ impl I420Frame {
         hashes: &mut Vec<u64>,
     ) -> Result<usize, MediaError> {
         use std::hash::Hasher as _;
-        let (sw, sh) = (src_width as usize, src_height as usize);
-        if sw & !1 != self.width || sh & !1 != self.height {
-            return Err(MediaError::InvalidSize {
-                width: src_width,
-                height: src_height,
-            });
-        }
-        let expected = sw * sh * 4;
-        if rgba.len() != expected {
-            return Err(MediaError::BufferSize {
-                expected,
-                actual: rgba.len(),
-            });
-        }
-        let (w, h) = (self.width, self.height);
-        let pairs = h / 2;
-        if hashes.len() != pairs {
+        self.check_source(rgba, src_width, src_height)?;
+        let pairs = self.height / 2;
+        let all = hashes.len() != pairs;
+        if all {
             hashes.clear();
             hashes.resize(pairs, 0);
-            self.fill_from_rgba(rgba, src_width, src_height)?;
-            for (slot, src) in hashes.iter_mut().zip(rgba.chunks_exact(2 * sw * 4)) {
-                let mut hasher = rustc_hash::FxHasher::default();
-                hasher.write(src);
-                *slot = hasher.finish();
-            }
-            return Ok(pairs);
         }
-        let stride = sw * 4;
-        let (y_plane, chroma) = self.data.split_at_mut(w * h);
-        let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
-        let rows = rgba.chunks_exact(2 * stride).take(pairs);
-        let y_rows = y_plane.chunks_exact_mut(2 * w);
-        let uv_rows = u_plane
-            .chunks_exact_mut(w / 2)
-            .zip(v_plane.chunks_exact_mut(w / 2));
-        let mut scratch = ChromaScratch {
-            u: vec![0; w],
-            v: vec![0; w],
-        };
-        let mut converted = 0;
-        for (((src, ys), (u, v)), slot) in rows.zip(y_rows).zip(uv_rows).zip(hashes.iter_mut()) {
+        Ok(self.convert_pairs(rgba, src_width as usize, |i, src| {
             let mut hasher = rustc_hash::FxHasher::default();
             hasher.write(src);
             let hash = hasher.finish();
-            if hash == *slot {
-                continue;
-            }
-            *slot = hash;
-            converted += 1;
-            let (top, bottom) = src.split_at(stride);
-            let (y_top, y_bottom) = ys.split_at_mut(w);
-            let (top, bottom) = (&top[..w * 4], &bottom[..w * 4]);
-            convert_row_pair(top, bottom, y_top, y_bottom, u, v, &mut scratch);
-        }
-        Ok(converted)
+            let changed = all || hashes[i] != hash;
+            hashes[i] = hash;
+            changed
+        }))
     }
 }
 

@@ -393,3 +393,22 @@ pub fn page_certificate(dir: &Path) -> (PathBuf, PathBuf, String) {
         spki_hash_b64(key.subject_public_key_info().as_slice()),
     )
 }
+
+/// A host on loopback that serves the browser page over HTTPS with a
+/// [`page_certificate`] made in `dir`; returns it and the value for
+/// [`Chromium::start`]'s `trust_spki`.
+///
+/// # Panics
+/// When the host does not start.
+pub async fn web_host(dir: &Path) -> (crate::TestHost, String) {
+    let (cert, key, spki) = page_certificate(dir);
+    let t = crate::TestHost::start_configured(
+        |cfg| {
+            cfg.web_cert = Some(cert.clone());
+            cfg.web_key = Some(key.clone());
+        },
+        |b| b,
+    )
+    .await;
+    (t, spki)
+}

@@ -174,6 +174,25 @@ impl TestHost {
         }
     }
 
+    /// A single-use browser enrollment link for a handset to be called
+    /// `name` that may use `phones` (what `vphonectl handset enroll --web`
+    /// prints).
+    ///
+    /// # Panics
+    /// When the host serves no browser handsets or the offer fails.
+    pub fn web_link(&self, name: &str, phones: &[&str]) -> String {
+        host_core::enroll::offer_enrollment(
+            &self.host.registry,
+            self.host.enroller.as_ref(),
+            Some(name.to_owned()),
+            host_core::registry::PhoneGrant::Only(phones.iter().map(|p| (*p).to_owned()).collect()),
+            Duration::from_secs(120),
+        )
+        .expect("offering an enrollment")
+        .web_link
+        .expect("the host serves browser handsets")
+    }
+
     /// The phone's EmulatorController client and its [`SimPhone`].
     ///
     /// # Panics

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use host_core::router::SessionDirectory as _;
 use serde_json::json;
 use sim_phone::{BUBBLE_RGB, RIPPLE_RGB, bubble_center, level_center_and_radius};
-use vphone_tests::browser::{Chromium, Page, chromium_binary, page_certificate};
+use vphone_tests::browser::{Chromium, Page, chromium_binary, web_host};
 use vphone_tests::{SCREEN_H, SCREEN_W, TestHost, find_colour, wait_sim_frame};
 
 fn artifacts() -> PathBuf {
@@ -63,24 +63,8 @@ async fn a_browser_enrolls_drives_the_phone_and_is_told_when_revoked() {
         return;
     };
     let scratch = tempfile::tempdir().expect("tmp");
-    let (cert, key, spki) = page_certificate(scratch.path());
-    let mut t = TestHost::start_configured(
-        |cfg| {
-            cfg.web_cert = Some(cert.clone());
-            cfg.web_key = Some(key.clone());
-        },
-        |b| b,
-    )
-    .await;
-    let offer = host_core::enroll::offer_enrollment(
-        &t.host.registry,
-        t.host.enroller.as_ref(),
-        Some("pixel-browser".to_owned()),
-        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
-        Duration::from_secs(120),
-    )
-    .expect("enrollment offer");
-    let link = offer.web_link.expect("the host serves browser handsets");
+    let (mut t, spki) = web_host(scratch.path()).await;
+    let link = t.web_link("pixel-browser", &["phone-1"]);
     let web = t.host.web_addr.expect("the page listens");
     assert!(
         link.starts_with(&format!("https://127.0.0.1:{}/#enroll=", web.port())),
@@ -382,15 +366,7 @@ async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
         return;
     };
     let scratch = tempfile::tempdir().expect("tmp");
-    let (cert, key, spki) = page_certificate(scratch.path());
-    let mut t = TestHost::start_configured(
-        |cfg| {
-            cfg.web_cert = Some(cert.clone());
-            cfg.web_key = Some(key.clone());
-        },
-        |b| b,
-    )
-    .await;
+    let (mut t, spki) = web_host(scratch.path()).await;
     // A native handset streams from phone-1 throughout.
     let native = t.enroll("native", &["phone-1"]);
     let rec = vphone_tests::flat_recording(&t.scratch("rec"));
@@ -492,17 +468,8 @@ async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
             );
         }
     });
-    let offer = host_core::enroll::offer_enrollment(
-        &t.host.registry,
-        t.host.enroller.as_ref(),
-        Some("csrf".to_owned()),
-        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
-        Duration::from_secs(120),
-    )
-    .expect("offer");
-    let hashes: Vec<String> = offer
-        .web_link
-        .expect("link")
+    let link = t.web_link("csrf", &["phone-1"]);
+    let hashes: Vec<String> = link
         .split("&certs=")
         .nth(1)
         .unwrap_or_default()
@@ -542,15 +509,7 @@ async fn hostile_or_unfit_pages_get_clear_refusals_and_others_keep_streaming() {
     assert!(m.contains("WebTransport") && m.contains("WebCodecs"), "{m}");
 
     // A link whose pin is not this host's: the page refuses the host.
-    let offer = host_core::enroll::offer_enrollment(
-        &t.host.registry,
-        t.host.enroller.as_ref(),
-        Some("mismatch".to_owned()),
-        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
-        Duration::from_secs(120),
-    )
-    .expect("offer");
-    let link = offer.web_link.expect("link");
+    let link = t.web_link("mismatch", &["phone-1"]);
     let pin_at = link.find("pin=").expect("pin") + 4;
     let wrong = format!(
         "{}{}{}",
@@ -576,15 +535,7 @@ async fn a_development_page_on_http_localhost_streams() {
     };
     let scratch = tempfile::tempdir().expect("tmp");
     let mut t = TestHost::start().await;
-    let offer = host_core::enroll::offer_enrollment(
-        &t.host.registry,
-        t.host.enroller.as_ref(),
-        Some("dev-browser".to_owned()),
-        host_core::registry::PhoneGrant::Only(vec!["phone-1".to_owned()]),
-        Duration::from_secs(120),
-    )
-    .expect("offer");
-    let link = offer.web_link.expect("link");
+    let link = t.web_link("dev-browser", &["phone-1"]);
     let port = t.host.web_addr.expect("page").port();
     assert!(
         link.starts_with(&format!("http://localhost:{port}/#enroll=")),

@@ -170,36 +170,30 @@ impl ConfigLayer {
                 })
                 .transpose()
         }
+        fn flag(
+            env: &dyn Fn(&str) -> Option<String>,
+            k: &'static str,
+        ) -> Result<Option<bool>, HostError> {
+            match env(k).as_deref() {
+                None | Some("") => Ok(None),
+                Some("1" | "true" | "yes") => Ok(Some(true)),
+                Some("0" | "false" | "no") => Ok(Some(false)),
+                Some(v) => Err(HostError::Invalid {
+                    what: "environment",
+                    why: format!("{k}={v:?} is not 1 or 0"),
+                }),
+            }
+        }
         Ok(Self {
             data_dir: env("VPHONE_DATA_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             quic_listen: addr(env, "VPHONE_QUIC_LISTEN")?,
             operator_listen: addr(env, "VPHONE_OPERATOR_LISTEN")?,
-            operator_insecure_listen: match env("VPHONE_OPERATOR_INSECURE_LISTEN").as_deref() {
-                None | Some("") => None,
-                Some("1" | "true" | "yes") => Some(true),
-                Some("0" | "false" | "no") => Some(false),
-                Some(v) => {
-                    return Err(HostError::Invalid {
-                        what: "environment",
-                        why: format!("VPHONE_OPERATOR_INSECURE_LISTEN={v:?} is not 1 or 0"),
-                    });
-                }
-            },
+            operator_insecure_listen: flag(env, "VPHONE_OPERATOR_INSECURE_LISTEN")?,
             netsim_listen: addr(env, "VPHONE_NETSIM_LISTEN")?,
             public_addr: env("VPHONE_PUBLIC_ADDR").filter(|v| !v.is_empty()),
-            web: match env("VPHONE_WEB").as_deref() {
-                None | Some("") => None,
-                Some("1" | "true" | "yes") => Some(true),
-                Some("0" | "false" | "no") => Some(false),
-                Some(v) => {
-                    return Err(HostError::Invalid {
-                        what: "environment",
-                        why: format!("VPHONE_WEB={v:?} is not 1 or 0"),
-                    });
-                }
-            },
+            web: flag(env, "VPHONE_WEB")?,
             web_cert: env("VPHONE_WEB_CERT")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),

@@ -19,7 +19,7 @@ use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
 use sensor_proto::bridge::TouchAction;
 use serde_json::json;
-use vphone_tests::browser::{Chromium, chromium_binary, page_certificate};
+use vphone_tests::browser::{Chromium, chromium_binary, web_host};
 use vphone_tests::{TestHost, touch};
 
 fn q(v: &mut [f64], p: f64) -> f64 {
@@ -95,17 +95,7 @@ async fn native(th: &mut TestHost, secs: f64) -> Figures {
 }
 
 async fn browser(th: &mut TestHost, b: &Chromium, secs: f64) -> Result<Figures, String> {
-    let offer = host_core::enroll::offer_enrollment(
-        &th.host.registry,
-        th.host.enroller.as_ref(),
-        Some("bench-browser".to_owned()),
-        host_core::registry::PhoneGrant::Only(vec!["phone-2".to_owned()]),
-        Duration::from_secs(120),
-    )
-    .map_err(|e| e.to_string())?;
-    let link = offer
-        .web_link
-        .ok_or("the host serves no browser handsets")?;
+    let link = th.web_link("bench-browser", &["phone-2"]);
     let origin = link
         .split('#')
         .next()
@@ -229,15 +219,7 @@ pub(crate) async fn bench(secs: f64) {
         return;
     };
     let scratch = tempfile::tempdir().expect("tmp");
-    let (cert, key, spki) = page_certificate(scratch.path());
-    let mut th = TestHost::start_configured(
-        |cfg| {
-            cfg.web_cert = Some(cert.clone());
-            cfg.web_key = Some(key.clone());
-        },
-        |b| b,
-    )
-    .await;
+    let (mut th, spki) = web_host(scratch.path()).await;
     th.add_sim_phone("phone-2").await;
     let (_, sim) = th.phone("phone-2").await;
     sim.set_listening(
