@@ -29,13 +29,7 @@ impl Core {
     }
 
     async fn recv_from<T>(&self, inbox: &Inbox<T>) -> Result<T, BridgeError> {
-        let mut rx = inbox.rx.lock().await;
-        let mut end_rx = self.ended.subscribe();
-        tokio::select! {
-            biased;
-            msg = rx.recv() => msg.ok_or_else(|| self.ended_error()),
-            _ = end_rx.wait_for(Option::is_some) => rx.try_recv().map_err(|_| self.ended_error()),
-        }
+        inbox.recv(&self.ended, || self.ended_error()).await
     }
 
     pub(crate) async fn recv_control(&self) -> Result<ControlMessage, BridgeError> {

@@ -214,19 +214,48 @@ pub struct VideoFrame {
 
 /// An app-facing inbound queue.
 #[derive(Debug)]
-struct Inbox<T> {
-    tx: mpsc::Sender<T>,
+pub(crate) struct Inbox<T> {
+    pub(crate) tx: mpsc::Sender<T>,
     rx: tokio::sync::Mutex<mpsc::Receiver<T>>,
 }
 
 impl<T> Inbox<T> {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity);
         Self {
             tx,
             rx: tokio::sync::Mutex::new(rx),
         }
     }
+
+    /// The next message, or `ended()` once the session is over and the
+    /// queue empty. Cancel safe.
+    pub(crate) async fn recv(
+        &self,
+        end: &watch::Sender<Option<SessionEnd>>,
+        ended: impl Fn() -> BridgeError,
+    ) -> Result<T, BridgeError> {
+        let mut rx = self.rx.lock().await;
+        let mut end_rx = end.subscribe();
+        tokio::select! {
+            biased;
+            msg = rx.recv() => msg.ok_or_else(&ended),
+            _ = end_rx.wait_for(Option::is_some) => rx.try_recv().map_err(|_| ended()),
+        }
+    }
+}
+
+/// Records how a session ended; true the first time only (a session ends
+/// once).
+pub(crate) fn end_once(slot: &watch::Sender<Option<SessionEnd>>, end: &SessionEnd) -> bool {
+    slot.send_if_modified(|s| {
+        if s.is_none() {
+            *s = Some(end.clone());
+            true
+        } else {
+            false
+        }
+    })
 }
 
 /// One QUIC connection serving a session.
@@ -548,14 +577,7 @@ impl Core {
     /// Ends the session (once): closes the current connection with the
     /// end's code and reason and stops its tasks.
     pub(crate) fn end(&self, end: SessionEnd) {
-        let first = self.ended.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(end.clone());
-                true
-            } else {
-                false
-            }
-        });
+        let first = end_once(&self.ended, &end);
         if !first {
             return;
         }

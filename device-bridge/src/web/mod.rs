@@ -36,7 +36,7 @@ use sensor_proto::bridge::{
     VideoStreamHeader, Welcome, control_message,
 };
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use self::certs::{PublishedCert, WebCertificates, signed_message};
 
@@ -65,7 +65,7 @@ pub(crate) use self::serve::serve_web;
 use crate::BridgeError;
 use crate::identity::Fingerprint;
 use crate::server::PathInfo;
-use crate::session::{SessionEnd, SessionStats, lock};
+use crate::session::{Inbox, SessionEnd, SessionStats, end_once, lock};
 
 use self::protocol::{Down, WebActiveSensor, sensor_name};
 
@@ -80,7 +80,7 @@ type WtDatagrams = h3_datagram::datagram_handler::DatagramSender<
 pub const WT_PATH: &str = "/wt";
 
 /// Capacity of each inbound queue.
-const INBOX: usize = 1024;
+pub(crate) const INBOX: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -99,21 +99,6 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-struct Queue<T> {
-    tx: mpsc::Sender<T>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<T>>,
-}
-
-impl<T> Queue<T> {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel(INBOX);
-        Self {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-        }
-    }
-}
-
 /// The state of one browser session, shared by its handle and its tasks.
 pub(crate) struct WebCore {
     id: String,
@@ -123,9 +108,9 @@ pub(crate) struct WebCore {
     conn: quinn::Connection,
     wt: WtSession,
     control_tx: tokio::sync::Mutex<WtSend>,
-    control_in: Queue<ControlMessage>,
-    sensors_in: Queue<SensorSample>,
-    input_in: Queue<InputMessage>,
+    control_in: Inbox<ControlMessage>,
+    sensors_in: Inbox<SensorSample>,
+    input_in: Inbox<InputMessage>,
     ended: watch::Sender<Option<SessionEnd>>,
     counters: Counters,
     stale: AtomicU64,
@@ -239,15 +224,7 @@ impl WebCore {
 
     /// Ends the session once; closes the connection with the code.
     pub(crate) fn end(&self, end: SessionEnd) {
-        let first = self.ended.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(end.clone());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
+        if end_once(&self.ended, &end) {
             tracing::info!(session = %self.id, end = %end, "browser session ended");
             self.conn.close(
                 crate::wire::code_varint(end.code),
@@ -259,14 +236,8 @@ impl WebCore {
         }
     }
 
-    async fn recv_from<T>(&self, q: &Queue<T>) -> Result<T, BridgeError> {
-        let mut rx = q.rx.lock().await;
-        let mut end_rx = self.ended.subscribe();
-        tokio::select! {
-            biased;
-            msg = rx.recv() => msg.ok_or_else(|| self.ended_error()),
-            _ = end_rx.wait_for(Option::is_some) => rx.try_recv().map_err(|_| self.ended_error()),
-        }
+    async fn recv_from<T>(&self, q: &Inbox<T>) -> Result<T, BridgeError> {
+        q.recv(&self.ended, || self.ended_error()).await
     }
 
     pub(crate) async fn recv_control(&self) -> Result<ControlMessage, BridgeError> {

@@ -15,12 +15,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::protocol::{self, Action, Down, MAX_LINE, Up};
-use super::{Counters, Queue, WebCore, bump};
+use super::{Counters, WebCore, bump};
 use crate::auth::{AuthRequest, Authorizer, Refusal};
 use crate::identity::Fingerprint;
 use crate::limits::RateLimitedLog;
 use crate::sensors::{LatestWins, SampleVerdict};
 use crate::server::ServerSession;
+use crate::session::Inbox;
 use crate::session::{SessionEnd, lock};
 use crate::util::{hex_encode, random_bytes, unix_nanos};
 
@@ -298,9 +299,9 @@ async fn handshake(conn: quinn::Connection, cx: &WebContext) -> Result<Arc<WebCo
         conn: conn.clone(),
         wt: session,
         control_tx: tokio::sync::Mutex::new(send),
-        control_in: Queue::new(),
-        sensors_in: Queue::new(),
-        input_in: Queue::new(),
+        control_in: Inbox::new(super::INBOX),
+        sensors_in: Inbox::new(super::INBOX),
+        input_in: Inbox::new(super::INBOX),
         ended,
         counters: Counters::default(),
         stale: AtomicU64::new(0),
