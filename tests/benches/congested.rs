@@ -25,10 +25,9 @@ use std::time::Duration;
 use mobile_client::radio::{RadioOptions, RadioSpec};
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
-use sensor_proto::bridge::TouchAction;
 use vphone_testkit::net::{FaultProxy, Faults, Loss};
+use vphone_tests::TestHost;
 use vphone_tests::bumble::Testbed;
-use vphone_tests::{TestHost, touch};
 
 /// Seconds from the central's power-on to the encrypted value, with video
 /// flowing, on a path with `faults`.
@@ -86,18 +85,7 @@ async fn run(adapt: bool, faults: Faults, secs: f64) -> Run {
         .expect("companion connects through the proxy");
     let input = companion.input();
     let t0 = std::time::Instant::now();
-    let mut i = 0u32;
-    while t0.elapsed() < Duration::from_secs_f64(secs) {
-        let (x, y) = (
-            100.0 + (i % 5) as f32 * 120.0,
-            300.0 + (i % 7) as f32 * 120.0,
-        );
-        let _ = input.send(touch(TouchAction::Down, x, y)).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = input.send(touch(TouchAction::Up, x, y)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        i += 1;
-    }
+    vphone_tests::tap_until(&input, t0 + Duration::from_secs_f64(secs)).await;
     let r = companion.report();
     let s = t0.elapsed().as_secs_f64();
     let _ = tokio::time::timeout(Duration::from_secs(5), companion.finish()).await;

@@ -398,6 +398,27 @@ pub fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
     input_message::Event::one_finger(action, x, y, now_ns())
 }
 
+/// A handset tapping around the screen until `deadline`: a tap (down, 50 ms,
+/// up) every 250 ms, walking a 5 x 7 grid, so the phone's ripples keep its
+/// screen changing (the benchmarks' "active" load).
+pub async fn tap_until(
+    input: &tokio::sync::mpsc::Sender<input_message::Event>,
+    deadline: std::time::Instant,
+) {
+    let mut i = 0u32;
+    while std::time::Instant::now() < deadline {
+        let (x, y) = (
+            100.0 + (i % 5) as f32 * 120.0,
+            300.0 + (i % 7) as f32 * 120.0,
+        );
+        let _ = input.send(touch(TouchAction::Down, x, y)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = input.send(touch(TouchAction::Up, x, y)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        i += 1;
+    }
+}
+
 /// A key press with an Android keycode, stamped now.
 pub fn key(keycode: i32) -> input_message::Event {
     input_message::Event::key_press(keycode, now_ns())

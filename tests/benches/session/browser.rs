@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
-use sensor_proto::bridge::TouchAction;
 use serde_json::json;
+use vphone_tests::TestHost;
 use vphone_tests::browser::{Chromium, chromium_binary, web_host};
-use vphone_tests::{TestHost, touch};
 
 fn q(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -55,18 +54,7 @@ async fn native(th: &mut TestHost, secs: f64) -> Figures {
                 .expect("companion connects");
             let input = c.input();
             let t0 = Instant::now();
-            let mut i = 0u32;
-            while t0.elapsed() < Duration::from_secs_f64(secs) {
-                let (x, y) = (
-                    100.0 + (i % 5) as f32 * 120.0,
-                    300.0 + (i % 7) as f32 * 120.0,
-                );
-                let _ = input.send(touch(TouchAction::Down, x, y)).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = input.send(touch(TouchAction::Up, x, y)).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                i += 1;
-            }
+            vphone_tests::tap_until(&input, t0 + Duration::from_secs_f64(secs)).await;
             let _ = report_tx.send(c.report());
             let _ = finish_rx.await;
             c.finish().await.expect("finish");

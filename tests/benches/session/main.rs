@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use mobile_client::sensors::SourceSpec;
 use mobile_client::session::Companion;
-use sensor_proto::bridge::TouchAction;
 use sensor_proto::emulator::image_format::ImgFormat;
-use vphone_tests::{TestHost, flat_recording, touch};
+use vphone_tests::{TestHost, flat_recording};
 
 /// Process CPU seconds (user + system) from /proc/self/stat.
 fn cpu_seconds() -> f64 {
@@ -80,18 +79,7 @@ async fn main() {
                 .await
                 .expect("companion connects");
             let input = c.input();
-            let mut i = 0u32;
-            while t0.elapsed() < Duration::from_secs_f64(secs) {
-                let (x, y) = (
-                    100.0 + (i % 5) as f32 * 120.0,
-                    300.0 + (i % 7) as f32 * 120.0,
-                );
-                let _ = input.send(touch(TouchAction::Down, x, y)).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = input.send(touch(TouchAction::Up, x, y)).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                i += 1;
-            }
+            vphone_tests::tap_until(&input, t0 + Duration::from_secs_f64(secs)).await;
             let _ = report_tx.send((c.report(), t0.elapsed()));
             let _ = finish_rx.await;
             c.finish().await.expect("finish");
