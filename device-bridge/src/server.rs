@@ -751,14 +751,7 @@ impl ServerSession {
     #[must_use]
     pub fn path(&self) -> Option<PathInfo> {
         match &self.kind {
-            Kind::Quic(o) => o.0.current_link().map(|l| {
-                let s = l.conn.stats();
-                PathInfo {
-                    connection: l.conn.stable_id(),
-                    wire_bytes: s.udp_tx.bytes,
-                    rtt: s.path.rtt,
-                }
-            }),
+            Kind::Quic(o) => o.0.current_link().map(|l| PathInfo::of(&l.conn)),
             Kind::Web(w) => w.0.path(),
         }
     }
@@ -933,4 +926,15 @@ pub struct PathInfo {
     pub wire_bytes: u64,
     /// The smoothed round-trip time.
     pub rtt: Duration,
+}
+
+impl PathInfo {
+    pub(crate) fn of(conn: &quinn::Connection) -> Self {
+        let s = conn.stats();
+        Self {
+            connection: conn.stable_id(),
+            wire_bytes: s.udp_tx.bytes,
+            rtt: s.path.rtt,
+        }
+    }
 }

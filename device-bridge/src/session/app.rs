@@ -21,11 +21,7 @@ impl Core {
     // ----- app-facing operations --------------------------------------------
 
     pub(crate) async fn ended(&self) -> SessionEnd {
-        let mut rx = self.ended.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(end) => end.clone().unwrap_or_else(unreachable_end),
-            Err(_) => unreachable_end(),
-        }
+        wait_end(&self.ended).await
     }
 
     async fn recv_from<T>(&self, inbox: &Inbox<T>) -> Result<T, BridgeError> {

@@ -192,11 +192,11 @@ struct Counters {
     audio_dropped: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn get(c: &AtomicU64) -> u64 {
+pub(crate) fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
@@ -567,11 +567,7 @@ impl Core {
     }
 
     fn ended_error(&self) -> BridgeError {
-        BridgeError::SessionEnded(self.end_state().unwrap_or_else(|| SessionEnd {
-            code: AppErrorCode::InternalError,
-            reason: "session dropped".into(),
-            by_peer: false,
-        }))
+        ended_error(&self.ended)
     }
 
     /// Ends the session (once): closes the current connection with the
@@ -633,6 +629,24 @@ impl Core {
             }
         }
     }
+}
+
+/// Waits until `slot` records how the session ended.
+pub(crate) async fn wait_end(slot: &watch::Sender<Option<SessionEnd>>) -> SessionEnd {
+    let mut rx = slot.subscribe();
+    match rx.wait_for(Option::is_some).await {
+        Ok(end) => end.clone().unwrap_or_else(unreachable_end),
+        Err(_) => unreachable_end(),
+    }
+}
+
+/// The error for an operation on an ended session (`slot` says how).
+pub(crate) fn ended_error(slot: &watch::Sender<Option<SessionEnd>>) -> BridgeError {
+    BridgeError::SessionEnded(slot.borrow().clone().unwrap_or_else(|| SessionEnd {
+        code: AppErrorCode::InternalError,
+        reason: "session dropped".into(),
+        by_peer: false,
+    }))
 }
 
 fn unreachable_end() -> SessionEnd {

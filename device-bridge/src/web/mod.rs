@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use sensor_proto::bridge::{
-    AppErrorCode, CloseReason, ControlMessage, Hello, InputMessage, SensorSample, VideoFrameHeader,
+    CloseReason, ControlMessage, Hello, InputMessage, SensorSample, VideoFrameHeader,
     VideoStreamHeader, Welcome, control_message,
 };
 use tokio::io::AsyncWriteExt as _;
@@ -65,7 +65,9 @@ pub(crate) use self::serve::serve_web;
 use crate::BridgeError;
 use crate::identity::Fingerprint;
 use crate::server::PathInfo;
-use crate::session::{Inbox, SessionEnd, SessionStats, end_once, lock};
+use crate::session::{
+    Inbox, SessionEnd, SessionStats, bump, end_once, ended_error, get, lock, wait_end,
+};
 
 use self::protocol::{Down, WebActiveSensor, sensor_name};
 
@@ -93,10 +95,6 @@ struct Counters {
     gops_superseded: AtomicU64,
     audio_sent: AtomicU64,
     audio_dropped: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The state of one browser session, shared by its handle and its tasks.
@@ -166,29 +164,23 @@ impl WebCore {
         if self.is_ended() {
             return None;
         }
-        let s = self.conn.stats();
-        Some(PathInfo {
-            connection: self.conn.stable_id(),
-            wire_bytes: s.udp_tx.bytes,
-            rtt: s.path.rtt,
-        })
+        Some(PathInfo::of(&self.conn))
     }
 
     pub(crate) fn stats(&self) -> SessionStats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
         SessionStats {
             connections: 1,
-            control_sent: g(&c.control_sent),
-            control_received: g(&c.control_received),
-            sensor_samples_received: g(&c.sensors_received),
-            sensor_samples_stale: g(&self.stale),
-            sensor_samples_dropped: g(&c.sensors_dropped),
-            input_received: g(&c.input_received),
-            video_frames_sent: g(&c.frames_sent),
-            video_gops_superseded: g(&c.gops_superseded),
-            audio_frames_sent: g(&c.audio_sent),
-            audio_frames_dropped: g(&c.audio_dropped),
+            control_sent: get(&c.control_sent),
+            control_received: get(&c.control_received),
+            sensor_samples_received: get(&c.sensors_received),
+            sensor_samples_stale: get(&self.stale),
+            sensor_samples_dropped: get(&c.sensors_dropped),
+            input_received: get(&c.input_received),
+            video_frames_sent: get(&c.frames_sent),
+            video_gops_superseded: get(&c.gops_superseded),
+            audio_frames_sent: get(&c.audio_sent),
+            audio_frames_dropped: get(&c.audio_dropped),
             rtt_us: u64::try_from(self.conn.rtt().as_micros()).unwrap_or(u64::MAX),
             ..SessionStats::default()
         }
@@ -199,27 +191,11 @@ impl WebCore {
     }
 
     fn ended_error(&self) -> BridgeError {
-        BridgeError::SessionEnded(self.ended.borrow().clone().unwrap_or(SessionEnd {
-            code: AppErrorCode::NoError,
-            reason: "ended".into(),
-            by_peer: false,
-        }))
+        ended_error(&self.ended)
     }
 
     pub(crate) async fn ended(&self) -> SessionEnd {
-        let mut rx = self.ended.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(end) => end.clone().unwrap_or_else(|| SessionEnd {
-                code: AppErrorCode::NoError,
-                reason: "ended".into(),
-                by_peer: false,
-            }),
-            Err(_) => SessionEnd {
-                code: AppErrorCode::NoError,
-                reason: "ended".into(),
-                by_peer: false,
-            },
-        }
+        wait_end(&self.ended).await
     }
 
     /// Ends the session once; closes the connection with the code.

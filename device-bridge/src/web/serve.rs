@@ -15,13 +15,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::protocol::{self, Action, Down, MAX_LINE, Up};
-use super::{Counters, WebCore, bump};
+use super::{Counters, WebCore};
 use crate::auth::{AuthRequest, Authorizer, Refusal};
 use crate::identity::Fingerprint;
 use crate::limits::RateLimitedLog;
 use crate::sensors::{LatestWins, SampleVerdict};
 use crate::server::ServerSession;
 use crate::session::Inbox;
+use crate::session::bump;
 use crate::session::{SessionEnd, lock};
 use crate::util::{hex_encode, random_bytes, unix_nanos};
 
