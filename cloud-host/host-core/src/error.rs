@@ -101,14 +101,14 @@ pub enum HostError {
     },
     /// The registry database failed.
     #[error("registry: {0}")]
-    Registry(rusqlite::Error),
+    Registry(sqlx::Error),
     /// The filesystem holding the registry is full: the write was refused
     /// whole (SQLite rolls it back) and nothing changed.
     #[error(
         "registry: the disk holding the data dir is full, so nothing was written; \
          free space there and retry ({0})"
     )]
-    StorageFull(rusqlite::Error),
+    StorageFull(sqlx::Error),
     /// The registry's filesystem refuses writes (mounted read-only, or
     /// remounted so after an I/O error).
     #[error(
@@ -116,7 +116,7 @@ pub enum HostError {
          remounted read-only after an I/O error), so nothing was written; make it writable and \
          retry ({0})"
     )]
-    StorageReadOnly(rusqlite::Error),
+    StorageReadOnly(sqlx::Error),
     /// An enrollment token was refused.
     #[error("enrollment token {0}")]
     Token(&'static str),
@@ -182,15 +182,35 @@ impl HostError {
     }
 }
 
-impl From<rusqlite::Error> for HostError {
-    /// A full disk (`SQLITE_FULL`) is [`HostError::StorageFull`] and a
-    /// read-only one (`SQLITE_READONLY`) [`HostError::StorageReadOnly`], each
-    /// saying so and what to do; every other failure is
+impl From<sqlx::Error> for HostError {
+    /// A full disk (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`) is
+    /// [`HostError::StorageFull`] and a read-only one (`SQLITE_READONLY`,
+    /// `read_only_sql_transaction`) [`HostError::StorageReadOnly`], each
+    /// saying so and what to do; a PostgreSQL server out of reach is
+    /// [`HostError::Unavailable`]; every other failure is
     /// [`HostError::Registry`].
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => Self::StorageFull(e),
-            Some(rusqlite::ErrorCode::ReadOnly) => Self::StorageReadOnly(e),
+    fn from(e: sqlx::Error) -> Self {
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        match code.as_deref() {
+            // SQLite gives its (extended) result code as a number: the
+            // primary code is its low byte (13 full, 8 read-only).
+            Some(c) if c.parse::<u32>().is_ok_and(|n| n & 0xff == 13) => Self::StorageFull(e),
+            Some(c) if c.parse::<u32>().is_ok_and(|n| n & 0xff == 8) => Self::StorageReadOnly(e),
+            Some("53100") => Self::StorageFull(e),
+            Some("25006") => Self::StorageReadOnly(e),
+            _ if matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            ) =>
+            {
+                Self::Unavailable {
+                    what: "registry",
+                    why: format!("the database is out of reach: {e}"),
+                }
+            }
             _ => Self::Registry(e),
         }
     }

@@ -9,6 +9,8 @@
 //!   and SIGTERM-then-SIGKILL stops, killed on drop.
 //! * [`netns::Netns`]: a network namespace behind a veth pair, removed on
 //!   drop; [`netns::DelayLine`], a userspace UDP delay for the same path.
+//! * [`postgres::Postgres`]: a throwaway PostgreSQL server (its own
+//!   cluster on a free port), stopped and deleted on drop.
 //! * [`tools`]: the external checkers (ffprobe, tshark) and root, failing
 //!   a test when missing unless `VPHONE_ALLOW_MISSING_TOOLS` says skip.
 //! * [`eventually`]: poll a condition until it holds or a deadline passes.
@@ -17,6 +19,7 @@
 
 pub mod net;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod tools;
 

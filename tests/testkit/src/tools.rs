@@ -19,17 +19,23 @@ fn skipping_allowed() -> bool {
 /// When the tool is missing and `VPHONE_ALLOW_MISSING_TOOLS` is not set.
 #[must_use]
 pub fn require(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = which(name);
     if found.is_none() {
         skip_or_fail(&format!(
             "{name} is not installed (scripts/test installs it)"
         ));
     }
     found
+}
+
+/// The path of `name` on `PATH`.
+#[must_use]
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 /// `true` when running as root; otherwise `false` after printing
@@ -49,7 +55,11 @@ pub fn require_root(what: &str) -> bool {
     root
 }
 
-fn skip_or_fail(why: &str) {
+/// Fails with `why`, or prints `SKIPPED` when skipping is allowed.
+///
+/// # Panics
+/// When `VPHONE_ALLOW_MISSING_TOOLS` is not set.
+pub fn skip_or_fail(why: &str) {
     assert!(
         skipping_allowed(),
         "{why}; set VPHONE_ALLOW_MISSING_TOOLS=1 to skip this test"
