@@ -62,6 +62,7 @@ fn manager(
             emulator_args: args.iter().map(|a| (*a).to_owned()).collect(),
             backends: Backends::default().with(Backend::Emulator, Arc::new(sdk.kind())),
             first_phone: None,
+            fleet: host_core::lease::FleetConfig::single("test-host"),
         },
     )
     .expect("phone manager");

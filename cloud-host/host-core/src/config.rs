@@ -22,6 +22,11 @@
 //! | browser handsets: WebTransport on the QUIC port, the page on the TCP port of the same number | `--no-web` | `VPHONE_WEB=0` | `web` | on |
 //! | the page's HTTPS certificate chain and key (PEM; reloaded when the files change) | `--web-cert`, `--web-key` | `VPHONE_WEB_CERT`, `VPHONE_WEB_KEY` | `web_cert`, `web_key` | none: plain HTTP, a secure context only as `http://localhost` |
 //! | the page's public URL in enrollment links | `--web-url` | `VPHONE_WEB_URL` | `web_url` | `https://<public addr>/` with a certificate, else `http://localhost:<port>/` |
+//! | the registry: an SQLite file, or a PostgreSQL database a fleet shares | `--registry` | `VPHONE_REGISTRY` | `registry` | `<data dir>/registry.sqlite3` |
+//! | this host's name in the registry | `--host-name` | `VPHONE_HOST_NAME` | `host_name` | the machine's host name |
+//! | the most phones this host runs (0: none, a front door) | `--capacity` | `VPHONE_CAPACITY` | `capacity` | no limit |
+//! | labels phones may ask a host for (`zone=a,gpu=yes`) | `--labels` | `VPHONE_LABELS` | `labels` | none |
+//! | phone lease length, seconds (a dead host's phones move after it) | | | `lease_secs` | 10 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
@@ -90,6 +95,16 @@ pub struct HostConfig {
     pub web_key: Option<PathBuf>,
     /// The page's public base URL for enrollment links.
     pub web_url: Option<String>,
+    /// The registry (`None`: `<data dir>/registry.sqlite3`).
+    pub registry: Option<String>,
+    /// This host's name in the registry (`None`: the machine's).
+    pub host_name: Option<String>,
+    /// The most phones this host runs.
+    pub capacity: u32,
+    /// Labels phones may ask for, `zone=a,gpu=yes`.
+    pub labels: String,
+    /// How long a phone lease lasts unless renewed.
+    pub lease: Duration,
 }
 
 /// Values a layer may set (every field optional).
@@ -137,6 +152,16 @@ pub struct ConfigLayer {
     pub web_key: Option<PathBuf>,
     /// See [`HostConfig::web_url`].
     pub web_url: Option<String>,
+    /// See [`HostConfig::registry`].
+    pub registry: Option<String>,
+    /// See [`HostConfig::host_name`].
+    pub host_name: Option<String>,
+    /// See [`HostConfig::capacity`].
+    pub capacity: Option<u32>,
+    /// See [`HostConfig::labels`].
+    pub labels: Option<String>,
+    /// Seconds; see [`HostConfig::lease`].
+    pub lease_secs: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -201,6 +226,18 @@ impl ConfigLayer {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             web_url: env("VPHONE_WEB_URL").filter(|v| !v.is_empty()),
+            registry: env("VPHONE_REGISTRY").filter(|v| !v.is_empty()),
+            host_name: env("VPHONE_HOST_NAME").filter(|v| !v.is_empty()),
+            capacity: env("VPHONE_CAPACITY")
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse().map_err(|_| HostError::Invalid {
+                        what: "environment",
+                        why: format!("VPHONE_CAPACITY={v:?} is not a number of phones"),
+                    })
+                })
+                .transpose()?,
+            labels: env("VPHONE_LABELS").filter(|v| !v.is_empty()),
             ..Self::default()
         })
     }
@@ -230,6 +267,11 @@ impl ConfigLayer {
             web_cert: other.web_cert.or(self.web_cert),
             web_key: other.web_key.or(self.web_key),
             web_url: other.web_url.or(self.web_url),
+            registry: other.registry.or(self.registry),
+            host_name: other.host_name.or(self.host_name),
+            capacity: other.capacity.or(self.capacity),
+            labels: other.labels.or(self.labels),
+            lease_secs: other.lease_secs.or(self.lease_secs),
         }
     }
 
@@ -266,6 +308,13 @@ impl ConfigLayer {
             web_cert: self.web_cert,
             web_key: self.web_key,
             web_url: self.web_url,
+            registry: self.registry,
+            host_name: self.host_name,
+            capacity: self.capacity.unwrap_or(u32::MAX),
+            labels: self.labels.unwrap_or_default(),
+            lease: self.lease_secs.map_or(crate::lease::DEFAULT_LEASE, |s| {
+                Duration::from_secs(s.max(2))
+            }),
         }
     }
 }
@@ -281,6 +330,36 @@ fn tuning<'de, D: serde::Deserializer<'de>>(
 }
 
 impl HostConfig {
+    /// Where the registry lives: `registry`, or the SQLite file in the
+    /// data dir.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] for a value that is neither a `postgres://`
+    /// URL nor a file path.
+    pub fn registry_target(&self) -> Result<crate::registry::Target, HostError> {
+        match &self.registry {
+            Some(r) => crate::registry::Target::parse(r),
+            None => Ok(crate::registry::Target::Sqlite(
+                self.data_dir.join("registry.sqlite3"),
+            )),
+        }
+    }
+
+    /// This host's name in the registry: `host_name`, or the machine's.
+    ///
+    /// # Errors
+    /// [`HostError::Invalid`] when it is not a valid name.
+    pub fn host_name(&self) -> Result<String, HostError> {
+        let name = match &self.host_name {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|n| n.trim().to_owned())
+                .map_err(|e| HostError::io("reading the machine's host name", e))?,
+        };
+        crate::registry::validate_name("host name", &name)?;
+        Ok(name)
+    }
+
     /// A host on 127.0.0.1 with every port chosen by the OS, keeping its
     /// state in `data_dir` (tests, the demo).
     #[must_use]

@@ -131,6 +131,8 @@ pub struct Host {
     pub phones: PhoneManager,
     /// The registry.
     pub registry: Arc<Registry>,
+    /// This host's name in the registry.
+    pub host_name: String,
     /// Where handsets connect (UDP).
     pub quic_addr: SocketAddr,
     /// The host's identity and token key.
@@ -208,7 +210,27 @@ impl Host {
             (Some(c), Some(k)) if cfg.web => Some(Arc::new(ReloadingCert::load(c, k)?)),
             _ => None,
         };
-        let registry = Arc::new(Registry::open(&cfg.data_dir.join("registry.sqlite3"))?);
+        let target = cfg.registry_target()?;
+        let registry = Arc::new(match &target {
+            crate::registry::Target::Sqlite(path) => Registry::open(path)?,
+            other => Registry::connect(other)?,
+        });
+        let host_name = cfg.host_name()?;
+        let labels = crate::registry::Labels::parse(&cfg.labels)?;
+        let now = crate::unix_ms();
+        registry.register_host(&crate::registry::HostRecord {
+            name: host_name.clone(),
+            addr: public_addr.clone(),
+            pin: enroller.identity().pin().to_string(),
+            capacity: cfg.capacity,
+            labels: labels.clone(),
+            draining: false,
+            stopped: false,
+            sessions: 0,
+            started_at_ms: now,
+            heartbeat_ms: now,
+        })?;
+        tracing::info!(host = %host_name, registry = %registry.describe(), "registered in the registry");
         let dangling = registry.close_dangling_sessions("host restarted", crate::unix_ms())?;
         if dangling > 0 {
             tracing::info!(dangling, "closed sessions left open by a previous run");
@@ -220,6 +242,15 @@ impl Host {
             .transpose()
             .map_err(|e| HostError::io("reading the netsim address", e))?;
         let attach = AttachPoints::new(cfg.attach_ip)?;
+        let sessions = Arc::new(Sessions::default());
+        let load_sessions = sessions.clone();
+        let fleet = crate::lease::FleetConfig {
+            host: host_name.clone(),
+            capacity: cfg.capacity,
+            labels,
+            lease: cfg.lease,
+            load: Arc::new(move || u32::try_from(load_sessions.count()).unwrap_or(u32::MAX)),
+        };
         let phones = PhoneManager::spawn(
             registry.clone(),
             ManagerConfig {
@@ -236,6 +267,7 @@ impl Host {
                     start: true,
                 }),
                 backends,
+                fleet,
             },
         )?;
         let metrics = Arc::new(Metrics::default());
@@ -245,7 +277,6 @@ impl Host {
             LinkTiming::default(),
             &attach,
         );
-        let sessions = Arc::new(Sessions::default());
         let (stop, stopped) = watch::channel(false);
         // Handsets are served on the latency runtime: real-time workers where
         // the process may, so a sensor datagram is read at once even while
@@ -365,6 +396,7 @@ impl Host {
         Ok(Self {
             phones,
             registry,
+            host_name,
             quic_addr,
             enroller,
             sessions,
@@ -413,5 +445,15 @@ impl Host {
         }
         // Whatever the grace period left running there stops now.
         drop(self.latency);
+        // Other hosts may run this host's phones at once.
+        let registry = self.registry.clone();
+        let name = self.host_name.clone();
+        match tokio::task::spawn_blocking(move || registry.host_stopped(&name, crate::unix_ms()))
+            .await
+        {
+            Ok(Ok(released)) => tracing::info!(released, "leases released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release leases; they run out"),
+            Err(_) => {}
+        }
     }
 }

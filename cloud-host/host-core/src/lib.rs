@@ -18,6 +18,7 @@ pub mod enroll;
 mod error;
 pub mod files;
 pub mod keymap;
+pub mod lease;
 pub mod metrics;
 pub mod phones;
 pub mod procnet;

@@ -7,10 +7,10 @@
 //! stopped) is recorded in the registry first, so after a restart, even
 //! after `kill -9`, every phone comes back in its recorded desired state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -20,7 +20,8 @@ use crate::backend::{
     Unavailable,
 };
 use crate::emu_client::EmulatorClient;
-use crate::registry::{Backend, DesiredState, PhoneRecord, Registry, validate_name};
+use crate::lease::{FleetConfig, RoundInput, RoundResult};
+use crate::registry::{Backend, DesiredState, Lease, PhoneRecord, Registry, validate_name};
 use crate::status::{Board, StatusBoard, StatusHandle};
 
 /// The screen a phone gets when none is asked for: width, height (pixels)
@@ -192,6 +193,8 @@ pub struct ManagerConfig {
     pub backends: Backends,
     /// The phone created (and started) when the registry has none.
     pub first_phone: Option<PhoneSpec>,
+    /// The leases this host runs phones under.
+    pub fleet: FleetConfig,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, HostError>>;
@@ -209,6 +212,8 @@ enum Cmd {
     StopDone(String, u64),
     Exited(String, u64, String),
     Progress(String, u64, String),
+    Tick,
+    Round(Box<RoundResult>, Instant),
 }
 
 /// A handle to the phone actor. Cheap to clone.
@@ -296,18 +301,38 @@ impl PhoneManager {
             tx: tx.clone(),
             status: status.clone(),
             states: states.clone(),
+            leases: BTreeMap::new(),
+            fresh: BTreeSet::new(),
+            renewed_at: None,
+            round_in_flight: false,
+            last_round: Instant::now(),
+            draining: false,
+            pending_release: Vec::new(),
         };
+        // Leases this host's previous run still held (it was killed) are
+        // released first: they are claimed again below, like any other.
+        let released = actor
+            .registry
+            .host_stopped(&actor.cfg.fleet.host, crate::unix_ms())?;
+        if released > 0 {
+            tracing::info!(released, "released the leases of this host's previous run");
+        }
         if let Some(first) = actor.cfg.first_phone.clone()
             && actor.registry.phones()?.is_empty()
         {
-            actor
+            match actor
                 .registry
-                .insert_phone(&first.unchecked_record(crate::unix_ms()))?;
-            tracing::info!(
-                "no phone recorded: created {} phone {}",
-                first.backend.as_str(),
-                first.name
-            );
+                .insert_phone(&first.unchecked_record(crate::unix_ms()))
+            {
+                Ok(()) => tracing::info!(
+                    "no phone recorded: created {} phone {}",
+                    first.backend.as_str(),
+                    first.name
+                ),
+                // Another host of the fleet, starting at the same time, did.
+                Err(HostError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         for record in actor.registry.phones()? {
             let want = record.desired;
@@ -320,6 +345,19 @@ impl PhoneManager {
             }
         }
         actor.publish();
+        let every = (actor.cfg.fleet.round() / 4).max(Duration::from_millis(50));
+        let ticks = tx.downgrade();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(tx) = ticks.upgrade() else { break };
+                if tx.send(Cmd::Tick).await.is_err() {
+                    break;
+                }
+            }
+        });
         tokio::spawn(actor.run(rx));
         Ok(Self { tx, status, states })
     }
@@ -527,6 +565,19 @@ struct Actor {
     tx: mpsc::Sender<Cmd>,
     status: StatusBoard,
     states: States,
+    /// The leases this host holds: the phones it may run.
+    leases: BTreeMap<String, Lease>,
+    /// Leases claimed since the running round started (its renewal may
+    /// not list them).
+    fresh: BTreeSet<String>,
+    /// When the last renewal that succeeded was sent: every lease held
+    /// then runs until at least that plus the lease length.
+    renewed_at: Option<Instant>,
+    round_in_flight: bool,
+    last_round: Instant,
+    draining: bool,
+    /// Leases whose phones were stopped, released by the next round.
+    pending_release: Vec<Lease>,
 }
 
 fn not_found(name: &str) -> HostError {
@@ -579,6 +630,9 @@ impl Actor {
             Cmd::Stop(name, r) => {
                 let res = self.set_desired(&name, DesiredState::Stopped).map(|()| {
                     self.begin_stop(&name);
+                    if let Some(lease) = self.leases.remove(&name) {
+                        self.pending_release.push(lease);
+                    }
                     self.phones[&name].view()
                 });
                 let _ = r.send(res);
@@ -610,6 +664,8 @@ impl Actor {
                 }
             }
             Cmd::Exited(name, generation, reason) => self.exited(&name, generation, reason),
+            Cmd::Tick => self.tick(),
+            Cmd::Round(res, sent) => self.round_done(*res, sent),
             Cmd::Progress(name, generation, msg) => {
                 if let Some(e) = self.phones.get_mut(&name)
                     && e.generation == generation
@@ -657,7 +713,46 @@ impl Actor {
         Ok(())
     }
 
+    /// Whether this host holds `name`'s lease, claiming it if free and
+    /// there is room.
+    fn ensure_lease(&mut self, name: &str) -> bool {
+        if self.leases.contains_key(name) {
+            return true;
+        }
+        let why = if self.draining {
+            "waiting: this host is draining".to_owned()
+        } else {
+            match crate::lease::claim_now(&self.registry, &self.cfg.fleet, name, self.leases.len())
+            {
+                Ok(Some(lease)) => {
+                    tracing::info!(phone = %name, generation = lease.generation, "lease claimed");
+                    self.leases.insert(name.to_owned(), lease);
+                    self.fresh.insert(name.to_owned());
+                    self.renewed_at.get_or_insert_with(Instant::now);
+                    return true;
+                }
+                Ok(None) => match self.registry.leases() {
+                    Ok(all) => match all.into_iter().find(|l| l.phone == name) {
+                        Some(l) if l.expires_at_ms > crate::unix_ms() => {
+                            format!("runs on host {}", l.host)
+                        }
+                        _ => "waiting for a host with room".to_owned(),
+                    },
+                    Err(_) => "waiting for a lease".to_owned(),
+                },
+                Err(e) => format!("waiting for a lease: {e}"),
+            }
+        };
+        if let Some(e) = self.phones.get_mut(name) {
+            e.progress = Some(why);
+        }
+        false
+    }
+
     fn begin_start(&mut self, name: &str) {
+        if !self.phones.contains_key(name) || !self.ensure_lease(name) {
+            return;
+        }
         let tx = self.tx.clone();
         let Some(e) = self.phones.get_mut(name) else {
             return;
@@ -774,6 +869,133 @@ impl Actor {
         });
     }
 
+    /// Every few hundred ms: stop every phone once the leases may have run
+    /// out unrenewed, and start a lease round when one is due.
+    fn tick(&mut self) {
+        let (serve_for, round) = (self.cfg.fleet.serve_for(), self.cfg.fleet.round());
+        if let Some(at) = self.renewed_at
+            && !self.leases.is_empty()
+            && at.elapsed() > serve_for
+        {
+            let lost: Vec<String> = self.leases.keys().cloned().collect();
+            tracing::error!(
+                phones = lost.len(),
+                since = ?at.elapsed(),
+                "the registry has not renewed this host's leases: stopping its phones before \
+                 another host may claim them"
+            );
+            self.leases.clear();
+            self.renewed_at = None;
+            for name in lost {
+                self.begin_stop(&name);
+                if let Some(e) = self.phones.get_mut(&name) {
+                    e.progress = Some("stopped: its lease could not be renewed".to_owned());
+                }
+            }
+        }
+        if self.round_in_flight || self.last_round.elapsed() < round {
+            return;
+        }
+        self.round_in_flight = true;
+        self.last_round = Instant::now();
+        self.fresh.clear();
+        let input = RoundInput {
+            release: std::mem::take(&mut self.pending_release),
+        };
+        let registry = self.registry.clone();
+        let cfg = self.cfg.fleet.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let res = tokio::task::spawn_blocking(move || {
+                crate::lease::run_round(&registry, &cfg, input)
+            })
+            .await
+            .unwrap_or_default();
+            let _ = tx.send(Cmd::Round(Box::new(res), sent)).await;
+        });
+    }
+
+    /// Applies a lease round: the registry's phones, the leases renewed,
+    /// lost and claimed, the phones to give up.
+    fn round_done(&mut self, res: RoundResult, sent: Instant) {
+        self.round_in_flight = false;
+        self.draining = res.draining;
+        if let Some(records) = res.records {
+            let names: BTreeSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
+            let gone: Vec<String> = self
+                .phones
+                .keys()
+                .filter(|n| !names.contains(n.as_str()))
+                .cloned()
+                .collect();
+            for name in gone {
+                // Deleted through another host.
+                self.begin_stop(&name);
+                self.leases.remove(&name);
+                self.phones.remove(&name);
+                self.status.remove(&name);
+                self.states.remove(&name);
+                self.cfg.attach.close(&name);
+            }
+            for record in records {
+                match self.phones.get_mut(&record.name) {
+                    Some(e) => e.record.desired = record.desired,
+                    None => {
+                        let name = record.name.clone();
+                        self.phones.insert(name, Entry::new(record, &self.cfg));
+                    }
+                }
+            }
+        }
+        let Some(renewed) = res.renewed else {
+            return;
+        };
+        self.renewed_at = Some(sent);
+        let lost: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(name, l)| {
+                !self.fresh.contains(*name)
+                    && renewed.get(*name).map(|r| r.generation) != Some(l.generation)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in lost {
+            tracing::warn!(phone = %name, "lease lost (it ran out): stopping the phone here");
+            self.leases.remove(&name);
+            self.begin_stop(&name);
+        }
+        for (name, l) in renewed {
+            if let Some(held) = self.leases.get_mut(&name) {
+                *held = l;
+            }
+        }
+        for lease in res.claimed {
+            self.leases.insert(lease.phone.clone(), lease);
+        }
+        for name in res.give_up {
+            if let Some(lease) = self.leases.remove(&name) {
+                tracing::info!(phone = %name, "giving the phone up (drain, move or stop)");
+                self.begin_stop(&name);
+                self.pending_release.push(lease);
+            }
+        }
+        let start: Vec<String> = self
+            .leases
+            .keys()
+            .filter(|n| {
+                self.phones.get(*n).is_some_and(|e| {
+                    e.record.desired == DesiredState::Running && e.state == Lifecycle::Stopped
+                })
+            })
+            .cloned()
+            .collect();
+        for name in start {
+            self.begin_start(&name);
+        }
+    }
+
     fn delete(&mut self, name: &str, force: bool) -> Result<(), HostError> {
         let e = self.phones.get(name).ok_or_else(|| not_found(name))?;
         if !force && matches!(e.state, Lifecycle::Running | Lifecycle::Booting) {
@@ -784,6 +1006,7 @@ impl Actor {
         }
         self.begin_stop(name);
         self.registry.delete_phone(name)?;
+        self.leases.remove(name);
         self.phones.remove(name);
         self.status.remove(name);
         self.states.remove(name);

@@ -57,6 +57,7 @@ async fn boots_a_real_avd_and_drives_it() {
                 Arc::new(host_core::backend::emulator::EmulatorKind::default()),
             ),
             first_phone: None,
+            fleet: host_core::lease::FleetConfig::single("test-host"),
         },
     )
     .unwrap();

@@ -31,6 +31,7 @@ fn cfg(dir: &std::path::Path) -> ManagerConfig {
             avd: None,
             start: true,
         }),
+        fleet: host_core::lease::FleetConfig::single("test-host"),
     }
 }
 

@@ -94,10 +94,26 @@ struct ServeArgs {
     /// `https://PUBLIC-ADDR/` with --web-cert, else `http://localhost:PORT/`).
     #[arg(long)]
     web_url: Option<String>,
+    /// The registry: a PostgreSQL database a fleet of hosts shares
+    /// (postgres://USER:PASSWORD@HOST/DB), or an SQLite file (default:
+    /// DATA-DIR/registry.sqlite3).
+    #[arg(long)]
+    registry: Option<String>,
+    /// This host's name in the registry (default: the machine's host name;
+    /// in Kubernetes, the pod's name).
+    #[arg(long)]
+    host_name: Option<String>,
+    /// The most phones this host runs (default: no limit; 0: none).
+    #[arg(long)]
+    capacity: Option<u32>,
+    /// Labels phones may ask a host for, e.g. zone=a,gpu=yes.
+    #[arg(long)]
+    labels: Option<String>,
     /// TOML config file (keys: data_dir, quic_listen, operator_listen,
     /// operator_insecure_listen, netsim_listen, public_addr, web, web_cert,
-    /// web_key, web_url, resume_window_secs, boot_timeout_secs, restart_max,
-    /// emulator_args, video_*, audio_*; see infra/host.toml.example).
+    /// web_key, web_url, registry, host_name, capacity, labels, lease_secs,
+    /// resume_window_secs, boot_timeout_secs, restart_max, emulator_args,
+    /// video_*, audio_*; see infra/host.toml.example).
     #[arg(long, env = "VPHONE_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -123,6 +139,10 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
         web_cert: a.web_cert,
         web_key: a.web_key,
         web_url: a.web_url,
+        registry: a.registry,
+        host_name: a.host_name,
+        capacity: a.capacity,
+        labels: a.labels,
         ..ConfigLayer::default()
     };
     Ok(file

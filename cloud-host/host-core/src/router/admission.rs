@@ -53,6 +53,16 @@ impl<T> SessionTable<T> {
     ///
     /// # Errors
     /// [`Busy`] when another handset holds the phone (and this is no resume).
+    /// How many sessions are attached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no session is attached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn check_handshake(&self, phone: &str, handset: &str, resuming: bool) -> Result<(), Busy> {
         if resuming {
             return Ok(());

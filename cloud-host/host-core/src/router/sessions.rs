@@ -94,6 +94,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// How many sessions are live.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, SessionTable<Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

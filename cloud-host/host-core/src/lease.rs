@@ -1,0 +1,204 @@
+//! Running phones under leases: what a host does each lease round.
+//!
+//! Every phone a host runs is leased to it in the registry (one host alone
+//! on SQLite leases all its phones; hosts sharing PostgreSQL share them
+//! out). The phone actor ([`crate::phones`]) starts a phone only once it
+//! holds its lease and stops it when the lease is lost. The round itself
+//! (heartbeat, renewal, claims, releases) runs off the actor, on a blocking
+//! thread, so a registry that stops answering never holds the actor: the
+//! actor checks the renewal deadline on its own timer and stops every phone
+//! before another host may claim it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::HostError;
+use crate::registry::{Labels, Lease, PhoneRecord, Registry};
+
+/// How this host takes part in leasing.
+#[derive(Clone)]
+pub struct FleetConfig {
+    /// The host's name in the registry.
+    pub host: String,
+    /// The most phones it runs.
+    pub capacity: u32,
+    /// What it offers phones that ask for labels.
+    pub labels: Labels,
+    /// How long a lease lasts unless renewed; rounds run every quarter of it.
+    pub lease: Duration,
+    /// Live sessions now, reported in the heartbeat.
+    pub load: Arc<dyn Fn() -> u32 + Send + Sync>,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("host", &self.host)
+            .field("capacity", &self.capacity)
+            .field("labels", &self.labels.to_string())
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default lease: long against clock skew and a registry's hiccup,
+/// short against the time a dead host's phones stay down.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+impl FleetConfig {
+    /// One host on its own: every phone, no labels, the default lease.
+    #[must_use]
+    pub fn single(host: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            capacity: u32::MAX,
+            labels: Labels::default(),
+            lease: DEFAULT_LEASE,
+            load: Arc::new(|| 0),
+        }
+    }
+
+    /// A round's length: a quarter of the lease.
+    #[must_use]
+    pub fn round(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// How long after a renewal was sent the host still serves its phones
+    /// without another: the lease less a fifth, the margin for clock skew
+    /// between hosts and for stopping.
+    #[must_use]
+    pub fn serve_for(&self) -> Duration {
+        self.lease - self.lease / 5
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// What the actor hands a round.
+#[derive(Debug)]
+pub struct RoundInput {
+    /// Leases to release (their phones have stopped).
+    pub release: Vec<Lease>,
+}
+
+/// What a round found.
+#[derive(Debug, Default)]
+pub struct RoundResult {
+    /// Every phone in the registry (`None`: the read failed).
+    pub records: Option<Vec<PhoneRecord>>,
+    /// The leases held after renewal (`None`: renewal failed; the actor's
+    /// deadline decides).
+    pub renewed: Option<BTreeMap<String, Lease>>,
+    /// Newly claimed leases.
+    pub claimed: Vec<Lease>,
+    /// Held phones to stop and then release: the host drains, or the
+    /// operator moved them elsewhere.
+    pub give_up: BTreeSet<String>,
+    /// Whether the operator drains this host.
+    pub draining: bool,
+}
+
+/// One round: heartbeat, releases, renewal, then claims up to capacity.
+/// Runs on a blocking thread.
+pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> RoundResult {
+    let mut out = RoundResult::default();
+    let now = crate::unix_ms();
+    let ttl = cfg.lease_ms();
+    match registry.host_heartbeat(&cfg.host, now, (cfg.load)()) {
+        Ok(h) => out.draining = h.draining,
+        Err(e) => tracing::warn!(error = %e, "lease round: heartbeat failed"),
+    }
+    for lease in &input.release {
+        match registry.release(lease, now) {
+            Ok(true) => tracing::info!(phone = %lease.phone, "lease released"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(phone = %lease.phone, error = %e, "lease release failed"),
+        }
+    }
+    let renewed = match registry.renew(&cfg.host, now, ttl) {
+        Ok(leases) => leases
+            .into_iter()
+            .map(|l| (l.phone.clone(), l))
+            .collect::<BTreeMap<_, _>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "lease round: renewal failed");
+            return out;
+        }
+    };
+    out.records = registry.phones().ok();
+    let hosts = registry.hosts().unwrap_or_default();
+    let alive = |name: &str| {
+        hosts
+            .iter()
+            .any(|h| h.name == name && h.alive(now, ttl) && !h.draining)
+    };
+    if let Some(records) = &out.records {
+        for name in renewed.keys() {
+            let Ok((_, wanted)) = registry.placement(name) else {
+                continue;
+            };
+            let elsewhere = wanted.as_deref().is_some_and(|w| w != cfg.host && alive(w));
+            let stopped = records
+                .iter()
+                .any(|r| &r.name == name && r.desired == crate::registry::DesiredState::Stopped);
+            if out.draining || elsewhere || stopped {
+                out.give_up.insert(name.clone());
+            }
+        }
+    }
+    let mut held = renewed.len() - out.give_up.len();
+    if !out.draining && cfg.capacity > 0 {
+        match registry.claimable(now) {
+            Ok(phones) => {
+                for c in phones {
+                    if held >= cfg.capacity as usize {
+                        break;
+                    }
+                    if !cfg.labels.satisfy(&c.labels) {
+                        continue;
+                    }
+                    // A phone moved to a live host waits for it.
+                    if let Some(w) = &c.wanted_host
+                        && w != &cfg.host
+                        && alive(w)
+                    {
+                        continue;
+                    }
+                    match registry.claim(&c.phone, &cfg.host, now, ttl) {
+                        Ok(Some(lease)) => {
+                            tracing::info!(phone = %lease.phone, generation = lease.generation, "lease claimed");
+                            held += 1;
+                            out.claimed.push(lease);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(phone = %c.phone, error = %e, "claim failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease round: reading claimable phones failed"),
+        }
+    }
+    out.renewed = Some(renewed);
+    out
+}
+
+/// Claims one phone now (a phone created or started on this host), if
+/// this host has room. `held` is how many it holds.
+///
+/// # Errors
+/// [`HostError::Registry`].
+pub fn claim_now(
+    registry: &Registry,
+    cfg: &FleetConfig,
+    phone: &str,
+    held: usize,
+) -> Result<Option<Lease>, HostError> {
+    if held >= cfg.capacity as usize {
+        return Ok(None);
+    }
+    registry.claim(phone, &cfg.host, crate::unix_ms(), cfg.lease_ms())
+}
