@@ -26,6 +26,7 @@
 
 pub mod browser;
 pub mod bumble;
+pub mod fleet;
 pub mod standin;
 
 use std::net::SocketAddr;

@@ -700,7 +700,11 @@ impl Actor {
         self.phones.insert(spec.name.clone(), entry);
         if spec.start {
             self.begin_start(&spec.name);
-        } else if let Some(e) = self.phones.get_mut(&spec.name) {
+        }
+        // Not started: asked not to, or its lease went elsewhere.
+        if let Some(e) = self.phones.get_mut(&spec.name)
+            && e.state == Lifecycle::Creating
+        {
             e.state = Lifecycle::Stopped;
         }
         Ok(self.phones[&spec.name].view())
@@ -919,6 +923,7 @@ impl Actor {
     /// Applies a lease round: the registry's phones, the leases renewed,
     /// lost and claimed, the phones to give up.
     fn round_done(&mut self, res: RoundResult, sent: Instant) {
+        tracing::debug!(took = ?sent.elapsed(), renewed = res.renewed.is_some(), "lease round");
         self.round_in_flight = false;
         self.draining = res.draining;
         if let Some(records) = res.records {

@@ -1,0 +1,199 @@
+//! A fleet on one machine: real `vphone-host` processes sharing one
+//! throwaway PostgreSQL registry. Phones run under leases: a killed host's
+//! phones are claimed and booted by the others, a clean stop hands them
+//! over at once, and a host cut off from the registry stops its phones
+//! before their leases can be claimed elsewhere.
+
+use std::time::{Duration, Instant};
+
+use vphone_testkit::postgres::Postgres;
+use vphone_tests::fleet::{CuttableProxy, FleetHost, HostSpec, live_leases, registry, wait_for};
+
+/// Lease length in these tests: rounds every 0.75 s, a dead host's phones
+/// claimable 3 s after its last renewal.
+const LEASE_SECS: u64 = 3;
+
+fn spec<'a>(name: &'a str, registry: &'a str, capacity: u32) -> HostSpec<'a> {
+    HostSpec {
+        name,
+        registry,
+        capacity,
+        lease_secs: LEASE_SECS,
+    }
+}
+
+/// Which host holds each live lease, by phone.
+fn holders(reg: &host_core::registry::Registry) -> Vec<(String, String)> {
+    live_leases(reg)
+        .into_iter()
+        .map(|l| (l.phone, l.host))
+        .collect()
+}
+
+#[test]
+fn a_killed_hosts_phones_move_to_the_others_and_a_clean_stop_hands_them_over() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+
+    // a starts first and creates phone-1; it runs two phones at most.
+    let mut a = FleetHost::start(root.path(), &spec("host-a", &url, 2));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    a.ctl(&["phone", "create", "p2"]).unwrap();
+    // a is full: p3 is recorded but waits, stopped, for a host with room.
+    a.ctl(&["phone", "create", "p3"]).unwrap();
+    wait_for("p2 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("p2").as_deref() == Some("running")).then_some(())
+    });
+    assert_eq!(a.phone_state("p3").as_deref(), Some("stopped"));
+    let b = FleetHost::start(root.path(), &spec("host-b", &url, 10));
+    let c = FleetHost::start(root.path(), &spec("host-c", &url, 1));
+    // b or c claims p3 in its first rounds.
+    wait_for(
+        "p3 leased to host-b or host-c",
+        Duration::from_secs(10),
+        || {
+            holders(&reg)
+                .into_iter()
+                .find(|(p, h)| p == "p3" && h != "host-a")
+        },
+    );
+    let before = holders(&reg);
+    assert!(
+        before.contains(&("phone-1".into(), "host-a".into()))
+            && before.contains(&("p2".into(), "host-a".into())),
+        "{before:?}"
+    );
+
+    // kill -9: no release. Its phones come back on the others within the
+    // lease and a round or two, and run there.
+    a.kill();
+    let killed = Instant::now();
+    let moved = wait_for(
+        "host-a's phones claimed by the others",
+        Duration::from_secs(u64::from(u32::try_from(LEASE_SECS).unwrap()) + 10),
+        || {
+            let h = holders(&reg);
+            let on = |p: &str| {
+                h.iter()
+                    .find(|(ph, _)| ph == p)
+                    .map(|(_, host)| host.clone())
+            };
+            match (on("phone-1"), on("p2")) {
+                (Some(x), Some(y)) if x != "host-a" && y != "host-a" => Some((x, y)),
+                _ => None,
+            }
+        },
+    );
+    let claimed_after = killed.elapsed();
+    eprintln!("host-a's phones claimed {claimed_after:?} after kill -9: {moved:?}");
+    assert!(
+        claimed_after >= Duration::from_secs(LEASE_SECS) - Duration::from_millis(1_500),
+        "claimed before a's leases could have run out: {claimed_after:?}"
+    );
+    // c has room for one phone only: it holds at most one lease.
+    let now = holders(&reg);
+    assert!(
+        now.iter().filter(|(_, h)| h == "host-c").count() <= 1,
+        "host-c is over capacity: {now:?}"
+    );
+    for (phone, host) in [("phone-1", &moved.0), ("p2", &moved.1)] {
+        let on = if host == "host-b" { &b } else { &c };
+        wait_for(
+            &format!("{phone} running on {host}"),
+            Duration::from_secs(20),
+            || (on.phone_state(phone).as_deref() == Some("running")).then_some(()),
+        );
+    }
+    let booted = killed.elapsed();
+    eprintln!("... and running there {booted:?} after kill -9");
+
+    // A clean stop releases at once: b's phones move to c (room for one)
+    // and to a restarted a, well before a lease could run out.
+    let mut b = b;
+    let on_b: Vec<String> = holders(&reg)
+        .into_iter()
+        .filter(|(_, h)| h == "host-b")
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!on_b.is_empty());
+    let a = FleetHost::start(root.path(), &spec("host-a", &url, 2));
+    let stopped = Instant::now();
+    b.terminate();
+    let released = wait_for(
+        "host-b's phones leased elsewhere",
+        Duration::from_secs(10),
+        || {
+            let h = holders(&reg);
+            on_b.iter()
+                .all(|p| h.iter().any(|(ph, host)| ph == p && host != "host-b"))
+                .then_some(h)
+        },
+    );
+    let handed_over = stopped.elapsed();
+    eprintln!("host-b stopped cleanly; its phones re-leased in {handed_over:?}: {released:?}");
+    assert!(
+        handed_over < Duration::from_secs(LEASE_SECS),
+        "a clean stop waited for lease expiry: {handed_over:?}"
+    );
+    let hosts = reg.hosts().unwrap();
+    let b_rec = hosts.iter().find(|h| h.name == "host-b").unwrap();
+    assert!(b_rec.stopped, "{b_rec:?}");
+    drop((a, c));
+}
+
+#[test]
+fn a_host_cut_off_from_the_registry_stops_its_phones_before_another_claims_them() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+    // a reaches the registry through a proxy the test can cut.
+    let proxy = CuttableProxy::start(([127, 0, 0, 1], pg.port()).into());
+    let via_proxy = format!("postgres://postgres@{}/vphone", proxy.addr);
+    let a = FleetHost::start(root.path(), &spec("host-a", &via_proxy, 4));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    let b = FleetHost::start(root.path(), &spec("host-b", &url, 4));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(holders(&reg), [("phone-1".to_owned(), "host-a".to_owned())]);
+
+    proxy.cut();
+    let cut = Instant::now();
+    // a notices on its own clock and stops the phone...
+    // (Its operator API's phone commands wait on the registry; /metrics
+    // answers from the phones alone.)
+    wait_for(
+        "host-a stops phone-1",
+        Duration::from_secs(LEASE_SECS + 5),
+        || (a.phones_in("running") == Some(0)).then_some(()),
+    );
+    let a_stopped = cut.elapsed();
+    // ...before b may claim it (the lease has not run out yet).
+    let still = holders(&reg);
+    let b_claimed = wait_for(
+        "host-b claims phone-1",
+        Duration::from_secs(LEASE_SECS + 10),
+        || {
+            holders(&reg)
+                .iter()
+                .any(|(p, h)| p == "phone-1" && h == "host-b")
+                .then(|| cut.elapsed())
+        },
+    );
+    eprintln!(
+        "registry cut: host-a stopped phone-1 after {a_stopped:?} (its lease still {still:?}); \
+         host-b claimed it after {b_claimed:?}"
+    );
+    assert!(
+        a_stopped < b_claimed,
+        "host-a ran phone-1 until {a_stopped:?}, host-b had it at {b_claimed:?}"
+    );
+    wait_for("phone-1 running on host-b", Duration::from_secs(20), || {
+        (b.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+}
