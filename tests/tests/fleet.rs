@@ -197,3 +197,104 @@ fn a_host_cut_off_from_the_registry_stops_its_phones_before_another_claims_them(
         (b.phone_state("phone-1").as_deref() == Some("running")).then_some(())
     });
 }
+
+#[test]
+fn the_operator_sees_the_fleet_moves_a_phone_and_drains_a_host_from_any_host() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+    let a = FleetHost::start(root.path(), &spec("host-a", &url, 4));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    let b = FleetHost::start(root.path(), &spec("host-b", &url, 4));
+    let gw = FleetHost::start(root.path(), &spec("gateway", &url, 0));
+
+    // Any host answers for the whole fleet.
+    let fleet: serde_json::Value =
+        serde_json::from_str(&gw.ctl(&["--json", "fleet"]).unwrap()).unwrap();
+    let hosts: Vec<&str> = fleet["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["gateway", "host-a", "host-b"], "{fleet}");
+    assert_eq!(fleet["answered_by"], "gateway");
+    let phone = &fleet["phones"][0];
+    assert_eq!(
+        (&phone["name"], &phone["host"], &phone["lease"]),
+        (&"phone-1".into(), &"host-a".into(), &"held".into()),
+        "{fleet}"
+    );
+    let table = b.ctl(&["fleet"]).unwrap();
+    eprintln!("{table}");
+    let row = table.lines().find(|l| l.starts_with("host-a ")).unwrap();
+    assert!(row.contains(" up "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("phone-1 ") && l.contains("host-a")),
+        "{table}"
+    );
+
+    // Move phone-1 to host-b through the gateway's operator API.
+    let said = gw
+        .ctl(&["phone", "move", "phone-1", "--to", "host-b"])
+        .unwrap();
+    assert!(said.contains("moves to host 'host-b'"), "{said}");
+    wait_for("phone-1 running on host-b", Duration::from_secs(15), || {
+        (b.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    assert_eq!(holders(&reg), [("phone-1".to_owned(), "host-b".to_owned())]);
+    assert_eq!(a.phone_state("phone-1").as_deref(), Some("stopped"));
+    // A gateway runs no phones: nothing moves there.
+    let e = a
+        .ctl(&["phone", "move", "phone-1", "--to", "gateway"])
+        .unwrap_err();
+    assert!(e.contains("runs no phones"), "{e}");
+    let e = a.ctl(&["host", "drain", "nowhere"]).unwrap_err();
+    assert!(e.contains("not found"), "{e}");
+
+    // Drain host-b: the moved phone may run anywhere again (its wanted host
+    // is draining), and goes back to host-a.
+    let said = a.ctl(&["host", "drain", "host-b"]).unwrap();
+    assert!(said.contains("draining"), "{said}");
+    wait_for("phone-1 back on host-a", Duration::from_secs(15), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    assert_eq!(holders(&reg), [("phone-1".to_owned(), "host-a".to_owned())]);
+    let fleet: serde_json::Value =
+        serde_json::from_str(&a.ctl(&["--json", "fleet"]).unwrap()).unwrap();
+    let hb = fleet["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "host-b")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&hb["draining"], &hb["phones"]),
+        (&true.into(), &0.into()),
+        "{hb}"
+    );
+    // A new phone never lands on the draining host.
+    a.ctl(&["phone", "create", "p2"]).unwrap();
+    b.ctl(&["phone", "create", "p3"]).unwrap();
+    wait_for("p2 and p3 leased", Duration::from_secs(10), || {
+        (holders(&reg).len() == 3).then_some(())
+    });
+    assert!(
+        holders(&reg).iter().all(|(_, h)| h == "host-a"),
+        "{:?}",
+        holders(&reg)
+    );
+    a.ctl(&["host", "drain", "host-b", "--undo"]).unwrap();
+    a.ctl(&["phone", "move", "p3", "--to", "host-b"]).unwrap();
+    wait_for(
+        "p3 on host-b after the drain ended",
+        Duration::from_secs(15),
+        || (b.phone_state("p3").as_deref() == Some("running")).then_some(()),
+    );
+}

@@ -313,7 +313,7 @@ impl PhoneManager {
         // released first: they are claimed again below, like any other.
         let released = actor
             .registry
-            .host_stopped(&actor.cfg.fleet.host, crate::unix_ms())?;
+            .release_all(&actor.cfg.fleet.host, crate::unix_ms())?;
         if released > 0 {
             tracing::info!(released, "released the leases of this host's previous run");
         }

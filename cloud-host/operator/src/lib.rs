@@ -92,7 +92,8 @@ impl ServedHost {
             host.sessions.clone() as Arc<dyn SessionDirectory>,
             host.metrics.clone(),
             host.bluetooth.clone(),
-        );
+        )
+        .with_fleet(host.host_name.clone(), cfg.lease);
         let token = admin_token.clone();
         let stopping = host.stopping();
         host.adopt(tokio::spawn(async move {
@@ -174,6 +175,8 @@ pub struct OperatorService {
     metrics: Arc<Metrics>,
     bluetooth: Arc<Bluetooth>,
     started: Instant,
+    /// This host's name in the registry and the fleet's lease length.
+    fleet: (String, Duration),
 }
 
 fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
@@ -249,6 +252,76 @@ impl OperatorService {
             metrics,
             bluetooth,
             started: Instant::now(),
+            fleet: (String::new(), host_core::lease::DEFAULT_LEASE),
+        }
+    }
+
+    /// `200 ready` while the registry answers (within 2 s) and lists this
+    /// host, else `503` and why.
+    async fn readiness(&self) -> (axum::http::StatusCode, String) {
+        let registry = self.registry.clone();
+        let name = self.fleet.0.clone();
+        let check = tokio::task::spawn_blocking(move || registry.host(&name));
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(Ok(h))) if !h.stopped => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+            Ok(Ok(Ok(_))) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "stopping\n".to_owned(),
+            ),
+            Ok(Ok(Err(e))) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}\n"),
+            ),
+            Ok(Err(_)) | Err(_) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the registry did not answer within 2 s\n".to_owned(),
+            ),
+        }
+    }
+
+    /// Names this host and the lease length, for the fleet view.
+    #[must_use]
+    pub fn with_fleet(mut self, host: String, lease: Duration) -> Self {
+        self.fleet = (host, lease);
+        self
+    }
+
+    fn fleet_host_msg(&self, h: &host_core::registry::HostRecord, phones: u32) -> op::FleetHost {
+        let now = host_core::unix_ms();
+        let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
+        op::FleetHost {
+            name: h.name.clone(),
+            addr: h.addr.clone(),
+            capacity: h.capacity,
+            labels: h.labels.to_string(),
+            draining: h.draining,
+            alive: h.alive(now, lease_ms),
+            stopped: h.stopped,
+            sessions: h.sessions,
+            phones,
+            heartbeat_age_ms: u64::try_from(now - h.heartbeat_ms).unwrap_or(0),
+            pin: h.pin.clone(),
+        }
+    }
+
+    fn fleet_phone_msg(
+        p: &host_core::registry::PhoneRecord,
+        lease: Option<&host_core::registry::Lease>,
+        placement: (host_core::registry::Labels, Option<String>),
+    ) -> op::FleetPhone {
+        let now = host_core::unix_ms();
+        op::FleetPhone {
+            name: p.name.clone(),
+            desired_state: match p.desired {
+                DesiredState::Running => op::DesiredState::Running,
+                DesiredState::Stopped => op::DesiredState::Stopped,
+            } as i32,
+            host: lease.map(|l| l.host.clone()).unwrap_or_default(),
+            lease: lease.map_or("none", |l| l.state(now).as_str()).to_owned(),
+            generation: lease.map_or(0, |l| u64::try_from(l.generation).unwrap_or(0)),
+            expires_in_ms: lease.map_or(0, |l| u64::try_from(l.expires_at_ms - now).unwrap_or(0)),
+            labels: placement.0.to_string(),
+            wanted_host: placement.1.unwrap_or_default(),
         }
     }
 
@@ -318,22 +391,36 @@ impl OperatorService {
             }
         };
         let scrape = self.clone();
+        let ready = self.clone();
         let grpc = OperatorServer::with_interceptor(self, auth);
-        let router = tonic::service::Routes::new(grpc).into_axum_router().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let s = scrape.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        s.metrics_text().await,
-                    )
-                }
-            }),
-        );
+        let router = tonic::service::Routes::new(grpc)
+            .into_axum_router()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let s = scrape.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            s.metrics_text().await,
+                        )
+                    }
+                }),
+            )
+            // Probes (Kubernetes): alive while the process answers; ready while
+            // the registry answers and lists this host. No token: they say
+            // nothing an unauthenticated caller could use.
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let s = ready.clone();
+                    async move { s.readiness().await }
+                }),
+            );
         tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router))
@@ -584,6 +671,88 @@ impl Operator for OperatorService {
             bytes_up: self.metrics.bytes_up.get(),
             bytes_down: self.metrics.bytes_down.get(),
         }))
+    }
+
+    async fn get_fleet(
+        &self,
+        _: Request<op::GetFleetRequest>,
+    ) -> Result<Response<op::Fleet>, Status> {
+        let hosts = self.registry.hosts()?;
+        let leases = self.registry.leases()?;
+        let now = host_core::unix_ms();
+        let held = |host: &str| {
+            leases
+                .iter()
+                .filter(|l| l.host == host && l.expires_at_ms > now)
+                .count() as u32
+        };
+        let mut phones = Vec::new();
+        for p in self.registry.phones()? {
+            let lease = leases.iter().find(|l| l.phone == p.name);
+            let placement = self.registry.placement(&p.name)?;
+            phones.push(Self::fleet_phone_msg(&p, lease, placement));
+        }
+        Ok(Response::new(op::Fleet {
+            hosts: hosts
+                .iter()
+                .map(|h| self.fleet_host_msg(h, held(&h.name)))
+                .collect(),
+            phones,
+            lease_ms: u64::try_from(self.fleet.1.as_millis()).unwrap_or(u64::MAX),
+            registry: self.registry.describe(),
+            answered_by: self.fleet.0.clone(),
+        }))
+    }
+
+    async fn drain_host(
+        &self,
+        req: Request<op::DrainHostRequest>,
+    ) -> Result<Response<op::FleetHost>, Status> {
+        let r = req.into_inner();
+        self.registry.set_draining(&r.name, !r.undo)?;
+        let h = self.registry.host(&r.name)?;
+        let now = host_core::unix_ms();
+        let held = self
+            .registry
+            .leases()?
+            .iter()
+            .filter(|l| l.host == h.name && l.expires_at_ms > now)
+            .count() as u32;
+        tracing::info!(host = %r.name, draining = !r.undo, "host drain set by the operator");
+        Ok(Response::new(self.fleet_host_msg(&h, held)))
+    }
+
+    async fn move_phone(
+        &self,
+        req: Request<op::MovePhoneRequest>,
+    ) -> Result<Response<op::FleetPhone>, Status> {
+        let r = req.into_inner();
+        let to = (!r.to_host.is_empty()).then_some(r.to_host);
+        if let Some(host) = &to {
+            let h = self.registry.host(host)?;
+            if h.capacity == 0 {
+                return Err(HostError::Invalid {
+                    what: "host",
+                    why: format!("'{host}' runs no phones (capacity 0)"),
+                }
+                .into());
+            }
+        }
+        let phone = self.registry.phone(&r.name)?;
+        let (labels, _) = self.registry.placement(&r.name)?;
+        self.registry
+            .set_placement(&r.name, &labels, to.as_deref())?;
+        tracing::info!(phone = %r.name, to = ?to, "phone moved by the operator");
+        let lease = self
+            .registry
+            .leases()?
+            .into_iter()
+            .find(|l| l.phone == r.name);
+        Ok(Response::new(Self::fleet_phone_msg(
+            &phone,
+            lease.as_ref(),
+            (labels, to),
+        )))
     }
 
     type StreamBtSnoopStream = tonic::codegen::BoxStream<op::BtSnoopRecord>;

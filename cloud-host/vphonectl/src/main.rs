@@ -3,7 +3,7 @@
 //!
 //! `main` parses the command line and dispatches; `client` finds the host
 //! and authenticates; `commands/` holds one module per noun (phone,
-//! handset, session, bt, stats). The CLI speaks only the operator API
+//! handset, session, bt, stats, fleet and host). The CLI speaks only the operator API
 //! (`sensor-proto`), never the host's crates.
 
 mod client;
@@ -16,6 +16,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{CliError, EXIT_FAIL, Target};
 use commands::bt::BtCmd;
+use commands::fleet::HostCmd;
 use commands::handset::HandsetCmd;
 use commands::phone::PhoneCmd;
 use commands::session::SessionCmd;
@@ -29,6 +30,9 @@ Examples:
   vphonectl handset enroll --name alice-pixel --phone phone-1
   vphonectl handset revoke alice-pixel
   vphonectl session list --json
+  vphonectl fleet                                       (hosts sharing the registry, where each phone runs)
+  vphonectl host drain host-2                           (its phones move to other hosts)
+  vphonectl phone move phone-1 --to host-3
   vphonectl bt snoop phone-1 --out phone-1.btsnoop     (Ctrl-C stops; open in Wireshark)
   vphonectl completions bash > /etc/bash_completion.d/vphonectl
 
@@ -75,6 +79,12 @@ enum Cmd {
     Bt(BtCmd),
     /// Host statistics.
     Stats,
+    /// The fleet sharing this host's registry: hosts with their load,
+    /// phones with the host holding their lease.
+    Fleet,
+    /// Fleet hosts: drain.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -127,6 +137,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Session(cmd) => commands::session::run(&mut c, cmd, as_json).await,
         Cmd::Bt(cmd) => commands::bt::run(&mut c, cmd, as_json).await,
         Cmd::Stats => commands::stats::run(&mut c, as_json).await,
+        Cmd::Fleet => commands::fleet::show(&mut c, as_json).await,
+        Cmd::Host(cmd) => commands::fleet::host(&mut c, cmd, as_json).await,
     }
 }
 

@@ -280,6 +280,25 @@ impl Registry {
         })
     }
 
+    /// Releases every lease `host` holds (a restarted host, before it
+    /// claims again: its previous run was killed).
+    ///
+    /// # Errors
+    /// [`HostError::Registry`].
+    pub fn release_all(&self, host: &str, now_ms: i64) -> Result<usize, HostError> {
+        let host = host.to_owned();
+        self.run(async move |pool| {
+            Ok(sqlx::query(
+                "UPDATE leases SET expires_at_ms = 0 WHERE host = $1 AND expires_at_ms > $2",
+            )
+            .bind(host)
+            .bind(now_ms)
+            .execute(&pool)
+            .await?
+            .rows_affected() as usize)
+        })
+    }
+
     /// Every registered host, by name.
     ///
     /// # Errors

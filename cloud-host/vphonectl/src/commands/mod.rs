@@ -3,6 +3,7 @@
 //! API and prints a table or, with `--json`, one JSON document.
 
 pub(crate) mod bt;
+pub(crate) mod fleet;
 pub(crate) mod handset;
 pub(crate) mod phone;
 pub(crate) mod session;

@@ -1,4 +1,5 @@
-//! `vphonectl phone ...`: create, list, show, start, stop, delete, screenshot.
+//! `vphonectl phone ...`: create, list, show, start, stop, delete, move,
+//! screenshot.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,18 @@ pub(crate) enum PhoneCmd {
         /// Stop it first if it is running.
         #[arg(long)]
         force: bool,
+    },
+    /// Move a phone to another host of the fleet (its holder gives it up,
+    /// that host claims it).
+    Move {
+        /// Phone name.
+        name: String,
+        /// The host to run it on (see `vphonectl fleet`).
+        #[arg(long, required_unless_present = "anywhere")]
+        to: Option<String>,
+        /// Let it run on any host again.
+        #[arg(long, conflicts_with = "to")]
+        anywhere: bool,
     },
     /// Save the phone's screen as a PNG file.
     Screenshot {
@@ -278,6 +291,7 @@ pub(crate) async fn run(c: &mut Client, cmd: PhoneCmd, as_json: bool) -> Result<
             }
             Ok(())
         }
+        PhoneCmd::Move { name, to, .. } => super::fleet::move_phone(c, name, to, as_json).await,
         PhoneCmd::Screenshot { name, out } => {
             let s = c
                 .get_screenshot(op::GetScreenshotRequest {
