@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use sensor_proto::bridge::{AppErrorCode, Hello, PhoneDisplay};
 
 use crate::BridgeError;
-use crate::identity::Fingerprint;
+use crate::identity::{Fingerprint, Pin};
 use crate::token::{TokenId, TokenKey};
 
 /// What the host knows about a handset that wants a session.
@@ -97,6 +97,62 @@ impl Refusal {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl Refusal {
+    /// Sends the handset to another host of the fleet: `to` runs the phone.
+    /// The reason carries the target ahead of `message` (see
+    /// [`Redirect::parse`]).
+    #[must_use]
+    pub fn redirect(to: &Redirect, message: impl fmt::Display) -> Self {
+        Self {
+            code: AppErrorCode::Redirect,
+            message: format!("{}; {message}", to.encode()),
+        }
+    }
+}
+
+/// Where a redirect sends a handset: the host running its phone, the key
+/// to pin there, and the host's name (for people).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `host:port` to dial.
+    pub addr: String,
+    /// The key to pin there.
+    pub pin: Pin,
+    /// The host's name.
+    pub host: String,
+}
+
+impl Redirect {
+    fn encode(&self) -> String {
+        format!(
+            "redirect addr={} pin={} host={}",
+            self.addr, self.pin, self.host
+        )
+    }
+
+    /// Reads the target from a `REDIRECT` close reason
+    /// (`redirect addr=A pin=P host=H; message`); `None` when it is not one.
+    #[must_use]
+    pub fn parse(reason: &str) -> Option<Self> {
+        let head = reason.strip_prefix("redirect ")?;
+        let head = head.split_once(';').map_or(head, |(h, _)| h);
+        let (mut addr, mut pin, mut host) = (None, None, None);
+        for field in head.split_whitespace() {
+            match field.split_once('=')? {
+                ("addr", v) if !v.is_empty() && v.len() <= 255 => addr = Some(v.to_owned()),
+                ("pin", v) => pin = Some(v.parse::<Pin>().ok()?),
+                ("host", v) if v.len() <= 63 => host = Some(v.to_owned()),
+                _ => return None,
+            }
+        }
+        Some(Self {
+            addr: addr?,
+            pin: pin?,
+            host: host.unwrap_or_default(),
+        })
     }
 }
 

@@ -22,6 +22,10 @@ use crate::session::{
 use crate::wire::{self, FrameReader, ReadFail};
 use crate::{BridgeError, tls};
 
+/// The most redirects one connect follows (a front door to the phone's
+/// host, and once more if the phone moved meanwhile).
+pub(crate) const MAX_REDIRECTS: usize = 2;
+
 /// Configuration of a handset connection. Its `Debug` never shows the
 /// enrollment token.
 #[derive(Clone)]
@@ -366,8 +370,8 @@ impl ClientSession {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
-        let inner = Arc::new(ClientInner { endpoint, config });
-        let hello = Hello {
+        let mut inner = Arc::new(ClientInner { endpoint, config });
+        let mut hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             enrollment_token: inner.config.enrollment_token.clone(),
             resume_token: None,
@@ -375,9 +379,54 @@ impl ClientSession {
             ..inner.config.hello.clone()
         };
         let timeout = inner.config.transport.handshake_timeout;
-        let est = tokio::time::timeout(timeout, handshake(&inner, hello.clone()))
-            .await
-            .map_err(|_| BridgeError::HandshakeTimeout)??;
+        let mut hops = 0;
+        let est = loop {
+            let attempt = tokio::time::timeout(timeout, handshake(&inner, hello.clone()))
+                .await
+                .map_err(|_| BridgeError::HandshakeTimeout)?;
+            let reason = match attempt {
+                Err(BridgeError::Refused {
+                    code: AppErrorCode::Redirect,
+                    reason,
+                }) => reason,
+                other => break other?,
+            };
+            // The phone runs on another host of the fleet, which the host
+            // this handset trusts vouched for over its pinned connection.
+            if hops == MAX_REDIRECTS {
+                return Err(BridgeError::protocol(
+                    AppErrorCode::Redirect,
+                    format!("more than {MAX_REDIRECTS} redirects; the last: {reason}"),
+                ));
+            }
+            hops += 1;
+            let to = crate::auth::Redirect::parse(&reason).ok_or_else(|| {
+                BridgeError::protocol(
+                    AppErrorCode::ProtocolViolation,
+                    format!("a redirect without a target: {reason}"),
+                )
+            })?;
+            let addr = tokio::net::lookup_host(&to.addr)
+                .await?
+                .next()
+                .ok_or_else(|| {
+                    BridgeError::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{} has no address", to.addr),
+                    ))
+                })?;
+            tracing::info!(host = %to.host, %addr, "the phone runs on another host: following the redirect");
+            let mut config = inner.config.clone();
+            config.server_addr = addr;
+            config.host_pin = to.pin;
+            // The token was for the host that enrolled this handset.
+            config.enrollment_token = None;
+            hello.enrollment_token = None;
+            inner = Arc::new(ClientInner {
+                endpoint: inner.endpoint.clone(),
+                config,
+            });
+        };
         if est.welcome.resumed {
             return Err(BridgeError::protocol(
                 AppErrorCode::ProtocolViolation,

@@ -121,7 +121,9 @@ mod util;
 pub mod web;
 mod wire;
 
-pub use auth::{AuthRequest, Authorized, Authorizer, HandsetRecord, MemoryAuthorizer, Refusal};
+pub use auth::{
+    AuthRequest, Authorized, Authorizer, HandsetRecord, MemoryAuthorizer, Redirect, Refusal,
+};
 pub use client::{BridgeClientConfig, ClientSession};
 pub use config::TransportSettings;
 pub use error::BridgeError;

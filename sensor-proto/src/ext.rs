@@ -52,6 +52,7 @@ impl CloseReason {
             Self::VersionUnsupported => AppErrorCode::VersionUnsupported,
             Self::PhoneStopped => AppErrorCode::PhoneStopped,
             Self::InternalError => AppErrorCode::InternalError,
+            Self::Redirect => AppErrorCode::Redirect,
         }
     }
 }
@@ -84,6 +85,7 @@ impl AppErrorCode {
             Self::VersionUnsupported => CloseReason::VersionUnsupported,
             Self::PhoneStopped => CloseReason::PhoneStopped,
             Self::InternalError => CloseReason::InternalError,
+            Self::Redirect => CloseReason::Redirect,
         }
     }
 }

@@ -62,19 +62,20 @@ fn app_error_codes_are_stable() {
         (E::VersionUnsupported, 19),
         (E::PhoneStopped, 20),
         (E::InternalError, 21),
+        (E::Redirect, 22),
     ];
     for (code, n) in expected {
         assert_eq!(code.code(), n, "{code:?}");
         assert_eq!(AppErrorCode::from_code(n), Some(code));
     }
-    assert_eq!(AppErrorCode::from_code(22), None);
+    assert_eq!(AppErrorCode::from_code(23), None);
     assert_eq!(AppErrorCode::from_code(u64::MAX), None);
     assert_eq!(AppErrorCode::from_code(1 << 32), None);
 }
 
 #[test]
 fn close_reasons_map_to_error_codes_and_back() {
-    for n in 1..=18 {
+    for n in 1..=19 {
         let reason = CloseReason::try_from(n).expect("declared");
         let code = reason.app_error_code();
         assert_eq!(code.close_reason(), reason, "{reason:?} -> {code:?}");

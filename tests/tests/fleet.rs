@@ -298,3 +298,104 @@ fn the_operator_sees_the_fleet_moves_a_phone_and_drains_a_host_from_any_host() {
         || (b.phone_state("p3").as_deref() == Some("running")).then_some(()),
     );
 }
+
+/// The front door: a handset enrolled once at the gateway (a host with no
+/// phones) is sent to its phone's host, and after that host is killed it
+/// comes back through the gateway to the phone's new host by itself.
+#[test]
+fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
+    use std::process::{Command, Stdio};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+    let gw = FleetHost::start(root.path(), &spec("gateway", &url, 0));
+    let mut a = FleetHost::start(root.path(), &spec("host-a", &url, 4));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    let b = FleetHost::start(root.path(), &spec("host-b", &url, 4));
+
+    // Enrolled at the gateway: the string names the gateway, not a host.
+    let enrollment = gw
+        .ctl(&[
+            "handset", "enroll", "--name", "bob", "--phone", "phone-1", "--quiet",
+        ])
+        .unwrap();
+    assert!(
+        enrollment.contains(&gw.quic.port().to_string()),
+        "the string names the gateway: {enrollment}"
+    );
+    let config = root.path().join("companion");
+    let enrolled = Command::new(vphone_testkit::binary("vphone-companion"))
+        .arg("--config-dir")
+        .arg(&config)
+        .args(["enroll", enrollment.trim()])
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    let log = root.path().join("companion.log");
+    let mut companion = Command::new(vphone_testkit::binary("vphone-companion"))
+        .arg("--config-dir")
+        .arg(&config)
+        .args(["connect", "--headless", "--duration", "90"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = |what: &str, within: Duration| {
+        wait_for(&format!("the companion says {what:?}"), within, || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains(what).then_some(text)
+        })
+    };
+    let text = said("connected to phone 'phone-1'", Duration::from_secs(20));
+    assert!(text.contains("following the redirect"), "{text}");
+    let on_a = |host: &FleetHost| -> usize {
+        host.ctl(&["--json", "session", "list"])
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    assert_eq!(on_a(&a), 1, "the session runs on host-a");
+    assert_eq!(on_a(&gw), 0, "the gateway only redirects");
+
+    // host-a dies: phone-1 moves to host-b and the handset finds it there
+    // through the gateway, without anyone telling it.
+    a.kill();
+    let killed = Instant::now();
+    wait_for("phone-1 leased to host-b", Duration::from_secs(15), || {
+        holders(&reg)
+            .iter()
+            .any(|(p, h)| p == "phone-1" && h == "host-b")
+            .then_some(())
+    });
+    let text = said("reconnected", Duration::from_secs(60));
+    let back = killed.elapsed();
+    eprintln!("the handset streams from host-b again {back:?} after host-a's kill -9");
+    assert_eq!(on_a(&b), 1, "the session now runs on host-b: {text}");
+
+    // The operator moves the phone: its session on host-b ends saying so
+    // (SHUTDOWN, not PHONE_STOPPED) and the handset follows at once.
+    let c = FleetHost::start(root.path(), &spec("host-c", &url, 4));
+    let reconnects = text.matches("reconnected").count();
+    let moved = Instant::now();
+    gw.ctl(&["phone", "move", "phone-1", "--to", "host-c"])
+        .unwrap();
+    wait_for(
+        "the handset's session on host-c",
+        Duration::from_secs(30),
+        || (on_a(&c) == 1).then_some(()),
+    );
+    eprintln!(
+        "the handset streams from host-c {:?} after the move",
+        moved.elapsed()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.matches("reconnected").count() > reconnects, "{text}");
+    assert!(text.contains("moves to another host"), "{text}");
+    let _ = companion.kill();
+    let _ = companion.wait();
+}

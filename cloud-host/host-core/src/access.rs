@@ -3,7 +3,9 @@
 //! A handset is admitted when its certificate fingerprint is enrolled and not
 //! revoked, or when it presents a valid, unused, unexpired enrollment token
 //! (which enrolls it, atomically, in the same step). It then gets the phone
-//! it asked for, if it may use it, or the first phone it may use.
+//! it asked for, if it may use it, or the first phone it may use. A phone
+//! whose lease another live host of the fleet holds is not served here: the
+//! handset is redirected there (the front door).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,6 +22,8 @@ pub struct RegistryAuthorizer {
     registry: Arc<Registry>,
     key: TokenKey,
     sessions: Arc<crate::router::Sessions>,
+    /// This host's name and the fleet's lease length.
+    fleet: Option<(String, std::time::Duration)>,
 }
 
 impl RegistryAuthorizer {
@@ -34,7 +38,45 @@ impl RegistryAuthorizer {
             registry,
             key,
             sessions,
+            fleet: None,
         }
+    }
+
+    /// Redirects handsets to the host holding their phone's lease when it
+    /// is not `host` (leases last `lease`).
+    #[must_use]
+    pub fn with_fleet(mut self, host: String, lease: std::time::Duration) -> Self {
+        self.fleet = Some((host, lease));
+        self
+    }
+
+    /// Where `phone` runs when another live host holds its lease: the
+    /// redirect to it.
+    fn runs_elsewhere(&self, phone: &str) -> Result<Option<device_bridge::Redirect>, HostError> {
+        let Some((me, lease)) = &self.fleet else {
+            return Ok(None);
+        };
+        let now = crate::unix_ms();
+        let Some(l) = self.registry.lease(phone)? else {
+            return Ok(None);
+        };
+        if &l.host == me || l.expires_at_ms <= now {
+            return Ok(None);
+        }
+        let holder = self.registry.host(&l.host)?;
+        let ttl = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        if !holder.alive(now, ttl) {
+            return Ok(None);
+        }
+        let pin = holder.pin.parse().map_err(|_| HostError::Internal {
+            what: "registry",
+            why: format!("host '{}' has an unreadable pin", holder.name),
+        })?;
+        Ok(Some(device_bridge::Redirect {
+            addr: holder.addr,
+            pin,
+            host: holder.name,
+        }))
     }
 
     fn handset(&self, req: &AuthRequest<'_>, fp: &str) -> Result<HandsetRecord, Refusal> {
@@ -141,6 +183,23 @@ impl Authorizer for RegistryAuthorizer {
             }
             p
         };
+        // The front door: a phone another host runs is served there.
+        match self.runs_elsewhere(&phone.name) {
+            Ok(Some(to)) => {
+                tracing::info!(phone = %phone.name, host = %to.host, "redirecting the handset to the phone's host");
+                return Err(Refusal::redirect(
+                    &to,
+                    format!("phone '{}' runs on host '{}'", phone.name, to.host),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Refusal::new(
+                    AppErrorCode::InternalError,
+                    format!("host registry error: {e}"),
+                ));
+            }
+        }
         // One handset per phone: refuse here, during the handshake, so the
         // handset gets PHONE_BUSY with the reason (a resume is the same
         // session and passes; a new connection of the same handset replaces

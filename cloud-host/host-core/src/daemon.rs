@@ -299,11 +299,10 @@ impl Host {
         // Handsets: QUIC sessions admitted by the registry, routed to phones.
         let mut bridge_cfg = device_bridge::BridgeServerConfig::new(
             enroller.identity().clone(),
-            Arc::new(RegistryAuthorizer::new(
-                registry.clone(),
-                enroller.key().clone(),
-                sessions.clone(),
-            )),
+            Arc::new(
+                RegistryAuthorizer::new(registry.clone(), enroller.key().clone(), sessions.clone())
+                    .with_fleet(host_name.clone(), cfg.lease),
+            ),
         );
         bridge_cfg.resume_window = cfg.resume_window;
         bridge_cfg.web = web_certs.clone().map(|certs| {

@@ -234,6 +234,10 @@ pub struct PhoneWatch {
     pub failures: u64,
     /// Why it last failed.
     pub last_failure: Option<String>,
+    /// It stopped (or is stopping) here because another host of the fleet
+    /// takes it over: its lease was lost, given up (drain, move), or could
+    /// not be renewed.
+    pub handed_over: bool,
 }
 
 impl Default for PhoneWatch {
@@ -242,6 +246,7 @@ impl Default for PhoneWatch {
             state: Lifecycle::Creating,
             failures: 0,
             last_failure: None,
+            handed_over: false,
         }
     }
 }
@@ -267,6 +272,14 @@ impl States {
             }
             w.state = state.clone();
             true
+        });
+    }
+
+    fn handed_over(&self, phone: &str, yes: bool) {
+        self.sender(phone).send_if_modified(|w| {
+            let changed = w.handed_over != yes;
+            w.handed_over = yes;
+            changed
         });
     }
 
@@ -662,6 +675,21 @@ impl Actor {
                     e.state = Lifecycle::Stopped;
                     tracing::info!(phone = %name, "stopped");
                 }
+                // A phone given up is released as soon as it stopped, so
+                // the next host claims it without waiting for a round.
+                if let Some(i) = self.pending_release.iter().position(|l| l.phone == name) {
+                    let lease = self.pending_release.swap_remove(i);
+                    let registry = self.registry.clone();
+                    tokio::task::spawn_blocking(move || {
+                        match registry.release(&lease, crate::unix_ms()) {
+                            Ok(true) => tracing::info!(phone = %lease.phone, "lease released"),
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(phone = %lease.phone, error = %e, "lease release failed; it runs out")
+                            }
+                        }
+                    });
+                }
             }
             Cmd::Exited(name, generation, reason) => self.exited(&name, generation, reason),
             Cmd::Tick => self.tick(),
@@ -767,6 +795,7 @@ impl Actor {
         e.generation += 1;
         e.state = Lifecycle::Booting;
         e.progress = None;
+        self.states.handed_over(name, false);
         let generation = e.generation;
         let backend = e.backend.clone();
         let n = name.to_owned();
@@ -873,6 +902,13 @@ impl Actor {
         });
     }
 
+    /// Stops `name` because another host takes it over (its sessions end
+    /// saying so, and handsets come back through the front door).
+    fn hand_over(&mut self, name: &str) {
+        self.states.handed_over(name, true);
+        self.begin_stop(name);
+    }
+
     /// Every few hundred ms: stop every phone once the leases may have run
     /// out unrenewed, and start a lease round when one is due.
     fn tick(&mut self) {
@@ -891,7 +927,7 @@ impl Actor {
             self.leases.clear();
             self.renewed_at = None;
             for name in lost {
-                self.begin_stop(&name);
+                self.hand_over(&name);
                 if let Some(e) = self.phones.get_mut(&name) {
                     e.progress = Some("stopped: its lease could not be renewed".to_owned());
                 }
@@ -969,7 +1005,7 @@ impl Actor {
         for name in lost {
             tracing::warn!(phone = %name, "lease lost (it ran out): stopping the phone here");
             self.leases.remove(&name);
-            self.begin_stop(&name);
+            self.hand_over(&name);
         }
         for (name, l) in renewed {
             if let Some(held) = self.leases.get_mut(&name) {
@@ -982,7 +1018,15 @@ impl Actor {
         for name in res.give_up {
             if let Some(lease) = self.leases.remove(&name) {
                 tracing::info!(phone = %name, "giving the phone up (drain, move or stop)");
-                self.begin_stop(&name);
+                let stopped = self
+                    .phones
+                    .get(&name)
+                    .is_some_and(|e| e.record.desired == DesiredState::Stopped);
+                if stopped {
+                    self.begin_stop(&name);
+                } else {
+                    self.hand_over(&name);
+                }
                 self.pending_release.push(lease);
             }
         }

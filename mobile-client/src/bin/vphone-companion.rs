@@ -306,12 +306,14 @@ fn numbered(path: &Path, session: u32) -> PathBuf {
 }
 
 /// Whether a session that ended with `code` is worth starting again: lost
-/// to the network or to a host that went away, not ended on purpose.
+/// to the network or to a host that went away (or handed its phone to
+/// another host of the fleet: the front door finds it again), not ended on
+/// purpose (kicked, revoked, phone stopped).
 fn reconnectable(code: mobile_client::proto::AppErrorCode) -> bool {
     use mobile_client::proto::AppErrorCode as C;
     matches!(
         code,
-        C::Shutdown | C::ResumeExpired | C::IdleTimeout | C::InternalError
+        C::Shutdown | C::ResumeExpired | C::IdleTimeout | C::InternalError | C::Redirect
     )
 }
 
@@ -745,7 +747,7 @@ mod tests {
     #[test]
     fn a_lost_session_is_started_again_an_ended_one_is_not() {
         use mobile_client::proto::AppErrorCode as C;
-        for code in [C::Shutdown, C::ResumeExpired, C::IdleTimeout] {
+        for code in [C::Shutdown, C::ResumeExpired, C::IdleTimeout, C::Redirect] {
             assert!(reconnectable(code), "{code:?}");
         }
         for code in [

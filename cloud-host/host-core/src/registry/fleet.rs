@@ -450,6 +450,25 @@ impl Registry {
         })
     }
 
+    /// One phone's lease (held, released or expired), if it ever had one.
+    ///
+    /// # Errors
+    /// [`HostError::Registry`].
+    pub fn lease(&self, phone: &str) -> Result<Option<Lease>, HostError> {
+        let phone = phone.to_owned();
+        self.run(async move |pool| {
+            sqlx::query(
+                "SELECT phone, host, generation, expires_at_ms FROM leases WHERE phone = $1",
+            )
+            .bind(phone)
+            .fetch_optional(&pool)
+            .await?
+            .as_ref()
+            .map(lease_from_row)
+            .transpose()
+        })
+    }
+
     /// Every lease, by phone.
     ///
     /// # Errors

@@ -394,9 +394,9 @@ impl Router {
         let phone = s.welcome().phone_name;
         let end = tokio::select! {
             end = s.ended() => end.to_string(),
-            why = phone_left(&phone, &mut phone_state) => {
+            (why, reason) = phone_left(&phone, &mut phone_state) => {
                 tracing::warn!(%why, "the phone left: ending its session");
-                s.close(CloseReason::PhoneStopped, &why).await;
+                s.close(reason, &why).await;
                 why
             }
         };
@@ -424,22 +424,39 @@ impl Router {
 /// Resolves when `phone` is no longer running, with why, for its handset:
 /// a failure since the session began (even one already followed by a
 /// restart), or the state it went to.
-async fn phone_left(phone: &str, state: &mut watch::Receiver<PhoneWatch>) -> String {
+/// Why the session's phone left, and the close reason to say it with: a
+/// phone handed to another host of the fleet ends the session as a host
+/// going away does (`SHUTDOWN`: the handset comes back through the front
+/// door), any other stop or failure with `PHONE_STOPPED`.
+async fn phone_left(phone: &str, state: &mut watch::Receiver<PhoneWatch>) -> (String, CloseReason) {
     let failures = state.borrow().failures;
     loop {
         let now = state.borrow_and_update().clone();
+        if now.handed_over {
+            return (
+                format!("phone '{phone}' moves to another host of the fleet; reconnect"),
+                CloseReason::Shutdown,
+            );
+        }
         if now.failures > failures {
             let why = now.last_failure.unwrap_or_default();
-            return match now.state {
+            let msg = match now.state {
                 Lifecycle::Failed(_) => format!("phone '{phone}' failed: {why}"),
                 _ => format!("phone '{phone}' failed: {why}; the host is restarting it"),
             };
+            return (msg, CloseReason::PhoneStopped);
         }
         if now.state != Lifecycle::Running {
-            return format!("phone '{phone}' is {}", now.state.name());
+            return (
+                format!("phone '{phone}' is {}", now.state.name()),
+                CloseReason::PhoneStopped,
+            );
         }
         if state.changed().await.is_err() {
-            return format!("phone '{phone}' is gone");
+            return (
+                format!("phone '{phone}' is gone"),
+                CloseReason::PhoneStopped,
+            );
         }
     }
 }
