@@ -53,7 +53,13 @@ impl FleetHost {
         let _ = std::fs::remove_file(dir.join("operator.addr"));
         let log = std::fs::File::create(root.join(format!("{}.log", spec.name))).expect("log");
         let child = Command::new(vphone_testkit::binary("vphone-host"))
-            .args(["serve", "--data-dir"])
+            // A host without phones is a front door: `vphone-host gateway`.
+            .arg(if spec.capacity == 0 {
+                "gateway"
+            } else {
+                "serve"
+            })
+            .arg("--data-dir")
             .arg(&dir)
             .args(["--operator-listen", "127.0.0.1:0", "--no-web"])
             .args(["--quic-listen", &quic.to_string()])

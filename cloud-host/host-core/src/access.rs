@@ -151,16 +151,18 @@ impl Authorizer for RegistryAuthorizer {
             // The handset is admitted all the same: last-seen is bookkeeping.
             tracing::error!(error = %e, "the registry could not record when this handset was last seen");
         }
-        let phones = self.registry.phones().map_err(|e| {
+        let registry_error = |e: HostError| {
             Refusal::new(
                 AppErrorCode::InternalError,
                 format!("host registry error: {e}"),
             )
-        })?;
+        };
         let wanted = req.hello.phone_name.as_str();
         let phone = if wanted.is_empty() {
-            phones
-                .iter()
+            self.registry
+                .phones()
+                .map_err(registry_error)?
+                .into_iter()
                 .find(|p| handset.may_use(&p.name))
                 .ok_or_else(|| {
                     Refusal::new(
@@ -169,12 +171,17 @@ impl Authorizer for RegistryAuthorizer {
                     )
                 })?
         } else {
-            let p = phones.iter().find(|p| p.name == wanted).ok_or_else(|| {
-                Refusal::new(
-                    AppErrorCode::PhoneNotFound,
-                    format!("phone '{wanted}' does not exist on this host"),
-                )
-            })?;
+            // One primary-key look-up, not the whole phone table.
+            let p = match self.registry.phone(wanted) {
+                Ok(p) => p,
+                Err(HostError::NotFound { .. }) => {
+                    return Err(Refusal::new(
+                        AppErrorCode::PhoneNotFound,
+                        format!("phone '{wanted}' does not exist on this host"),
+                    ));
+                }
+                Err(e) => return Err(registry_error(e)),
+            };
             if !handset.may_use(&p.name) {
                 return Err(Refusal::new(
                     AppErrorCode::NotAssigned,

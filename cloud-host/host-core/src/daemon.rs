@@ -259,13 +259,17 @@ impl Host {
                 boot_timeout: cfg.boot_timeout,
                 restart: cfg.restart,
                 emulator_args: cfg.emulator_args.clone(),
-                first_phone: backends.get(Backend::Sim).map(|_| PhoneSpec {
-                    name: "phone-1".to_owned(),
-                    backend: Backend::Sim,
-                    display: DEFAULT_DISPLAY,
-                    avd: None,
-                    start: true,
-                }),
+                // A host that runs no phones (a gateway) creates none.
+                first_phone: (cfg.capacity > 0)
+                    .then(|| backends.get(Backend::Sim))
+                    .flatten()
+                    .map(|_| PhoneSpec {
+                        name: "phone-1".to_owned(),
+                        backend: Backend::Sim,
+                        display: DEFAULT_DISPLAY,
+                        avd: None,
+                        start: true,
+                    }),
                 backends,
                 fleet,
             },

@@ -567,7 +567,9 @@ impl Operator for OperatorService {
             }
         };
         for p in grant.named() {
-            self.phones.get(p).await?;
+            // The registry, not this host's phones: in a fleet the phone
+            // may run (or have been created) on another host.
+            self.registry.phone(p)?;
         }
         let ttl = Duration::from_secs(u64::from(if r.ttl_seconds == 0 {
             600

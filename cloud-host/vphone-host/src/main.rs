@@ -18,6 +18,10 @@ Examples:
   vphone-host serve                          # defaults: sim phone phone-1, operator on 127.0.0.1:4434
   vphone-host serve --data-dir /var/lib/vphone --public-addr phones.example.net:4433
   VPHONE_OPERATOR_LISTEN=127.0.0.1:9000 vphone-host serve --config /etc/vphone/host.toml
+  vphone-host serve --registry postgres://vphone:PW@db/vphone --host-name host-1 --capacity 4 \
+      --public-addr host-1.example.net:4433     # one host of a fleet
+  vphone-host gateway --registry postgres://vphone:PW@db/vphone --host-name gateway \
+      --public-addr phones.example.net:4433     # the fleet's front door
 
 Settings come from built-in defaults, then the TOML file given with --config,
 then VPHONE_* environment variables, then flags. Operate the host with
@@ -35,6 +39,11 @@ struct Cli {
 enum Cmd {
     /// Run the host until interrupted (Ctrl-C or SIGTERM).
     Serve(Box<ServeArgs>),
+    /// A fleet's front door: a host that runs no phones (capacity 0) and
+    /// answers every handset with a redirect to the host running its phone.
+    /// Takes serve's options; needs --registry postgres://... shared with
+    /// the hosts. Enroll handsets here so their strings name the front door.
+    Gateway(Box<ServeArgs>),
     /// Everything on this machine, no setup: a host with a sim phone and an
     /// enrolled companion streaming synthetic sensors and scripted touches
     /// over QUIC on loopback; prints live stats, writes DIR/last-frame.png
@@ -275,6 +284,17 @@ fn main() -> ExitCode {
     };
     let res = match cli.cmd {
         Cmd::Serve(a) => config(*a).and_then(|cfg| rt.block_on(serve(cfg))),
+        Cmd::Gateway(a) => config(*a)
+            .and_then(|mut cfg| {
+                anyhow::ensure!(
+                    cfg.registry.is_some(),
+                    "a gateway needs the fleet's registry: --registry postgres://USER:PASSWORD@HOST/DB \
+                     (or VPHONE_REGISTRY)"
+                );
+                cfg.capacity = 0;
+                Ok(cfg)
+            })
+            .and_then(|cfg| rt.block_on(serve(cfg))),
         Cmd::Demo { seconds, out } => rt.block_on(demo(seconds, out)),
     };
     match res {
