@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use vphone_testkit::postgres::Postgres;
 use vphone_tests::fleet::{CuttableProxy, FleetHost, HostSpec, live_leases, registry, wait_for};
 
-/// Lease length in these tests: rounds every 0.75 s, a dead host's phones
-/// claimable 3 s after its last renewal.
-const LEASE_SECS: u64 = 3;
+/// Lease length in these tests: rounds every second, a dead host's phones
+/// claimable 4 s after its last renewal, a cut-off host stops its phones
+/// 2.2 s after its last renewal (4/5 of the lease less four 250 ms calls).
+const LEASE_SECS: u64 = 4;
 
 fn spec<'a>(name: &'a str, registry: &'a str, capacity: u32) -> HostSpec<'a> {
     HostSpec {

@@ -16,6 +16,16 @@ use sensor_proto::bridge::{AppErrorCode, PhoneDisplay};
 use crate::HostError;
 use crate::registry::{HandsetRecord, HandsetState, Registry};
 
+/// Where a phone runs, for the front door.
+enum Whereabouts {
+    /// Served here.
+    Here,
+    /// On another live host.
+    Elsewhere(device_bridge::Redirect),
+    /// Between hosts: wanted running, no live lease.
+    Moving,
+}
+
 /// Admits handsets by the registry.
 #[derive(Debug)]
 pub struct RegistryAuthorizer {
@@ -50,29 +60,48 @@ impl RegistryAuthorizer {
         self
     }
 
-    /// Where `phone` runs when another live host holds its lease: the
-    /// redirect to it.
-    fn runs_elsewhere(&self, phone: &str) -> Result<Option<device_bridge::Redirect>, HostError> {
+    /// Where `phone` runs: here (or nowhere, as one host has it), on
+    /// another live host (the redirect to it), or between hosts (its lease
+    /// released or run out while it is wanted running: the next host is
+    /// about to claim it).
+    fn whereabouts(&self, phone: &crate::registry::PhoneRecord) -> Result<Whereabouts, HostError> {
         let Some((me, lease)) = &self.fleet else {
-            return Ok(None);
+            return Ok(Whereabouts::Here);
         };
         let now = crate::unix_ms();
-        let Some(l) = self.registry.lease(phone)? else {
-            return Ok(None);
+        let moving = phone.desired == crate::registry::DesiredState::Running;
+        let Some(l) = self.registry.lease(&phone.name)? else {
+            // Never leased: waiting for a host with room, or stopped.
+            return Ok(if moving {
+                Whereabouts::Moving
+            } else {
+                Whereabouts::Here
+            });
         };
-        if &l.host == me || l.expires_at_ms <= now {
-            return Ok(None);
+        if &l.host == me && l.expires_at_ms > now {
+            return Ok(Whereabouts::Here);
+        }
+        if l.expires_at_ms <= now {
+            return Ok(if moving {
+                Whereabouts::Moving
+            } else {
+                Whereabouts::Here
+            });
         }
         let holder = self.registry.host(&l.host)?;
         let ttl = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         if !holder.alive(now, ttl) {
-            return Ok(None);
+            return Ok(if moving {
+                Whereabouts::Moving
+            } else {
+                Whereabouts::Here
+            });
         }
         let pin = holder.pin.parse().map_err(|_| HostError::Internal {
             what: "registry",
             why: format!("host '{}' has an unreadable pin", holder.name),
         })?;
-        Ok(Some(device_bridge::Redirect {
+        Ok(Whereabouts::Elsewhere(device_bridge::Redirect {
             addr: holder.addr,
             pin,
             host: holder.name,
@@ -191,15 +220,26 @@ impl Authorizer for RegistryAuthorizer {
             p
         };
         // The front door: a phone another host runs is served there.
-        match self.runs_elsewhere(&phone.name) {
-            Ok(Some(to)) => {
+        match self.whereabouts(&phone) {
+            Ok(Whereabouts::Elsewhere(to)) => {
                 tracing::info!(phone = %phone.name, host = %to.host, "redirecting the handset to the phone's host");
                 return Err(Refusal::redirect(
                     &to,
                     format!("phone '{}' runs on host '{}'", phone.name, to.host),
                 ));
             }
-            Ok(None) => {}
+            // Refused during the handshake with a code handsets retry
+            // after, not admitted into a session that ends at once.
+            Ok(Whereabouts::Moving) => {
+                return Err(Refusal::new(
+                    AppErrorCode::PhoneStopped,
+                    format!(
+                        "phone '{}' is moving between hosts; try again in a few seconds",
+                        phone.name
+                    ),
+                ));
+            }
+            Ok(Whereabouts::Here) => {}
             Err(e) => {
                 return Err(Refusal::new(
                     AppErrorCode::InternalError,

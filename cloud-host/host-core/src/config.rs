@@ -26,7 +26,7 @@
 //! | this host's name in the registry | `--host-name` | `VPHONE_HOST_NAME` | `host_name` | the machine's host name |
 //! | the most phones this host runs (0: none, a front door) | `--capacity` | `VPHONE_CAPACITY` | `capacity` | no limit |
 //! | labels phones may ask a host for (`zone=a,gpu=yes`) | `--labels` | `VPHONE_LABELS` | `labels` | none |
-//! | phone lease length, seconds (a dead host's phones move after it) | | | `lease_secs` | 10 |
+//! | phone lease length, seconds, 2 to 3600 (a dead host's phones move after it) | | | `lease_secs` | 10 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
 use std::net::SocketAddr;
@@ -313,7 +313,7 @@ impl ConfigLayer {
             capacity: self.capacity.unwrap_or(u32::MAX),
             labels: self.labels.unwrap_or_default(),
             lease: self.lease_secs.map_or(crate::lease::DEFAULT_LEASE, |s| {
-                Duration::from_secs(s.max(2))
+                Duration::from_secs(s.clamp(2, 3600))
             }),
         }
     }

@@ -211,11 +211,19 @@ impl Host {
             _ => None,
         };
         let target = cfg.registry_target()?;
-        let registry = Arc::new(match &target {
+        let host_name = cfg.host_name()?;
+        let registry = match &target {
             crate::registry::Target::Sqlite(path) => Registry::open(path)?,
             other => Registry::connect(other)?,
+        }
+        .with_owner(&host_name);
+        // No registry call may hold the phone actor past its lease deadline.
+        let registry = Arc::new(match &target {
+            crate::registry::Target::Postgres(_) => {
+                registry.with_call_timeout(crate::lease::call_timeout(cfg.lease))
+            }
+            _ => registry,
         });
-        let host_name = cfg.host_name()?;
         let labels = crate::registry::Labels::parse(&cfg.labels)?;
         let now = crate::unix_ms();
         registry.register_host(&crate::registry::HostRecord {
@@ -437,6 +445,8 @@ impl Host {
 
     /// Stops serving and waits for the servers to finish.
     pub async fn shutdown(self) {
+        // No lease round may claim a phone after the release below.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.phones.quiesce()).await;
         let _ = self.stop.send(true);
         self.attach.close_all();
         for mut t in self.tasks {

@@ -190,17 +190,22 @@ impl From<sqlx::Error> for HostError {
     /// [`HostError::Unavailable`]; every other failure is
     /// [`HostError::Registry`].
     fn from(e: sqlx::Error) -> Self {
-        let code = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.into_owned());
-        match code.as_deref() {
-            // SQLite gives its (extended) result code as a number: the
-            // primary code is its low byte (13 full, 8 read-only).
-            Some(c) if c.parse::<u32>().is_ok_and(|n| n & 0xff == 13) => Self::StorageFull(e),
-            Some(c) if c.parse::<u32>().is_ok_and(|n| n & 0xff == 8) => Self::StorageReadOnly(e),
-            Some("53100") => Self::StorageFull(e),
-            Some("25006") => Self::StorageReadOnly(e),
+        let db = e.as_database_error();
+        let sqlite =
+            db.is_some_and(|d| d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some());
+        let code = db.and_then(|d| d.code()).map(|c| c.into_owned());
+        // SQLite gives its (extended) result code as a number, the primary
+        // code its low byte (13 full, 8 read-only); PostgreSQL a SQLSTATE.
+        let primary = code
+            .as_deref()
+            .filter(|_| sqlite)
+            .and_then(|c| c.parse::<u32>().ok())
+            .map(|n| n & 0xff);
+        match (primary, code.as_deref()) {
+            (Some(13), _) => Self::StorageFull(e),
+            (Some(8), _) => Self::StorageReadOnly(e),
+            (None, Some("53100")) if !sqlite => Self::StorageFull(e),
+            (None, Some("25006")) if !sqlite => Self::StorageReadOnly(e),
             _ if matches!(
                 e,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed

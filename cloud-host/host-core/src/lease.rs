@@ -65,17 +65,36 @@ impl FleetConfig {
         self.lease / 4
     }
 
-    /// How long after a renewal was sent the host still serves its phones
-    /// without another: the lease less a fifth, the margin for clock skew
-    /// between hosts and for stopping.
+    /// The longest one registry call of this host waits
+    /// ([`call_timeout`]).
     #[must_use]
-    pub fn serve_for(&self) -> Duration {
-        self.lease - self.lease / 5
+    pub fn call_timeout(&self) -> Duration {
+        call_timeout(self.lease)
     }
 
-    fn lease_ms(&self) -> i64 {
+    /// How long after a renewal was sent the host still serves its phones
+    /// without another: the lease less a fifth (the margin for clock skew
+    /// between hosts and for stopping) and less four registry calls (the
+    /// most a command blocks the phone actor, whose timer enforces it).
+    #[must_use]
+    pub fn serve_for(&self) -> Duration {
+        self.lease
+            .saturating_sub(self.lease / 5)
+            .saturating_sub(self.call_timeout() * 4)
+    }
+
+    /// The lease length in ms.
+    #[must_use]
+    pub fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
+}
+
+/// The longest one registry call of a host with leases of `lease` waits: a
+/// twentieth of it, at least 250 ms (500 ms for the default 10 s).
+#[must_use]
+pub fn call_timeout(lease: Duration) -> Duration {
+    (lease / 20).max(Duration::from_millis(250))
 }
 
 /// What the actor hands a round.
@@ -83,6 +102,15 @@ impl FleetConfig {
 pub struct RoundInput {
     /// Leases to release (their phones have stopped).
     pub release: Vec<Lease>,
+    /// The leases the actor holds: (phone, generation). Only these are
+    /// renewed.
+    pub held: Vec<(String, i64)>,
+    /// The wall clock when the round began: a lease of this host claimed
+    /// before it and not held is an orphan, released.
+    pub began_ms: i64,
+    /// Whether the host was draining at the last heartbeat (kept when a
+    /// heartbeat fails).
+    pub draining: bool,
 }
 
 /// What a round found.
@@ -98,8 +126,9 @@ pub struct RoundResult {
     /// Held phones to stop and then release: the host drains, or the
     /// operator moved them elsewhere.
     pub give_up: BTreeSet<String>,
-    /// Whether the operator drains this host.
-    pub draining: bool,
+    /// Whether the operator drains this host (`None`: the heartbeat
+    /// failed; the last answer stands).
+    pub draining: Option<bool>,
 }
 
 /// One round: heartbeat, releases, renewal, then claims up to capacity.
@@ -108,10 +137,16 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
     let mut out = RoundResult::default();
     let now = crate::unix_ms();
     let ttl = cfg.lease_ms();
-    match registry.host_heartbeat(&cfg.host, now, (cfg.load)()) {
-        Ok(h) => out.draining = h.draining,
-        Err(e) => tracing::warn!(error = %e, "lease round: heartbeat failed"),
-    }
+    let draining = match registry.host_heartbeat(&cfg.host, now, (cfg.load)()) {
+        Ok(h) => {
+            out.draining = Some(h.draining);
+            h.draining
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "lease round: heartbeat failed");
+            input.draining
+        }
+    };
     for lease in &input.release {
         match registry.release(lease, now) {
             Ok(true) => tracing::info!(phone = %lease.phone, "lease released"),
@@ -119,7 +154,7 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
             Err(e) => tracing::warn!(phone = %lease.phone, error = %e, "lease release failed"),
         }
     }
-    let renewed = match registry.renew(&cfg.host, now, ttl) {
+    let renewed = match registry.renew(&cfg.host, &input.held, now, ttl, input.began_ms) {
         Ok(leases) => leases
             .into_iter()
             .map(|l| (l.phone.clone(), l))
@@ -138,20 +173,21 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
     };
     if let Some(records) = &out.records {
         for name in renewed.keys() {
-            let Ok((_, wanted)) = registry.placement(name) else {
+            let Ok((labels, wanted)) = registry.placement(name) else {
                 continue;
             };
+            let unfit = !cfg.labels.satisfy(&labels);
             let elsewhere = wanted.as_deref().is_some_and(|w| w != cfg.host && alive(w));
             let stopped = records
                 .iter()
                 .any(|r| &r.name == name && r.desired == crate::registry::DesiredState::Stopped);
-            if out.draining || elsewhere || stopped {
+            if draining || elsewhere || stopped || unfit {
                 out.give_up.insert(name.clone());
             }
         }
     }
     let mut held = renewed.len() - out.give_up.len();
-    if !out.draining && cfg.capacity > 0 {
+    if !draining && cfg.capacity > 0 {
         match registry.claimable(now) {
             Ok(phones) => {
                 for c in phones {
@@ -187,7 +223,8 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
 }
 
 /// Claims one phone now (a phone created or started on this host), if
-/// this host has room. `held` is how many it holds.
+/// this host has room, offers the labels it asks for, and the operator did
+/// not move it to another live host. `held` is how many it holds.
 ///
 /// # Errors
 /// [`HostError::Registry`].
@@ -200,5 +237,18 @@ pub fn claim_now(
     if held >= cfg.capacity as usize {
         return Ok(None);
     }
-    registry.claim(phone, &cfg.host, crate::unix_ms(), cfg.lease_ms())
+    let (labels, wanted) = registry.placement(phone)?;
+    if !cfg.labels.satisfy(&labels) {
+        return Ok(None);
+    }
+    let now = crate::unix_ms();
+    if let Some(w) = wanted.filter(|w| *w != cfg.host) {
+        let alive = registry
+            .host(&w)
+            .is_ok_and(|h| h.alive(now, cfg.lease_ms()) && !h.draining);
+        if alive {
+            return Ok(None);
+        }
+    }
+    registry.claim(phone, &cfg.host, now, cfg.lease_ms())
 }

@@ -214,6 +214,7 @@ enum Cmd {
     Progress(String, u64, String),
     Tick,
     Round(Box<RoundResult>, Instant),
+    Quiesce(oneshot::Sender<()>),
 }
 
 /// A handle to the phone actor. Cheap to clone.
@@ -321,7 +322,14 @@ impl PhoneManager {
             last_round: Instant::now(),
             draining: false,
             pending_release: Vec::new(),
+            shutting_down: false,
+            quiesced: None,
         };
+        // An operator's drain outlives a restart.
+        actor.draining = actor
+            .registry
+            .host(&actor.cfg.fleet.host)
+            .is_ok_and(|h| h.draining);
         // Leases this host's previous run still held (it was killed) are
         // released first: they are claimed again below, like any other.
         let released = actor
@@ -373,6 +381,15 @@ impl PhoneManager {
         });
         tokio::spawn(actor.run(rx));
         Ok(Self { tx, status, states })
+    }
+
+    /// Stops lease rounds and claims and waits for a round in flight (a
+    /// clean shutdown: the host releases its leases next).
+    pub async fn quiesce(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Quiesce(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// `phone`'s lifecycle state, its failures and their changes (a
@@ -589,8 +606,12 @@ struct Actor {
     round_in_flight: bool,
     last_round: Instant,
     draining: bool,
-    /// Leases whose phones were stopped, released by the next round.
+    /// Leases whose phones were given up, released once they stopped.
     pending_release: Vec<Lease>,
+    /// The host is shutting down: no more rounds or claims.
+    shutting_down: bool,
+    /// Answered once no round is in flight any more (shutdown).
+    quiesced: Option<oneshot::Sender<()>>,
 }
 
 fn not_found(name: &str) -> HostError {
@@ -693,6 +714,14 @@ impl Actor {
             }
             Cmd::Exited(name, generation, reason) => self.exited(&name, generation, reason),
             Cmd::Tick => self.tick(),
+            Cmd::Quiesce(reply) => {
+                self.shutting_down = true;
+                if self.round_in_flight {
+                    self.quiesced = Some(reply);
+                } else {
+                    let _ = reply.send(());
+                }
+            }
             Cmd::Round(res, sent) => self.round_done(*res, sent),
             Cmd::Progress(name, generation, msg) => {
                 if let Some(e) = self.phones.get_mut(&name)
@@ -723,6 +752,7 @@ impl Actor {
             });
         }
         self.registry.insert_phone(&record)?;
+        self.fresh.insert(spec.name.clone());
         let mut entry = Entry::new(record, &self.cfg);
         entry.state = Lifecycle::Creating;
         self.phones.insert(spec.name.clone(), entry);
@@ -751,16 +781,20 @@ impl Actor {
         if self.leases.contains_key(name) {
             return true;
         }
-        let why = if self.draining {
+        let why = if self.shutting_down {
+            "waiting: this host is shutting down".to_owned()
+        } else if self.draining {
             "waiting: this host is draining".to_owned()
         } else {
+            // Before the call: the lease runs from about then.
+            let asked = Instant::now();
             match crate::lease::claim_now(&self.registry, &self.cfg.fleet, name, self.leases.len())
             {
                 Ok(Some(lease)) => {
                     tracing::info!(phone = %name, generation = lease.generation, "lease claimed");
                     self.leases.insert(name.to_owned(), lease);
                     self.fresh.insert(name.to_owned());
-                    self.renewed_at.get_or_insert_with(Instant::now);
+                    self.renewed_at.get_or_insert(asked);
                     return true;
                 }
                 Ok(None) => match self.registry.leases() {
@@ -768,7 +802,7 @@ impl Actor {
                         Some(l) if l.expires_at_ms > crate::unix_ms() => {
                             format!("runs on host {}", l.host)
                         }
-                        _ => "waiting for a host with room".to_owned(),
+                        _ => "waiting for a host with room (and the labels it asks for)".to_owned(),
                     },
                     Err(_) => "waiting for a lease".to_owned(),
                 },
@@ -936,11 +970,32 @@ impl Actor {
         if self.round_in_flight || self.last_round.elapsed() < round {
             return;
         }
+        if self.shutting_down {
+            return;
+        }
         self.round_in_flight = true;
         self.last_round = Instant::now();
         self.fresh.clear();
+        // Only leases whose phones have stopped are released (the others
+        // are, the moment they stop: StopDone).
+        let (release, waiting): (Vec<Lease>, Vec<Lease>) =
+            std::mem::take(&mut self.pending_release)
+                .into_iter()
+                .partition(|l| {
+                    self.phones.get(&l.phone).is_none_or(|e| {
+                        matches!(e.state, Lifecycle::Stopped | Lifecycle::Failed(_))
+                    })
+                });
+        self.pending_release = waiting;
         let input = RoundInput {
-            release: std::mem::take(&mut self.pending_release),
+            release,
+            held: self
+                .leases
+                .values()
+                .map(|l| (l.phone.clone(), l.generation))
+                .collect(),
+            began_ms: crate::unix_ms(),
+            draining: self.draining,
         };
         let registry = self.registry.clone();
         let cfg = self.cfg.fleet.clone();
@@ -961,13 +1016,21 @@ impl Actor {
     fn round_done(&mut self, res: RoundResult, sent: Instant) {
         tracing::debug!(took = ?sent.elapsed(), renewed = res.renewed.is_some(), "lease round");
         self.round_in_flight = false;
-        self.draining = res.draining;
+        if let Some(reply) = self.quiesced.take() {
+            // Shutting down: no lease this round claimed stays (the host
+            // releases every lease next).
+            let _ = reply.send(());
+            return;
+        }
+        self.draining = res.draining.unwrap_or(self.draining);
         if let Some(records) = res.records {
             let names: BTreeSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
+            // Phones created or deleted here since the round read the
+            // registry are as this host left them.
             let gone: Vec<String> = self
                 .phones
                 .keys()
-                .filter(|n| !names.contains(n.as_str()))
+                .filter(|n| !names.contains(n.as_str()) && !self.fresh.contains(*n))
                 .cloned()
                 .collect();
             for name in gone {
@@ -982,6 +1045,7 @@ impl Actor {
             for record in records {
                 match self.phones.get_mut(&record.name) {
                     Some(e) => e.record.desired = record.desired,
+                    None if self.fresh.contains(&record.name) => {}
                     None => {
                         let name = record.name.clone();
                         self.phones.insert(name, Entry::new(record, &self.cfg));
@@ -1055,6 +1119,7 @@ impl Actor {
         }
         self.begin_stop(name);
         self.registry.delete_phone(name)?;
+        self.fresh.insert(name.to_owned());
         self.leases.remove(name);
         self.phones.remove(name);
         self.status.remove(name);

@@ -76,7 +76,36 @@ on_both_engines!(
     a_lease_is_exclusive_fenced_and_claimable_after_expiry,
     racing_claimers_never_share_a_phone,
     claimable_phones_follow_desired_state_and_placement,
+    a_restarting_host_closes_only_its_own_open_sessions,
 );
+
+fn a_restarting_host_closes_only_its_own_open_sessions(db: &TestDb) {
+    let a = db.open().with_owner("host-a");
+    let b = db.open().with_owner("host-b");
+    let session = |id: &str| SessionRecord {
+        id: id.to_owned(),
+        fingerprint: "aa".into(),
+        phone: "p".into(),
+        remote: None,
+        started_at_ms: 5,
+        ended_at_ms: None,
+        end_reason: None,
+    };
+    a.session_started(&session("sa")).unwrap();
+    b.session_started(&session("sb")).unwrap();
+    assert_eq!(a.close_dangling_sessions("host restarted", 9).unwrap(), 1);
+    let ended: Vec<(String, Option<String>)> = b
+        .sessions(10)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.end_reason))
+        .collect();
+    assert!(
+        ended.contains(&("sa".into(), Some("host restarted".into()))),
+        "{ended:?}"
+    );
+    assert!(ended.contains(&("sb".into(), None)), "{ended:?}");
+}
 
 fn phone(name: &str) -> PhoneRecord {
     PhoneRecord {
@@ -201,11 +230,12 @@ fn a_lease_is_exclusive_fenced_and_claimable_after_expiry(db: &TestDb) {
     // Held: nobody else, and not A again, gets it.
     assert!(r.claim("p1", "B", 5_000, 10_000).unwrap().is_none());
     assert!(r.claim("p1", "A", 5_000, 10_000).unwrap().is_none());
-    // Renewal extends only unexpired leases of the holder.
-    let renewed = r.renew("A", 9_000, 10_000).unwrap();
+    // Renewal extends the leases the holder names, by generation.
+    let held = [("p1".to_owned(), a.generation)];
+    let renewed = r.renew("A", &held, 9_000, 10_000, 0).unwrap();
     assert_eq!(renewed.len(), 1);
     assert_eq!(renewed[0].expires_at_ms, 19_000);
-    assert!(r.renew("B", 9_000, 10_000).unwrap().is_empty());
+    assert!(r.renew("B", &held, 9_000, 10_000, 0).unwrap().is_empty());
     // A stops renewing (cut off): after expiry B claims, with a higher
     // generation: the fencing token.
     let b = r
@@ -214,7 +244,7 @@ fn a_lease_is_exclusive_fenced_and_claimable_after_expiry(db: &TestDb) {
         .expect("expired");
     assert!(b.generation > a.generation, "{b:?} after {a:?}");
     // A comes back: its renewal no longer includes p1, its release fails.
-    assert!(r.renew("A", 19_500, 10_000).unwrap().is_empty());
+    assert!(r.renew("A", &held, 19_500, 10_000, 0).unwrap().is_empty());
     assert!(!r.release(&a, 19_500).unwrap());
     assert_eq!(r.leases().unwrap()[0].host, "B");
     // A new phone's first lease is above every generation so far, so a
@@ -230,6 +260,39 @@ fn a_lease_is_exclusive_fenced_and_claimable_after_expiry(db: &TestDb) {
     assert!(r.claim("p1", "B", 20_002, 10_000).unwrap().is_some());
     // A lease on a phone that does not exist is refused.
     assert!(r.claim("ghost", "A", 1, 1).is_err());
+    // A lease the registry lists for A but A does not hold (a claim whose
+    // answer was lost) is released by A's next renewal, unless it was
+    // claimed after the round began.
+    r.insert_phone(&phone("p3")).unwrap();
+    let orphan = r.claim("p3", "A", 30_000, 10_000).unwrap().unwrap();
+    assert!(
+        r.renew("A", &[], 30_500, 10_000, 29_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        r.leases()
+            .unwrap()
+            .iter()
+            .find(|l| l.phone == "p3")
+            .unwrap()
+            .expires_at_ms,
+        40_000,
+        "claimed after the round began: kept"
+    );
+    assert!(
+        r.renew("A", &[], 31_000, 10_000, 30_500)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        r.claim("p3", "B", 31_001, 10_000).unwrap().is_some(),
+        "{orphan:?} released"
+    );
+    // A lease that ran out unclaimed is renewed by its generation: a jump
+    // of the wall clock does not lose it.
+    let late = r.claim("p2", "A", 50_000, 10_000).unwrap();
+    assert!(late.is_some() || r.leases().unwrap().iter().any(|l| l.phone == "p2"));
 }
 
 fn racing_claimers_never_share_a_phone(db: &TestDb) {

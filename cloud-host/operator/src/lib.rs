@@ -525,6 +525,18 @@ impl Operator for OperatorService {
         req: Request<op::DeletePhoneRequest>,
     ) -> Result<Response<op::DeletePhoneResponse>, Status> {
         let r = req.into_inner();
+        // In a fleet the phone may run on another host: the same guard.
+        if !r.force
+            && let Some(l) = self.registry.lease(&r.name)?
+            && l.host != self.fleet.0
+            && l.expires_at_ms > host_core::unix_ms()
+        {
+            return Err(HostError::Conflict(format!(
+                "phone '{}' is running on host '{}'; stop it first or use --force",
+                r.name, l.host
+            ))
+            .into());
+        }
         self.phones.delete(&r.name, r.force).await?;
         Ok(Response::new(op::DeletePhoneResponse {}))
     }
@@ -730,18 +742,37 @@ impl Operator for OperatorService {
     ) -> Result<Response<op::FleetPhone>, Status> {
         let r = req.into_inner();
         let to = (!r.to_host.is_empty()).then_some(r.to_host);
+        let phone = self.registry.phone(&r.name)?;
+        let (labels, _) = self.registry.placement(&r.name)?;
         if let Some(host) = &to {
             let h = self.registry.host(host)?;
-            if h.capacity == 0 {
+            let now = host_core::unix_ms();
+            let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
+            let held = self
+                .registry
+                .leases()?
+                .iter()
+                .filter(|l| l.host == h.name && l.expires_at_ms > now && l.phone != r.name)
+                .count();
+            let why = if h.capacity == 0 {
+                Some("runs no phones (capacity 0)".to_owned())
+            } else if !h.labels.satisfy(&labels) {
+                Some(format!("lacks the labels the phone asks for ({labels})"))
+            } else if held >= h.capacity as usize {
+                Some(format!("is full ({held} of {} phones)", h.capacity))
+            } else if !h.alive(now, lease_ms) || h.draining {
+                Some("is not up (lost, stopped or draining)".to_owned())
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 return Err(HostError::Invalid {
                     what: "host",
-                    why: format!("'{host}' runs no phones (capacity 0)"),
+                    why: format!("'{host}' {why}"),
                 }
                 .into());
             }
         }
-        let phone = self.registry.phone(&r.name)?;
-        let (labels, _) = self.registry.placement(&r.name)?;
         self.registry
             .set_placement(&r.name, &labels, to.as_deref())?;
         tracing::info!(phone = %r.name, to = ?to, "phone moved by the operator");

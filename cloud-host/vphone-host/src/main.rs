@@ -18,10 +18,9 @@ Examples:
   vphone-host serve                          # defaults: sim phone phone-1, operator on 127.0.0.1:4434
   vphone-host serve --data-dir /var/lib/vphone --public-addr phones.example.net:4433
   VPHONE_OPERATOR_LISTEN=127.0.0.1:9000 vphone-host serve --config /etc/vphone/host.toml
-  vphone-host serve --registry postgres://vphone:PW@db/vphone --host-name host-1 --capacity 4 \
-      --public-addr host-1.example.net:4433     # one host of a fleet
-  vphone-host gateway --registry postgres://vphone:PW@db/vphone --host-name gateway \
-      --public-addr phones.example.net:4433     # the fleet's front door
+  export VPHONE_REGISTRY=postgres://vphone:PW@db/vphone     # a fleet (env: ps shows flags)
+  vphone-host serve --host-name host-1 --capacity 4 --public-addr host-1.example.net:4433
+  vphone-host gateway --host-name gateway --public-addr phones.example.net:4433
 
 Settings come from built-in defaults, then the TOML file given with --config,
 then VPHONE_* environment variables, then flags. Operate the host with

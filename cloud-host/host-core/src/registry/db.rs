@@ -94,18 +94,37 @@ impl Target {
     }
 }
 
-/// `scheme://user:password@host/...` with the password replaced by `***`.
+/// `scheme://user:password@host/...?...` with the password (in the user
+/// part, or a `password=` parameter) replaced by `***`.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((auth, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    // The last '@' ends the user part: a password may contain '@'.
+    let rest = match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{auth}@{host}"),
+        },
+        None => rest.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{rest}?{q}"),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
@@ -140,6 +159,7 @@ type Job = Box<dyn FnOnce(AnyPool) -> Pin<Box<dyn Future<Output = ()> + Send>> +
 pub struct Db {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     kind: DbKind,
+    timeout: Duration,
 }
 
 impl Db {
@@ -184,7 +204,11 @@ impl Db {
             })
             .map_err(|e| HostError::io("start the registry thread", e))?;
         ready_rx.recv().map_err(|_| stopped())??;
-        Ok(Self { jobs, kind })
+        Ok(Self {
+            jobs,
+            kind,
+            timeout: CALL_TIMEOUT,
+        })
     }
 
     /// The engine.
@@ -192,8 +216,13 @@ impl Db {
         self.kind
     }
 
+    /// Sets the longest a call waits (default [`CALL_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Runs `f` with the pool on the registry's runtime and waits for its
-    /// answer (at most [`CALL_TIMEOUT`]).
+    /// answer (at most its timeout, [`CALL_TIMEOUT`] unless set).
     pub fn run<T, F, Fut>(&self, f: F) -> Result<T, HostError>
     where
         T: Send + 'static,
@@ -201,15 +230,16 @@ impl Db {
         Fut: Future<Output = Result<T, HostError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.timeout;
         let job: Job = Box::new(move |pool| {
             Box::pin(async move {
-                let answer = match tokio::time::timeout(CALL_TIMEOUT, f(pool)).await {
+                let answer = match tokio::time::timeout(timeout, f(pool)).await {
                     Ok(answer) => answer,
                     Err(_) => Err(HostError::Unavailable {
                         what: "registry",
                         why: format!(
-                            "the database did not answer within {} s",
-                            CALL_TIMEOUT.as_secs()
+                            "the database did not answer within {} ms",
+                            timeout.as_millis()
                         ),
                     }),
                 };
@@ -391,6 +421,11 @@ mod tests {
             assert!(e.starts_with("invalid registry"), "{e}");
             assert!(!e.contains(":b@"), "password shown: {e}");
         }
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/v?sslmode=verify-full&password=x2"),
+            "postgres://u:***@db/v?sslmode=verify-full&password=***"
+        );
+        assert_eq!(redact_url("postgres://db/v"), "postgres://db/v");
         assert_eq!(
             percent_encode_path(Path::new("/tmp/a?b#c%d")),
             "/tmp/a%3Fb%23c%25d"

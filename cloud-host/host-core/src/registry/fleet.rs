@@ -4,10 +4,12 @@
 //! A phone runs on at most one host: the one holding its unexpired lease.
 //! The database enforces it: a claim is one conditional upsert that
 //! succeeds only over a missing, released or expired lease, and every
-//! claim raises the lease's generation, the fencing token a host shows on
-//! every later write for that phone (renewal, release, session start). A
-//! host that lost its lease (expired while it was cut off, then claimed
-//! elsewhere) fails those writes instead of overwriting the new holder's.
+//! claim raises the lease's generation (above every lease then in the
+//! registry), the fencing token a host shows on every later write for that
+//! phone (renewal, release). A host that lost its lease (expired while it
+//! was cut off, then claimed elsewhere) fails those writes instead of
+//! overwriting the new holder's; admissions are checked against the live
+//! lease (a phone another host holds is redirected there).
 //!
 //! Times are the hosts' wall clocks (Unix ms), which a fleet keeps in step
 //! with NTP; a lease's length must stay well above their skew (10 s against
@@ -236,7 +238,7 @@ impl Registry {
         let name = name.to_owned();
         self.run(async move |pool| {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE hosts SET heartbeat_ms = $2, sessions = $3, stopped = 0 WHERE name = $1
+                "UPDATE hosts SET heartbeat_ms = $2, sessions = $3 WHERE name = $1
                  RETURNING {HOST_COLUMNS}"
             )))
             .bind(name.clone())
@@ -373,7 +375,7 @@ impl Registry {
         ttl_ms: i64,
     ) -> Result<Option<Lease>, HostError> {
         let (phone, host) = (phone.to_owned(), host.to_owned());
-        let expires = now_ms + ttl_ms;
+        let expires = now_ms.saturating_add(ttl_ms);
         self.run(async move |pool| {
             let row = sqlx::query(
                 "INSERT INTO leases (phone, host, generation, expires_at_ms)
@@ -401,28 +403,81 @@ impl Registry {
         })
     }
 
-    /// Renews every unexpired lease `host` holds to `now_ms + ttl_ms` and
-    /// returns them: a phone the host runs but is not among them was lost
-    /// (it expired, and may run elsewhere) and must stop here.
+    /// Renews the leases `held` (phone, generation) of `host` to
+    /// `now_ms + ttl_ms`, each fenced by its generation (a lease another
+    /// host claimed since is not touched, however long ago this host last
+    /// renewed), and releases every other lease the registry lists for
+    /// `host` that was claimed before `orphaned_before_ms` (a claim whose
+    /// answer never arrived, a release that failed: leases this host does
+    /// not run). Returns the leases renewed: a held phone missing from them
+    /// was lost and must stop here.
     ///
     /// # Errors
     /// [`HostError::Registry`], [`HostError::Unavailable`] when the
     /// database is out of reach.
-    pub fn renew(&self, host: &str, now_ms: i64, ttl_ms: i64) -> Result<Vec<Lease>, HostError> {
+    pub fn renew(
+        &self,
+        host: &str,
+        held: &[(String, i64)],
+        now_ms: i64,
+        ttl_ms: i64,
+        orphaned_before_ms: i64,
+    ) -> Result<Vec<Lease>, HostError> {
         let host = host.to_owned();
+        let held = held.to_vec();
+        let expires = now_ms.saturating_add(ttl_ms);
         self.run(async move |pool| {
-            sqlx::query(
-                "UPDATE leases SET expires_at_ms = $2 WHERE host = $1 AND expires_at_ms > $3
-                 RETURNING phone, host, generation, expires_at_ms",
+            let mut tx = pool.begin().await?;
+            let mut renewed = Vec::new();
+            for (phone, generation) in &held {
+                let n = sqlx::query(
+                    "UPDATE leases SET expires_at_ms = $4
+                     WHERE phone = $1 AND host = $2 AND generation = $3",
+                )
+                .bind(phone.clone())
+                .bind(host.clone())
+                .bind(*generation)
+                .bind(expires)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    renewed.push(Lease {
+                        phone: phone.clone(),
+                        host: host.clone(),
+                        generation: *generation,
+                        expires_at_ms: expires,
+                    });
+                }
+            }
+            let mine = sqlx::query(
+                "SELECT phone, host, generation, expires_at_ms FROM leases
+                 WHERE host = $1 AND expires_at_ms > $2",
             )
-            .bind(host)
-            .bind(now_ms + ttl_ms)
+            .bind(host.clone())
             .bind(now_ms)
-            .fetch_all(&pool)
-            .await?
-            .iter()
-            .map(lease_from_row)
-            .collect()
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &mine {
+                let l = lease_from_row(row)?;
+                let ours = held.iter().any(|(p, g)| *p == l.phone && *g == l.generation);
+                // Claimed (expiry - ttl) before the round began: not one
+                // the actor is about to learn of.
+                if !ours && l.expires_at_ms.saturating_sub(ttl_ms) < orphaned_before_ms {
+                    sqlx::query(
+                        "UPDATE leases SET expires_at_ms = 0
+                         WHERE phone = $1 AND host = $2 AND generation = $3",
+                    )
+                    .bind(l.phone.clone())
+                    .bind(host.clone())
+                    .bind(l.generation)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::warn!(phone = %l.phone, generation = l.generation, "released a lease this host does not run");
+                }
+            }
+            tx.commit().await?;
+            Ok(renewed)
         })
     }
 

@@ -109,6 +109,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX leases_host ON leases(host);
     ALTER TABLE phones ADD COLUMN labels TEXT NOT NULL DEFAULT '';
     ALTER TABLE phones ADD COLUMN wanted_host TEXT;",
+    // 4: which host served a session, so a restarting host closes only
+    // its own sessions left open in a shared registry.
+    "ALTER TABLE sessions ADD COLUMN host TEXT;",
 ];
 
 /// Which kind of phone backend runs a phone.
@@ -442,6 +445,8 @@ pub struct Registry {
     db: db::Db,
     target: Target,
     retention: SessionRetention,
+    /// The host whose sessions this handle records.
+    owner: Option<String>,
 }
 
 /// A number read from a row as `u32` (0 if out of range, never the case
@@ -492,7 +497,25 @@ impl Registry {
             db: db::Db::open(target, MIGRATIONS)?,
             target: target.clone(),
             retention: SessionRetention::default(),
+            owner: None,
         })
+    }
+
+    /// Records sessions as served by host `name` (a fleet's registry is
+    /// shared: a restarting host closes only its own).
+    #[must_use]
+    pub fn with_owner(mut self, name: &str) -> Self {
+        self.owner = Some(name.to_owned());
+        self
+    }
+
+    /// Sets the longest one call waits for the database (default
+    /// [`db::CALL_TIMEOUT`]): a host of a fleet bounds it by its lease, so
+    /// no call can hold the phone actor past its renewal deadline.
+    #[must_use]
+    pub fn with_call_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.db.set_timeout(timeout);
+        self
     }
 
     /// Sets how much of the session audit is kept (the default:
@@ -951,16 +974,18 @@ impl Registry {
     pub fn session_started(&self, s: &SessionRecord) -> Result<(), HostError> {
         let s = s.clone();
         let SessionRetention { keep, max_age_ms } = self.retention;
+        let owner = self.owner.clone();
         self.run(async move |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO sessions (id, fingerprint, phone, remote, started_at_ms) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO sessions (id, fingerprint, phone, remote, started_at_ms, host) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(s.id)
             .bind(s.fingerprint)
             .bind(s.phone)
             .bind(s.remote)
             .bind(s.started_at_ms)
+            .bind(owner)
             .execute(&mut *tx)
             .await?;
             // (LIMIT with the largest number: SQLite needs a LIMIT before
@@ -1002,18 +1027,22 @@ impl Registry {
         })
     }
 
-    /// Marks every session still open as ended (after a host restart).
+    /// Marks every session this host (see [`Registry::with_owner`]; every
+    /// host's without one) left open as ended (after a restart).
     ///
     /// # Errors
     /// [`HostError::Registry`].
     pub fn close_dangling_sessions(&self, reason: &str, now_ms: i64) -> Result<usize, HostError> {
         let reason = reason.to_owned();
+        let owner = self.owner.clone();
         self.run(async move |pool| {
             Ok(sqlx::query(
-                "UPDATE sessions SET ended_at_ms = $1, end_reason = $2 WHERE ended_at_ms IS NULL",
+                "UPDATE sessions SET ended_at_ms = $1, end_reason = $2
+                 WHERE ended_at_ms IS NULL AND ($3 IS NULL OR host IS NULL OR host = $3)",
             )
             .bind(now_ms)
             .bind(reason)
+            .bind(owner)
             .execute(&pool)
             .await?
             .rows_affected() as usize)
