@@ -169,7 +169,8 @@ fn front_door(pg: &Postgres) {
     let sessions = Arc::new(host_core::router::Sessions::default());
     let dir = tempfile::tempdir().expect("dir");
     let sqlite = Arc::new(Registry::open(&dir.path().join("registry.sqlite3")).expect("sqlite"));
-    populate(&sqlite, None);
+    // One host holds every phone's lease, as a host alone does.
+    populate(&sqlite, Some("host-a"));
     let url = pg.database("frontdoor");
     let shared = Arc::new(Registry::connect(&Target::Postgres(url)).expect("postgres"));
     populate(&shared, Some("host-b"));
