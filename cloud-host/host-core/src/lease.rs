@@ -83,6 +83,18 @@ impl FleetConfig {
             .saturating_sub(self.call_timeout() * 4)
     }
 
+    /// Whether this host may run a phone asking for `labels` that the
+    /// operator moved to `wanted`: it offers the labels, and the phone is
+    /// not moved to another host that takes phones (`accepting`).
+    pub fn may_run(
+        &self,
+        labels: &Labels,
+        wanted: Option<&str>,
+        accepting: impl Fn(&str) -> bool,
+    ) -> bool {
+        self.labels.satisfy(labels) && !wanted.is_some_and(|w| w != self.host && accepting(w))
+    }
+
     /// The lease length in ms.
     #[must_use]
     pub fn lease_ms(&self) -> i64 {
@@ -166,22 +178,20 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
     };
     out.records = registry.phones().ok();
     let hosts = registry.hosts().unwrap_or_default();
-    let alive = |name: &str| {
+    let accepting = |name: &str| {
         hosts
             .iter()
-            .any(|h| h.name == name && h.alive(now, ttl) && !h.draining)
+            .any(|h| h.name == name && h.accepting(now, ttl))
     };
     if let Some(records) = &out.records {
         for name in renewed.keys() {
             let Ok((labels, wanted)) = registry.placement(name) else {
                 continue;
             };
-            let unfit = !cfg.labels.satisfy(&labels);
-            let elsewhere = wanted.as_deref().is_some_and(|w| w != cfg.host && alive(w));
             let stopped = records
                 .iter()
                 .any(|r| &r.name == name && r.desired == crate::registry::DesiredState::Stopped);
-            if draining || elsewhere || stopped || unfit {
+            if draining || stopped || !cfg.may_run(&labels, wanted.as_deref(), accepting) {
                 out.give_up.insert(name.clone());
             }
         }
@@ -194,14 +204,8 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
                     if held >= cfg.capacity as usize {
                         break;
                     }
-                    if !cfg.labels.satisfy(&c.labels) {
-                        continue;
-                    }
                     // A phone moved to a live host waits for it.
-                    if let Some(w) = &c.wanted_host
-                        && w != &cfg.host
-                        && alive(w)
-                    {
+                    if !cfg.may_run(&c.labels, c.wanted_host.as_deref(), accepting) {
                         continue;
                     }
                     match registry.claim(&c.phone, &cfg.host, now, ttl) {
@@ -238,17 +242,14 @@ pub fn claim_now(
         return Ok(None);
     }
     let (labels, wanted) = registry.placement(phone)?;
-    if !cfg.labels.satisfy(&labels) {
-        return Ok(None);
-    }
     let now = crate::unix_ms();
-    if let Some(w) = wanted.filter(|w| *w != cfg.host) {
-        let alive = registry
-            .host(&w)
-            .is_ok_and(|h| h.alive(now, cfg.lease_ms()) && !h.draining);
-        if alive {
-            return Ok(None);
-        }
+    let accepting = |w: &str| {
+        registry
+            .host(w)
+            .is_ok_and(|h| h.accepting(now, cfg.lease_ms()))
+    };
+    if !cfg.may_run(&labels, wanted.as_deref(), accepting) {
+        return Ok(None);
     }
     registry.claim(phone, &cfg.host, now, cfg.lease_ms())
 }

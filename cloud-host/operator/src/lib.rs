@@ -760,7 +760,7 @@ impl Operator for OperatorService {
                 Some(format!("lacks the labels the phone asks for ({labels})"))
             } else if held >= h.capacity as usize {
                 Some(format!("is full ({held} of {} phones)", h.capacity))
-            } else if !h.alive(now, lease_ms) || h.draining {
+            } else if !h.accepting(now, lease_ms) {
                 Some("is not up (lost, stopped or draining)".to_owned())
             } else {
                 None

@@ -56,6 +56,12 @@ impl HostRecord {
     pub fn alive(&self, now_ms: i64, ttl_ms: i64) -> bool {
         !self.stopped && now_ms - self.heartbeat_ms < ttl_ms
     }
+
+    /// Whether it takes phones now: alive and not draining.
+    #[must_use]
+    pub fn accepting(&self, now_ms: i64, ttl_ms: i64) -> bool {
+        self.alive(now_ms, ttl_ms) && !self.draining
+    }
 }
 
 /// `key=value` labels, kept sorted, written `a=1,b=2`.
