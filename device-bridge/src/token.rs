@@ -74,6 +74,27 @@ impl TokenKey {
         self.raw
     }
 
+    /// Loads the key from `path` (64 hex digits), never creating one: a key
+    /// an operator provides (a fleet's, shared by its front doors).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Io`] when it cannot be read (missing included);
+    /// [`BridgeError::Identity`] when it does not hold 64 hex digits.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, BridgeError> {
+        let text = fs::read(path.as_ref())?;
+        Self::parse(&text)
+    }
+
+    fn parse(text: &[u8]) -> Result<Self, BridgeError> {
+        let raw = hex_decode(text.trim_ascii())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| {
+                BridgeError::Identity("corrupt token key file (not 64 hex digits)".into())
+            })?;
+        Ok(Self::from_bytes(raw))
+    }
+
     /// Loads the key from `path` (64 hex digits), or creates it there with
     /// mode 0600.
     ///
@@ -83,11 +104,7 @@ impl TokenKey {
     pub fn load_or_create(path: impl AsRef<Path>) -> Result<Self, BridgeError> {
         let path = path.as_ref();
         if path.exists() {
-            let text = fs::read(path)?;
-            let raw = hex_decode(text.trim_ascii())
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .ok_or_else(|| BridgeError::Identity("corrupt token key file".into()))?;
-            return Ok(Self::from_bytes(raw));
+            return Self::load(path);
         }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;

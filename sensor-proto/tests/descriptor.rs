@@ -188,6 +188,7 @@ fn grpc_method_paths_and_shapes() {
         ("/vphone.operator.v1.Operator/GetFleet".to_owned(), unary),
         ("/vphone.operator.v1.Operator/DrainHost".to_owned(), unary),
         ("/vphone.operator.v1.Operator/MovePhone".to_owned(), unary),
+        ("/vphone.operator.v1.Operator/ForgetHost".to_owned(), unary),
     ];
     for (path, (cs, ss)) in &expected {
         let Some(&(got_cs, got_ss, _, _)) = methods.get(path) else {

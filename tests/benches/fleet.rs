@@ -226,6 +226,7 @@ fn failover(pg: &Postgres, n: usize, lease_secs: u64) {
         registry: &url,
         capacity,
         lease_secs,
+        args: Vec::new(),
     };
     let gw = FleetHost::start(root.path(), &spec("gateway", 0));
     let mut a = FleetHost::start(root.path(), &spec("host-a", n as u32));

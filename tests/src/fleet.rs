@@ -20,6 +20,8 @@ pub struct FleetHost {
     pub dir: PathBuf,
     /// Its QUIC address.
     pub quic: SocketAddr,
+    /// The admin token's file when it was given one (`--admin-token-file`).
+    token_file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -34,6 +36,8 @@ pub struct HostSpec<'a> {
     pub capacity: u32,
     /// Lease length, seconds.
     pub lease_secs: u64,
+    /// More `vphone-host` arguments (`--fleet-keys DIR`, ...).
+    pub args: Vec<String>,
 }
 
 impl FleetHost {
@@ -67,15 +71,23 @@ impl FleetHost {
             .args(["--capacity", &spec.capacity.to_string()])
             .arg("--config")
             .arg(&config)
+            .args(&spec.args)
             .env("RUST_LOG", "info,host_core::phones=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start vphone-host");
+        let token_file = spec
+            .args
+            .iter()
+            .position(|a| a == "--admin-token-file")
+            .and_then(|i| spec.args.get(i + 1))
+            .map(PathBuf::from);
         let host = Self {
             name: spec.name.to_owned(),
             dir,
             quic,
+            token_file,
             child: Some(child),
         };
         let t = Instant::now();
@@ -130,12 +142,12 @@ impl FleetHost {
     /// # Errors
     /// The command's stderr when it fails.
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let o = Command::new(vphone_testkit::binary("vphonectl"))
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
+        let mut ctl = Command::new(vphone_testkit::binary("vphonectl"));
+        ctl.arg("--data-dir").arg(&self.dir);
+        if let Some(t) = &self.token_file {
+            ctl.arg("--token-file").arg(t);
+        }
+        let o = ctl.args(args).output().map_err(|e| e.to_string())?;
         if o.status.success() {
             Ok(String::from_utf8_lossy(&o.stdout).into_owned())
         } else {

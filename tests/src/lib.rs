@@ -21,11 +21,14 @@
 //!   timeout).
 //! * [`standin::FakeSdk`]: an Android SDK whose emulator is the emulator
 //!   stand-in, with AVDs made on demand, for the emulator backend's tests.
+//! * [`companion::HeadlessCompanion`]: the real companion binary, enrolled
+//!   and streaming headless, its log searched for what it said.
 //! * Small builders: [`write_recording`] (a replay file for
 //!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
 
 pub mod browser;
 pub mod bumble;
+pub mod companion;
 pub mod fleet;
 pub mod standin;
 

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use vphone_tests::companion::HeadlessCompanion;
+
 /// The built `vphone-host` (scripts/test builds the binaries first).
 fn host_bin() -> std::path::PathBuf {
     vphone_testkit::binary("vphone-host")
@@ -401,46 +403,14 @@ fn the_companion_reconnects_by_itself_after_the_host_is_killed() {
             "handset", "enroll", "--name", "bob", "--phone", "phone-1", "--quiet",
         ],
     );
-    let config = dir.path().join("companion");
-    let enrolled = Command::new(vphone_testkit::binary("vphone-companion"))
-        .arg("--config-dir")
-        .arg(&config)
-        .args(["enroll", enrollment.trim()])
-        .output()
-        .unwrap();
-    assert!(enrolled.status.success(), "{enrolled:?}");
-    let log = dir.path().join("companion.log");
-    let companion = Daemon(
-        Command::new(vphone_testkit::binary("vphone-companion"))
-            .arg("--config-dir")
-            .arg(&config)
-            .args(["connect", "--headless", "--duration", "60"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let said = |what: &str, within: Duration| {
-        let t = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(what) {
-                return text;
-            }
-            assert!(
-                t.elapsed() < within,
-                "the companion never said {what:?}: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    said("connected to phone 'phone-1'", Duration::from_secs(20));
+    let companion = HeadlessCompanion::enroll_and_connect(dir.path(), &enrollment, 60);
+    let _ = companion.said("connected to phone 'phone-1'", Duration::from_secs(20));
 
     host.0.kill().unwrap();
     host.0.wait().unwrap();
     drop(host);
     let _host = start_host_on(&data, &quic);
-    let text = said("reconnected", Duration::from_secs(40));
+    let text = companion.said("reconnected", Duration::from_secs(40));
     eprintln!("the companion said:\n{text}");
     assert!(text.contains("reconnecting in"), "{text}");
     let sessions: serde_json::Value =

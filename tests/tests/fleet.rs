@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use vphone_testkit::postgres::Postgres;
+use vphone_tests::companion::HeadlessCompanion;
 use vphone_tests::fleet::{CuttableProxy, FleetHost, HostSpec, live_leases, registry, wait_for};
 
 /// Lease length in these tests: rounds every second, a dead host's phones
@@ -20,6 +21,7 @@ fn spec<'a>(name: &'a str, registry: &'a str, capacity: u32) -> HostSpec<'a> {
         registry,
         capacity,
         lease_secs: LEASE_SECS,
+        args: Vec::new(),
     }
 }
 
@@ -305,7 +307,6 @@ fn the_operator_sees_the_fleet_moves_a_phone_and_drains_a_host_from_any_host() {
 /// comes back through the gateway to the phone's new host by itself.
 #[test]
 fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
-    use std::process::{Command, Stdio};
     let Some(pg) = Postgres::start() else { return };
     let url = pg.url();
     let root = tempfile::tempdir().unwrap();
@@ -327,31 +328,8 @@ fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
         enrollment.contains(&gw.quic.port().to_string()),
         "the string names the gateway: {enrollment}"
     );
-    let config = root.path().join("companion");
-    let enrolled = Command::new(vphone_testkit::binary("vphone-companion"))
-        .arg("--config-dir")
-        .arg(&config)
-        .args(["enroll", enrollment.trim()])
-        .output()
-        .unwrap();
-    assert!(enrolled.status.success(), "{enrolled:?}");
-    let log = root.path().join("companion.log");
-    let mut companion = Command::new(vphone_testkit::binary("vphone-companion"))
-        .arg("--config-dir")
-        .arg(&config)
-        .args(["connect", "--headless", "--duration", "90"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let said = |what: &str, within: Duration| {
-        wait_for(&format!("the companion says {what:?}"), within, || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains(what).then_some(text)
-        })
-    };
-    let text = said("connected to phone 'phone-1'", Duration::from_secs(20));
+    let companion = HeadlessCompanion::enroll_and_connect(root.path(), &enrollment, 90);
+    let text = companion.said("connected to phone 'phone-1'", Duration::from_secs(20));
     assert!(text.contains("following the redirect"), "{text}");
     let on_a = |host: &FleetHost| -> usize {
         host.ctl(&["--json", "session", "list"])
@@ -373,7 +351,7 @@ fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
             .any(|(p, h)| p == "phone-1" && h == "host-b")
             .then_some(())
     });
-    let text = said("reconnected", Duration::from_secs(60));
+    let text = companion.said("reconnected", Duration::from_secs(60));
     let back = killed.elapsed();
     eprintln!("the handset streams from host-b again {back:?} after host-a's kill -9");
     assert_eq!(on_a(&b), 1, "the session now runs on host-b: {text}");
@@ -394,9 +372,122 @@ fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
         "the handset streams from host-c {:?} after the move",
         moved.elapsed()
     );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = companion.log();
     assert!(text.matches("reconnected").count() > reconnects, "{text}");
     assert!(text.contains("moves to another host"), "{text}");
-    let _ = companion.kill();
-    let _ = companion.wait();
+}
+
+/// Several front doors behind one address: gateways started with one fleet
+/// key set (`vphone-host fleet-keys`) present one identity and share the
+/// enrollment token key, so a handset enrolled at one gateway is admitted
+/// and redirected by another; one admin token file serves every host; a
+/// gateway that stops cleanly leaves the host list.
+#[test]
+fn gateways_sharing_the_fleet_keys_serve_each_others_handsets() {
+    use std::process::Command;
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+    let keys = root.path().join("fleet-keys");
+    let made = Command::new(vphone_testkit::binary("vphone-host"))
+        .arg("fleet-keys")
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let said = String::from_utf8_lossy(&made.stdout).into_owned();
+    let pin = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pin:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pin in {said}"))
+        .to_owned();
+    let key_before = std::fs::read(keys.join("key.pem")).unwrap();
+    let again = Command::new(vphone_testkit::binary("vphone-host"))
+        .arg("fleet-keys")
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a second set over the first");
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("already exists"), "{why}");
+    assert_eq!(std::fs::read(keys.join("key.pem")).unwrap(), key_before);
+
+    let token_file = keys.join("admin.token").display().to_string();
+    let shared = vec![
+        "--fleet-keys".to_owned(),
+        keys.display().to_string(),
+        "--admin-token-file".to_owned(),
+        token_file.clone(),
+    ];
+    let with = |name, capacity, args: &[String]| HostSpec {
+        args: args.to_vec(),
+        ..spec(name, &url, capacity)
+    };
+    let mut gw1 = FleetHost::start(root.path(), &with("gw-1", 0, &shared));
+    let gw2 = FleetHost::start(root.path(), &with("gw-2", 0, &shared));
+    let a = FleetHost::start(root.path(), &with("host-a", 4, &shared[2..]));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    // One identity for both front doors, the host its own.
+    let pin_of = |name: &str| reg.host(name).unwrap().pin;
+    assert_eq!(pin_of("gw-1"), pin);
+    assert_eq!(pin_of("gw-2"), pin);
+    assert_ne!(pin_of("host-a"), pin);
+    // No token of its own in any data dir: the fleet's file is the one.
+    for h in [&gw1, &gw2, &a] {
+        assert!(!h.dir.join("admin.token").exists(), "{}", h.name);
+    }
+
+    // Enrolled at gw-1; the handset's first connection lands on gw-2 (as a
+    // load balancer may send it), which admits the token gw-1 minted,
+    // presents the key the string pins and redirects to host-a.
+    let enrollment = gw1
+        .ctl(&[
+            "handset", "enroll", "--name", "carol", "--phone", "phone-1", "--quiet",
+        ])
+        .unwrap();
+    assert!(enrollment.contains(&format!("pin={pin}")), "{enrollment}");
+    let via_gw2 = enrollment.replace(&gw1.quic.to_string(), &gw2.quic.to_string());
+    assert_ne!(via_gw2, enrollment, "the string names gw-1: {enrollment}");
+    let companion = HeadlessCompanion::enroll_and_connect(root.path(), &via_gw2, 60);
+    let text = companion.said("connected to phone 'phone-1'", Duration::from_secs(20));
+    assert!(text.contains("following the redirect"), "{text}");
+    let sessions = |h: &FleetHost| -> usize {
+        h.ctl(&["--json", "session", "list"])
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    assert_eq!(sessions(&a), 1, "the session runs on host-a");
+    // The token was spent once, at gw-2, for the whole fleet.
+    let handsets = gw1.ctl(&["--json", "handset", "list"]).unwrap();
+    assert!(handsets.contains("carol"), "{handsets}");
+
+    // A replica stopping (a rollout) leaves the host list; the other
+    // still answers for the fleet.
+    gw1.terminate();
+    let names: Vec<String> = reg.hosts().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(names, ["gw-2", "host-a"]);
+    let fleet = gw2.ctl(&["fleet"]).unwrap();
+    assert!(
+        fleet.contains("host-a") && !fleet.contains("gw-1"),
+        "{fleet}"
+    );
+
+    // A replica that dies (its node lost) stays listed, lost, until the
+    // operator forgets it; never while it is alive.
+    let mut gw2 = gw2;
+    let e = a.ctl(&["host", "forget", "gw-2"]).unwrap_err();
+    assert!(e.contains("is alive"), "{e}");
+    gw2.kill();
+    wait_for("gw-2 lost", Duration::from_secs(15), || {
+        a.ctl(&["host", "forget", "gw-2"]).ok()
+    });
+    let names: Vec<String> = reg.hosts().unwrap().into_iter().map(|h| h.name).collect();
+    assert_eq!(names, ["host-a"]);
+    drop(companion);
 }

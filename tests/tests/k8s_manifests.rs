@@ -1,9 +1,10 @@
 //! The Kubernetes manifests in `infra/k8s` (see its README.md): every
 //! document deserializes into its k8s-openapi type with no field left over,
 //! and the facts the fleet relies on hold: hosts get KVM, probes on the
-//! operator port and the handsets' UDP port on their node; the gateway is
-//! one replica on a volume of its own behind a UDP load balancer that keeps
-//! the handset's address; every `VPHONE_*` variable a pod sets is one
+//! operator port and the handsets' UDP port on their node; the gateways
+//! are replicas sharing the fleet's keys from a Secret behind a UDP load
+//! balancer that keeps the handset's address, and every pod reads one admin
+//! token from a Secret; every `VPHONE_*` variable a pod sets is one
 //! vphone-host reads, with a value it accepts; every Secret key a pod reads
 //! is in the Secret template and every template key is read; selectors
 //! select the pods they mean.
@@ -580,13 +581,43 @@ fn hosts_get_kvm_probes_on_the_operator_port_and_udp_4433_on_their_node() -> Res
     Ok(())
 }
 
-/// The gateway: `vphone-host gateway`, exactly one replica (enrollment
-/// strings pin its own identity key; a second replica would present
-/// another), never two at once (Recreate), its identity on a volume that
-/// outlives the pod, behind a LoadBalancer for UDP 4433 that keeps the
-/// handset's source address.
+/// The Secret volume of `pod` that `c` mounts at a directory holding
+/// `path` (a file or the mount's directory itself): the Secret's name and
+/// the volume's default file mode; `None` when `path` is on no Secret.
+fn secret_under<'a>(
+    pod: &'a PodSpec,
+    c: &'a Container,
+    path: &str,
+) -> Option<(&'a str, Option<i32>, bool)> {
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path == m.mount_path || path.starts_with(&format!("{}/", m.mount_path)))?;
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?;
+    let secret = volume.secret.as_ref()?;
+    Some((
+        secret.secret_name.as_deref()?,
+        secret.default_mode,
+        mount.read_only == Some(true),
+    ))
+}
+
+/// The front doors: `vphone-host gateway` as a Deployment of at least two
+/// replicas (a rollout adds one before it removes one; a budget lets one go
+/// at a time), each a host of its own in the registry (the pod's name),
+/// presenting the fleet's identity and minting with the fleet's token key
+/// from the Secret `vphone-fleet-keys` (the files `vphone-host fleet-keys`
+/// writes, as host-core names them), behind a LoadBalancer for UDP 4433
+/// that keeps the handset's source address. Every host and gateway reads
+/// one admin token from the Secret `vphone-admin`, read-only, no file
+/// readable by others.
 #[test]
-fn the_gateway_is_one_replica_on_its_own_volume_behind_a_udp_load_balancer() -> Result<()> {
+fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() -> Result<()> {
     let m = Manifests::load()?;
     let service = named(&m.services, "Service", "vphone-gateway")?;
     let svc = service
@@ -609,11 +640,23 @@ fn the_gateway_is_one_replica_on_its_own_volume_behind_a_udp_load_balancer() -> 
 
     let gateway = named(&m.deployments, "Deployment", "vphone-gateway")?;
     let spec = gateway.spec.as_ref().context("vphone-gateway: no spec")?;
-    assert_eq!(spec.replicas, Some(1), "one gateway: handsets pin its key");
+    let replicas = spec.replicas.unwrap_or(1);
+    assert!(
+        replicas >= 2,
+        "{replicas} gateway replica(s): one node's loss takes the front door"
+    );
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .context("vphone-gateway: no strategy")?;
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate"),
-        "a rollout must stop the old gateway before starting the new one"
+        strategy
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.clone()),
+        Some(IntOrString::Int(0)),
+        "a rollout must not take a front door away before its replacement is up"
     );
     let pod = spec
         .template
@@ -638,35 +681,77 @@ fn the_gateway_is_one_replica_on_its_own_volume_behind_a_udp_load_balancer() -> 
         env_secret(c, "VPHONE_REGISTRY"),
         Some(("vphone-fleet", "registry-url"))
     );
-    // A fixed name: a Deployment's pod names change at every restart.
-    assert_eq!(env_value(c, "VPHONE_HOST_NAME"), Some("vphone-gateway"));
+    // Each replica its own name: two under one name would mark each
+    // other stopped.
+    assert_eq!(env_field(c, "VPHONE_HOST_NAME"), Some("metadata.name"));
     assert!(
         env_value(c, "VPHONE_PUBLIC_ADDR").is_some_and(|a| a.ends_with(":4433")),
         "the gateway's VPHONE_PUBLIC_ADDR (its DNS name, as enrollment strings name it) is not set"
     );
     assert_eq!(env_value(c, "VPHONE_WEB"), Some("0"), "browser page off");
 
-    // Its data dir (identity key, token key, admin token) is on a claim
-    // these manifests define, not an emptyDir: a new identity would make
-    // every enrolled handset refuse the gateway.
-    let data_dir = env_value(c, "VPHONE_DATA_DIR").context("vphone-gateway: no VPHONE_DATA_DIR")?;
-    let mount = c
-        .volume_mounts
+    // The fleet's keys: a Secret with the files host-core loads.
+    let keys_dir =
+        env_value(c, "VPHONE_FLEET_KEYS").context("vphone-gateway: no VPHONE_FLEET_KEYS")?;
+    let (keys_secret, mode, read_only) = secret_under(pod, c, keys_dir)
+        .with_context(|| format!("vphone-gateway: {keys_dir} is not a Secret's mount"))?;
+    assert_eq!(keys_secret, "vphone-fleet-keys");
+    assert!(read_only, "the fleet keys are mounted writable");
+    assert!(
+        mode.is_some_and(|m| m & 0o007 == 0),
+        "the fleet keys' files are readable by others (defaultMode {mode:?})"
+    );
+    let template = named(&m.secrets, "Secret", keys_secret)?;
+    let template_keys: BTreeSet<&str> = template
+        .string_data
         .iter()
-        .flatten()
-        .find(|v| data_dir.starts_with(&format!("{}/", v.mount_path)))
-        .with_context(|| format!("vphone-gateway: no volume holds {data_dir}"))?;
-    let volume = pod
-        .volumes
+        .flat_map(|d| d.keys())
+        .map(String::as_str)
+        .collect();
+    let loaded: BTreeSet<&str> = host_core::enroll::FLEET_KEY_FILES
         .iter()
-        .flatten()
-        .find(|v| v.name == mount.name)
-        .with_context(|| format!("vphone-gateway: no volume {}", mount.name))?;
-    let claim = volume
-        .persistent_volume_claim
-        .as_ref()
-        .with_context(|| format!("vphone-gateway: {data_dir} is not on a PersistentVolumeClaim"))?;
-    named(&m.claims, "PersistentVolumeClaim", &claim.claim_name)?;
+        .copied()
+        .filter(|f| *f != host_core::enroll::ADMIN_TOKEN_FILE)
+        .collect();
+    assert_eq!(
+        template_keys, loaded,
+        "the Secret's keys are the files the gateway loads"
+    );
+
+    // One admin token for every host and gateway, from vphone-admin.
+    for w in m.workloads()? {
+        let pod = pod_spec(w.origin, w.template)?;
+        for c in containers(pod) {
+            if c.command
+                .as_ref()
+                .and_then(|cmd| cmd.first())
+                .map(String::as_str)
+                != Some("vphone-host")
+            {
+                continue;
+            }
+            let file = env_value(c, "VPHONE_ADMIN_TOKEN_FILE")
+                .with_context(|| format!("{}: no VPHONE_ADMIN_TOKEN_FILE", w.origin))?;
+            assert!(
+                file.ends_with(&format!("/{}", host_core::enroll::ADMIN_TOKEN_FILE)),
+                "{}: {file}",
+                w.origin
+            );
+            let (secret, mode, read_only) = secret_under(pod, c, file)
+                .with_context(|| format!("{}: {file} is not on a Secret", w.origin))?;
+            assert_eq!(secret, "vphone-admin", "{}", w.origin);
+            assert!(
+                read_only && mode.is_some_and(|m| m & 0o007 == 0),
+                "{}",
+                w.origin
+            );
+            assert!(
+                defined_key(&m, secret, host_core::enroll::ADMIN_TOKEN_FILE),
+                "Secret {secret} has no key {}",
+                host_core::enroll::ADMIN_TOKEN_FILE
+            );
+        }
+    }
 
     // Each of the Service's ports reaches a port of the gateway's container
     // with the same protocol.
@@ -687,19 +772,28 @@ fn the_gateway_is_one_replica_on_its_own_volume_behind_a_udp_load_balancer() -> 
         );
     }
 
-    // A budget that keeps the one gateway up would block every drain of
-    // its node.
+    // A budget lets voluntary disruptions take one replica at a time, and
+    // never blocks a drain.
     let pods = labels(&spec.template);
-    for (origin, budget) in &m.disruption_budgets {
-        let Some(b) = &budget.spec else { continue };
-        if b.selector.as_ref().is_some_and(|s| selects(s, &pods)) {
-            assert!(
-                b.min_available.is_none() && b.max_unavailable != Some(IntOrString::Int(0)),
-                "{origin}: with one gateway replica it would block draining its node"
-            );
-        }
-    }
+    let budgets: Vec<_> = m
+        .disruption_budgets
+        .iter()
+        .filter_map(|(_, b)| b.spec.as_ref())
+        .filter(|b| b.selector.as_ref().is_some_and(|s| selects(s, &pods)))
+        .collect();
+    assert_eq!(budgets.len(), 1, "one budget for the gateways");
+    assert_eq!(budgets[0].max_unavailable, Some(IntOrString::Int(1)));
+    assert!(budgets[0].min_available.is_none());
     Ok(())
+}
+
+/// Whether the Secret template `name` has `key`.
+fn defined_key(m: &Manifests, name: &str, key: &str) -> bool {
+    m.secrets.iter().any(|(o, s)| {
+        o.name == name
+            && (s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+                || s.data.as_ref().is_some_and(|d| d.contains_key(key)))
+    })
 }
 
 /// Every `VPHONE_*` variable a vphone-host container sets is a setting

@@ -26,6 +26,8 @@
 //! | this host's name in the registry | `--host-name` | `VPHONE_HOST_NAME` | `host_name` | the machine's host name |
 //! | the most phones this host runs (0: none, a front door) | `--capacity` | `VPHONE_CAPACITY` | `capacity` | no limit |
 //! | labels phones may ask a host for (`zone=a,gpu=yes`) | `--labels` | `VPHONE_LABELS` | `labels` | none |
+//! | a fleet's shared keys (a mounted Secret): `cert.pem` + `key.pem`, the identity handsets pin, and `token.key`, the enrollment token key; read, never written | `--fleet-keys` | `VPHONE_FLEET_KEYS` | `fleet_keys` | the host's own, created in the data dir |
+//! | the operator API's admin token, read from a file (a mounted Secret) | `--admin-token-file` | `VPHONE_ADMIN_TOKEN_FILE` | `admin_token_file` | `<data dir>/admin.token`, created at first start |
 //! | phone lease length, seconds, 2 to 3600 (a dead host's phones move after it) | | | `lease_secs` | 10 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
@@ -105,6 +107,14 @@ pub struct HostConfig {
     pub labels: String,
     /// How long a phone lease lasts unless renewed.
     pub lease: Duration,
+    /// A directory with the fleet's shared identity (`cert.pem`, `key.pem`)
+    /// and enrollment token key (`token.key`), used instead of the data
+    /// dir's own; every front door of a fleet presents the same key, so
+    /// handsets enrolled at one are served by any (`None`: the host's own).
+    pub fleet_keys: Option<PathBuf>,
+    /// The admin token's file (`None`: `<data dir>/admin.token`, created at
+    /// first start).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Values a layer may set (every field optional).
@@ -162,6 +172,10 @@ pub struct ConfigLayer {
     pub labels: Option<String>,
     /// Seconds; see [`HostConfig::lease`].
     pub lease_secs: Option<u64>,
+    /// See [`HostConfig::fleet_keys`].
+    pub fleet_keys: Option<PathBuf>,
+    /// See [`HostConfig::admin_token_file`].
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -238,6 +252,12 @@ impl ConfigLayer {
                 })
                 .transpose()?,
             labels: env("VPHONE_LABELS").filter(|v| !v.is_empty()),
+            fleet_keys: env("VPHONE_FLEET_KEYS")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            admin_token_file: env("VPHONE_ADMIN_TOKEN_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             ..Self::default()
         })
     }
@@ -272,6 +292,8 @@ impl ConfigLayer {
             capacity: other.capacity.or(self.capacity),
             labels: other.labels.or(self.labels),
             lease_secs: other.lease_secs.or(self.lease_secs),
+            fleet_keys: other.fleet_keys.or(self.fleet_keys),
+            admin_token_file: other.admin_token_file.or(self.admin_token_file),
         }
     }
 
@@ -315,6 +337,8 @@ impl ConfigLayer {
             lease: self.lease_secs.map_or(crate::lease::DEFAULT_LEASE, |s| {
                 Duration::from_secs(s.clamp(2, 3600))
             }),
+            fleet_keys: self.fleet_keys,
+            admin_token_file: self.admin_token_file,
         }
     }
 }

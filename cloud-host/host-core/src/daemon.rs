@@ -198,7 +198,11 @@ impl Host {
         } else {
             None
         };
-        let mut enroller = BridgeEnroller::load_or_create(&cfg.data_dir, public_addr.clone())?;
+        let mut enroller = BridgeEnroller::open(
+            &cfg.data_dir,
+            cfg.fleet_keys.as_deref(),
+            public_addr.clone(),
+        )?;
         if let Some(certs) = &web_certs {
             enroller.offer_web(
                 cfg.web_url_for(&public_addr, quic_bound.port()),

@@ -36,12 +36,35 @@ impl BridgeEnroller {
             .map_err(|e| bridge_err("host identity", e))?;
         let key = TokenKey::load_or_create(data_dir.join("token.key"))
             .map_err(|e| bridge_err("token key", e))?;
-        Ok(Self {
+        Ok(Self::with(identity, key, public_addr))
+    }
+
+    /// With a fleet's shared keys from `keys` (see [`load_fleet_keys`])
+    /// when given, else as [`BridgeEnroller::load_or_create`].
+    ///
+    /// # Errors
+    /// As [`load_fleet_keys`] and [`BridgeEnroller::load_or_create`].
+    pub fn open(
+        data_dir: &Path,
+        keys: Option<&Path>,
+        public_addr: String,
+    ) -> Result<Self, HostError> {
+        match keys {
+            Some(dir) => {
+                let (identity, key) = load_fleet_keys(dir)?;
+                Ok(Self::with(identity, key, public_addr))
+            }
+            None => Self::load_or_create(data_dir, public_addr),
+        }
+    }
+
+    fn with(identity: HostIdentity, key: TokenKey, public_addr: String) -> Self {
+        Self {
             key,
             identity,
             public_addr,
             web: None,
-        })
+        }
     }
 
     /// Also offers browser enrollment links: the page at `base_url`, pinned
@@ -101,6 +124,86 @@ impl Enroller for BridgeEnroller {
     }
 }
 
+/// The files of a fleet's shared keys, as `vphone-host fleet-keys DIR`
+/// writes them and a Kubernetes Secret holds them: the identity handsets
+/// pin (certificate, private key), the enrollment token key, the admin
+/// token.
+pub const FLEET_KEY_FILES: [&str; 4] = ["cert.pem", "key.pem", "token.key", ADMIN_TOKEN_FILE];
+
+/// The admin token's file name in a fleet key set (and in a data dir).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+fn fleet_keys_err(path: &Path, why: impl std::fmt::Display) -> HostError {
+    HostError::Invalid {
+        what: "fleet keys",
+        why: format!(
+            "{}: {why} (a fleet key set is made with `vphone-host fleet-keys DIR`)",
+            path.display()
+        ),
+    }
+}
+
+/// Loads a fleet's shared identity (`DIR/cert.pem`, `DIR/key.pem`) and
+/// enrollment token key (`DIR/token.key`), as mounted from a Secret.
+/// Never writes: the set is the operator's, made once with
+/// `vphone-host fleet-keys`.
+///
+/// # Errors
+/// [`HostError::Invalid`] naming the file that is missing or unusable.
+pub fn load_fleet_keys(dir: &Path) -> Result<(HostIdentity, TokenKey), HostError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| fleet_keys_err(&path, e))
+    };
+    let identity = HostIdentity::from_pem(&read("cert.pem")?, &read("key.pem")?)
+        .map_err(|e| fleet_keys_err(&dir.join("cert.pem"), e))?;
+    let token_path = dir.join("token.key");
+    let key = TokenKey::load(&token_path).map_err(|e| fleet_keys_err(&token_path, e))?;
+    Ok((identity, key))
+}
+
+/// Writes a new fleet key set into `dir` (created 0700 when absent): a
+/// self-signed identity, an enrollment token key and an admin token, the
+/// secret files mode 0600. Refuses to replace any file of a set already
+/// there (a new identity would make every enrolled handset refuse the
+/// fleet). Returns the identity's pin.
+///
+/// # Errors
+/// [`HostError::Invalid`] when `dir` already holds a key file;
+/// [`HostError::Io`] or [`HostError::Internal`] when writing fails.
+pub fn create_fleet_keys(dir: &Path) -> Result<String, HostError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    for name in FLEET_KEY_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(fleet_keys_err(
+                &path,
+                "already exists; the set is left as it is (handsets pin its key)",
+            ));
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| HostError::io(format!("creating {}", dir.display()), e))?;
+    // Writes cert.pem and key.pem (0600) in `dir`.
+    let identity =
+        HostIdentity::load_or_create(dir).map_err(|e| bridge_err("fleet identity", e))?;
+    TokenKey::load_or_create(dir.join("token.key")).map_err(|e| bridge_err("token key", e))?;
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let token = crate::backend::random_token()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
+    Ok(identity.pin().to_string())
+}
+
 /// The link a browser handset opens:
 /// `BASE#enroll=TOKEN&pin=PIN&certs=HASH,HASH`. Everything after `#` stays
 /// in the browser (never sent to a server, never in a `Referer`); the page
@@ -131,6 +234,52 @@ mod tests {
             .verify(&t.text, std::time::SystemTime::now())
             .unwrap();
         assert_eq!(v.id.to_string(), t.id);
+    }
+
+    #[test]
+    fn a_fleet_key_set_is_made_once_and_shared_by_every_front_door() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        let pin = create_fleet_keys(&keys).unwrap();
+        for (name, mode) in [
+            ("key.pem", 0o600),
+            ("token.key", 0o600),
+            (ADMIN_TOKEN_FILE, 0o600),
+        ] {
+            let m = std::fs::metadata(keys.join(name)).unwrap().permissions();
+            assert_eq!(m.mode() & 0o777, mode, "{name}");
+        }
+        // Never replaced: handsets pin the set's key.
+        let before = std::fs::read(keys.join("key.pem")).unwrap();
+        let e = create_fleet_keys(&keys).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadInput, "{e}");
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(keys.join("key.pem")).unwrap(), before);
+
+        // Two front doors with their own data dirs and the set present one
+        // pin, and a token one mints the other verifies.
+        let a = BridgeEnroller::open(&tmp.path().join("a"), Some(&keys), "a:4433".into()).unwrap();
+        let b = BridgeEnroller::open(&tmp.path().join("b"), Some(&keys), "b:4433".into()).unwrap();
+        assert_eq!(a.pin(), pin);
+        assert_eq!(b.pin(), pin);
+        let t = a.mint(Duration::from_secs(60)).unwrap();
+        let v = b
+            .key()
+            .verify(&t.text, std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(v.id.to_string(), t.id);
+        // Nothing was written into their data dirs.
+        assert!(!tmp.path().join("a").exists());
+
+        // A set missing a file is refused naming it, not completed.
+        std::fs::remove_file(keys.join("token.key")).unwrap();
+        let e = BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap_err();
+        assert!(e.to_string().contains("token.key"), "{e}");
+        assert!(!keys.join("token.key").exists());
+        std::fs::write(keys.join("token.key"), "not hex").unwrap();
+        let e = BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
     }
 }
 

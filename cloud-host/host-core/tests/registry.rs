@@ -216,6 +216,37 @@ fn hosts_register_heartbeat_drain_and_stop(db: &TestDb) {
     let names: Vec<String> = r.hosts().unwrap().into_iter().map(|h| h.name).collect();
     assert_eq!(names, ["h1", "h2"]);
     assert_eq!(r.host("h2").unwrap().labels.to_string(), "zone=a");
+    // A front door (capacity 0) stopping leaves the list: its replicas come
+    // and go under new names.
+    r.register_host(&host("gw-7f9c", 0)).unwrap();
+    assert_eq!(r.host_stopped("gw-7f9c", 3_004).unwrap(), 0);
+    assert!(matches!(r.host("gw-7f9c"), Err(HostError::NotFound { .. })));
+    assert_eq!(r.hosts().unwrap().len(), 2);
+
+    // Forgetting a host: never one alive or holding a live lease.
+    r.register_host(&host("gw-dead", 0)).unwrap(); // heartbeat at 1_000
+    let refused = |e: HostError, why: &str| {
+        assert_eq!(e.kind(), host_core::ErrorKind::BadInput, "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    };
+    refused(
+        r.forget_host("gw-dead", 1_500, 1_000).unwrap_err(),
+        "is alive",
+    );
+    r.forget_host("gw-dead", 2_000, 1_000).unwrap();
+    assert!(matches!(
+        r.forget_host("gw-dead", 2_000, 1_000),
+        Err(HostError::NotFound { .. })
+    ));
+    // h2 holds p1 until 13_003: lost by its heartbeat but still leased.
+    refused(
+        r.forget_host("h2", 12_000, 1_000).unwrap_err(),
+        "still holds a phone's lease",
+    );
+    r.forget_host("h2", 13_004, 1_000).unwrap();
+    // A stopped host goes at once (its leases were released).
+    r.forget_host("h1", 3_005, 10_000).unwrap();
+    assert!(r.hosts().unwrap().is_empty());
 }
 
 fn a_lease_is_exclusive_fenced_and_claimable_after_expiry(db: &TestDb) {

@@ -70,6 +70,15 @@ impl ServedHost {
         listeners: Listeners,
         backends: Backends,
     ) -> Result<Self, HostError> {
+        // Before anything starts: a token file that cannot be used stops
+        // the host with nothing to clean up.
+        let admin_token = match &cfg.admin_token_file {
+            Some(path) => load_admin_token(path)?,
+            None => {
+                host_core::daemon::prepare_data_dir(&cfg.data_dir)?;
+                load_or_create_admin_token(&cfg.data_dir)?
+            }
+        };
         let mut host = Host::start(cfg, listeners, backends).await?;
         let listener = host
             .take_operator_listener()
@@ -77,7 +86,6 @@ impl ServedHost {
                 what: "operator API",
                 why: "its listener was already taken".to_owned(),
             })?;
-        let admin_token = load_or_create_admin_token(&cfg.data_dir)?;
         let operator_addr = listener
             .local_addr()
             .map_err(|e| HostError::io("reading the operator address", e))?;
@@ -134,6 +142,29 @@ impl std::ops::Deref for ServedHost {
     fn deref(&self) -> &Host {
         &self.host
     }
+}
+
+/// Reads an admin token the operator provides (a mounted Secret): at
+/// least 32 characters, no spaces, never created or changed here.
+///
+/// # Errors
+/// [`HostError::Io`] naming the file; [`HostError::Invalid`] when it is
+/// too short to be a secret.
+pub fn load_admin_token(path: &Path) -> Result<String, HostError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HostError::io(format!("reading the admin token {}", path.display()), e))?;
+    let token = text.trim();
+    if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(HostError::Invalid {
+            what: "admin token",
+            why: format!(
+                "{} must hold one token of at least 32 characters without spaces (make one \
+                 with `vphone-host fleet-keys DIR` or `openssl rand -hex 32`)",
+                path.display()
+            ),
+        });
+    }
+    Ok(token.to_owned())
 }
 
 /// Reads the admin token from `<data dir>/admin.token`, creating it (mode
@@ -734,6 +765,25 @@ impl Operator for OperatorService {
             .count() as u32;
         tracing::info!(host = %r.name, draining = !r.undo, "host drain set by the operator");
         Ok(Response::new(self.fleet_host_msg(&h, held)))
+    }
+
+    async fn forget_host(
+        &self,
+        req: Request<op::ForgetHostRequest>,
+    ) -> Result<Response<op::ForgetHostResponse>, Status> {
+        let r = req.into_inner();
+        if r.name == self.fleet.0 {
+            return Err(HostError::Invalid {
+                what: "forget host",
+                why: format!("host {:?} is the one answering: stop it first", r.name),
+            }
+            .into());
+        }
+        let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
+        self.registry
+            .forget_host(&r.name, host_core::unix_ms(), lease_ms)?;
+        tracing::info!(host = %r.name, "host forgotten by the operator");
+        Ok(Response::new(op::ForgetHostResponse {}))
     }
 
     async fn move_phone(

@@ -320,6 +320,54 @@ async fn missing_or_wrong_operator_token_is_refused() {
     host.shutdown().await;
 }
 
+/// A fleet's admin token comes from a file the operator provides (a
+/// mounted Secret): that token and no other is accepted, the data dir gets
+/// no token of its own, and a file that cannot be a secret stops the start.
+#[tokio::test]
+async fn an_admin_token_from_a_file_is_the_one_accepted() {
+    use host_core::config::HostConfig;
+    use host_core::daemon::Listeners;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("secret-admin.token");
+    let token = "6f1c0e4b9d2a7c35e8f01b6a4d9c2e7f5a3b8c1d0e6f4a2b";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut cfg = HostConfig::loopback(dir.path().join("data"));
+    cfg.admin_token_file = Some(token_file.clone());
+    let backends = || sim_phone::SimKind::default().backends();
+    let host = Host::start(&cfg, Listeners::bind(&cfg).await.unwrap(), backends())
+        .await
+        .unwrap();
+    let mut ok = client(host.operator_addr, Some(token)).await;
+    ok.list_phones(op::ListPhonesRequest {}).await.unwrap();
+    assert!(
+        !dir.path().join("data/admin.token").exists(),
+        "no token of its own in the data dir"
+    );
+    let mut other = client(host.operator_addr, Some(&token[..40])).await;
+    let e = other
+        .list_phones(op::ListPhonesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    host.shutdown().await;
+
+    for (text, why) in [
+        ("short\n", "at least 32 characters"),
+        (
+            "two tokens of enough length each, 0123456789\n",
+            "without spaces",
+        ),
+    ] {
+        std::fs::write(&token_file, text).unwrap();
+        let started = Host::start(&cfg, Listeners::bind(&cfg).await.unwrap(), backends()).await;
+        let Err(e) = started else {
+            panic!("{text:?} was taken as an admin token")
+        };
+        assert!(e.to_string().contains(why), "{e}");
+        assert!(e.to_string().contains("secret-admin.token"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn phones_come_back_in_their_desired_state_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,8 @@ Examples:
   export VPHONE_REGISTRY=postgres://vphone:PW@db/vphone     # a fleet (env: ps shows flags)
   vphone-host serve --host-name host-1 --capacity 4 --public-addr host-1.example.net:4433
   vphone-host gateway --host-name gateway --public-addr phones.example.net:4433
+  vphone-host fleet-keys ./fleet-keys        # one key set for every gateway of a fleet
+  vphone-host gateway --fleet-keys ./fleet-keys --admin-token-file ./fleet-keys/admin.token
 
 Settings come from built-in defaults, then the TOML file given with --config,
 then VPHONE_* environment variables, then flags. Operate the host with
@@ -42,7 +44,16 @@ enum Cmd {
     /// answers every handset with a redirect to the host running its phone.
     /// Takes serve's options; needs --registry postgres://... shared with
     /// the hosts. Enroll handsets here so their strings name the front door.
+    /// Several gateways behind one address share one --fleet-keys set.
     Gateway(Box<ServeArgs>),
+    /// Write a new fleet key set into DIR for gateways (and hosts) to share,
+    /// e.g. as a Kubernetes Secret: cert.pem + key.pem (the identity
+    /// handsets pin), token.key (enrollment tokens), admin.token (the
+    /// operator API). Never replaces an existing set.
+    FleetKeys {
+        /// Where to write the four files (created 0700).
+        dir: PathBuf,
+    },
     /// Everything on this machine, no setup: a host with a sim phone and an
     /// enrolled companion streaming synthetic sensors and scripted touches
     /// over QUIC on loopback; prints live stats, writes DIR/last-frame.png
@@ -117,10 +128,20 @@ struct ServeArgs {
     /// Labels phones may ask a host for, e.g. zone=a,gpu=yes.
     #[arg(long)]
     labels: Option<String>,
+    /// A fleet's shared keys (a directory, e.g. a mounted Secret, from
+    /// `vphone-host fleet-keys`): present DIR/cert.pem + key.pem and mint
+    /// with DIR/token.key instead of the data dir's own. Every gateway
+    /// behind one address needs the same set.
+    #[arg(long, value_name = "DIR")]
+    fleet_keys: Option<PathBuf>,
+    /// Read the operator API's admin token from FILE (e.g. a mounted
+    /// Secret) instead of creating one in the data dir.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// TOML config file (keys: data_dir, quic_listen, operator_listen,
     /// operator_insecure_listen, netsim_listen, public_addr, web, web_cert,
     /// web_key, web_url, registry, host_name, capacity, labels, lease_secs,
-    /// resume_window_secs, boot_timeout_secs, restart_max, emulator_args,
+    /// fleet_keys, admin_token_file, resume_window_secs, boot_timeout_secs, restart_max, emulator_args,
     /// video_*, audio_*; see infra/host.toml.example).
     #[arg(long, env = "VPHONE_CONFIG")]
     config: Option<PathBuf>,
@@ -151,6 +172,8 @@ fn config(a: ServeArgs) -> anyhow::Result<HostConfig> {
         host_name: a.host_name,
         capacity: a.capacity,
         labels: a.labels,
+        fleet_keys: a.fleet_keys,
+        admin_token_file: a.admin_token_file,
         ..ConfigLayer::default()
     };
     Ok(file
@@ -167,7 +190,10 @@ async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
     eprintln!(
         "  operator API: {} (admin token in {})",
         host.operator_addr,
-        cfg.data_dir.join("admin.token").display()
+        cfg.admin_token_file
+            .clone()
+            .unwrap_or_else(|| vphone_operator::admin_token_path(&cfg.data_dir))
+            .display()
     );
     eprintln!("  metrics:      http://{}/metrics", host.operator_addr);
     eprintln!(
@@ -177,7 +203,14 @@ async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
             .map(|a| format!("; DEVELOPMENT listener on {a} (a stack names its phone)"))
             .unwrap_or_default()
     );
-    eprintln!("  host pin:     {}", host.enroller.pin());
+    eprintln!(
+        "  host pin:     {}{}",
+        host.enroller.pin(),
+        cfg.fleet_keys
+            .as_ref()
+            .map(|d| format!(" (the fleet's, from {})", d.display()))
+            .unwrap_or_default()
+    );
     eprintln!(
         "  handsets:     udp {}; enrollment strings point at {} (set --public-addr for other machines)",
         host.quic_addr,
@@ -260,6 +293,29 @@ async fn demo(seconds: f64, out: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn fleet_keys(dir: &std::path::Path) -> anyhow::Result<()> {
+    let pin = host_core::enroll::create_fleet_keys(dir)?;
+    println!("wrote a fleet key set to {}", dir.display());
+    println!("  pin:   {pin} (every handset enrolled at a front door with this set pins it)");
+    println!("  files: cert.pem, key.pem, token.key, admin.token (keep them secret; back them up:");
+    println!("         losing key.pem means enrolling every handset again)");
+    println!("use it:");
+    println!(
+        "  vphone-host gateway --fleet-keys {0} --admin-token-file {0}/admin.token ...",
+        dir.display()
+    );
+    println!("  kubectl -n vphone create secret generic vphone-fleet-keys \\");
+    println!(
+        "    --from-file={0}/cert.pem --from-file={0}/key.pem --from-file={0}/token.key",
+        dir.display()
+    );
+    println!(
+        "  kubectl -n vphone create secret generic vphone-admin --from-file={}/admin.token",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -295,6 +351,7 @@ fn main() -> ExitCode {
             })
             .and_then(|cfg| rt.block_on(serve(cfg))),
         Cmd::Demo { seconds, out } => rt.block_on(demo(seconds, out)),
+        Cmd::FleetKeys { dir } => fleet_keys(&dir),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

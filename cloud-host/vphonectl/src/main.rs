@@ -53,8 +53,10 @@ struct Cli {
     /// Operator API address, host:port (default: from the data dir, else 127.0.0.1:4434).
     #[arg(long, global = true, env = "VPHONE_OPERATOR")]
     operator: Option<String>,
-    /// File holding the admin token (default: `<data dir>/admin.token`).
-    #[arg(long, global = true)]
+    /// File holding the admin token (default: `<data dir>/admin.token`);
+    /// the same variable as the host's --admin-token-file, so inside a
+    /// host's pod or unit vphonectl finds the token the host reads.
+    #[arg(long, global = true, env = "VPHONE_ADMIN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Print listings as JSON.
     #[arg(long, global = true)]
@@ -82,7 +84,7 @@ enum Cmd {
     /// The fleet sharing this host's registry: hosts with their load,
     /// phones with the host holding their lease.
     Fleet,
-    /// Fleet hosts: drain.
+    /// Fleet hosts: drain, forget.
     #[command(subcommand)]
     Host(HostCmd),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).

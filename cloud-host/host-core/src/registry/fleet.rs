@@ -260,7 +260,9 @@ impl Registry {
     }
 
     /// A clean shutdown: releases every lease `name` holds (other hosts may
-    /// claim those phones at once) and marks it stopped.
+    /// claim those phones at once) and marks it stopped. A front door
+    /// (capacity 0) leaves the host list instead: it holds no phone, and
+    /// gateway replicas come and go under new names.
     ///
     /// # Errors
     /// [`HostError::Registry`].
@@ -279,10 +281,14 @@ impl Registry {
             sqlx::query(
                 "UPDATE hosts SET stopped = 1, sessions = 0, heartbeat_ms = $2 WHERE name = $1",
             )
-            .bind(name)
+            .bind(name.clone())
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("DELETE FROM hosts WHERE name = $1 AND capacity = 0")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(released as usize)
         })
@@ -341,6 +347,57 @@ impl Registry {
                 Some(r) => host_from_row(&r),
                 None => Err(HostError::NotFound { kind: "host", name }),
             }
+        })
+    }
+
+    /// Removes a host that is gone from the host list (a gateway replica
+    /// whose node died, a host that will not come back): only one that is
+    /// not alive (stopped, or no heartbeat within `ttl_ms`) and holds no
+    /// live lease, checked in the same statement that deletes it.
+    ///
+    /// # Errors
+    /// [`HostError::NotFound`]; [`HostError::Invalid`] when it is alive or
+    /// still holds a lease (its phones move once the lease runs out).
+    pub fn forget_host(&self, name: &str, now_ms: i64, ttl_ms: i64) -> Result<(), HostError> {
+        let name = name.to_owned();
+        self.run(async move |pool| {
+            let gone = sqlx::query(
+                "DELETE FROM hosts WHERE name = $1 AND (stopped = 1 OR heartbeat_ms <= $2)
+                   AND NOT EXISTS (SELECT 1 FROM leases WHERE host = $1 AND expires_at_ms > $3)",
+            )
+            .bind(name.clone())
+            .bind(now_ms.saturating_sub(ttl_ms))
+            .bind(now_ms)
+            .execute(&pool)
+            .await?
+            .rows_affected();
+            if gone == 1 {
+                return Ok(());
+            }
+            let alive = sqlx::query("SELECT stopped, heartbeat_ms FROM hosts WHERE name = $1")
+                .bind(name.clone())
+                .fetch_optional(&pool)
+                .await?;
+            let Some(row) = alive else {
+                return Err(HostError::NotFound { kind: "host", name });
+            };
+            let stopped = flag_at(&row, 0)?;
+            let heartbeat_ms: i64 = row.try_get(1)?;
+            let why = if !stopped && heartbeat_ms > now_ms.saturating_sub(ttl_ms) {
+                format!(
+                    "host {name:?} is alive (its last heartbeat {} ms ago): stop it first",
+                    now_ms - heartbeat_ms
+                )
+            } else {
+                format!(
+                    "host {name:?} still holds a phone's lease; forget it once the lease has \
+                     run out and another host took the phone"
+                )
+            };
+            Err(HostError::Invalid {
+                what: "forget host",
+                why,
+            })
         })
     }
 

@@ -19,6 +19,13 @@ pub(crate) enum HostCmd {
         #[arg(long)]
         undo: bool,
     },
+    /// Remove a host that is gone from the fleet's list: a gateway replica
+    /// whose node died, a host retired for good. Refused while it is alive
+    /// or still holds a phone's lease.
+    Forget {
+        /// Host name (see `vphonectl fleet`).
+        name: String,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -199,6 +206,15 @@ pub(crate) async fn host(c: &mut Client, cmd: HostCmd, as_json: bool) -> Result<
                     h.name, h.phones
                 );
             }
+            Ok(())
+        }
+        HostCmd::Forget { name } => {
+            c.forget_host(op::ForgetHostRequest { name: name.clone() })
+                .await?;
+            if as_json {
+                return print_json(&serde_json::json!({ "forgotten": name }));
+            }
+            println!("host '{name}' is no longer in the fleet's list");
             Ok(())
         }
     }
