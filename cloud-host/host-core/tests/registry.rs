@@ -77,7 +77,59 @@ on_both_engines!(
     racing_claimers_never_share_a_phone,
     claimable_phones_follow_desired_state_and_placement,
     a_restarting_host_closes_only_its_own_open_sessions,
+    a_session_starts_on_record_only_under_the_hosts_live_lease,
 );
+
+/// The session audit's start is a write under the phone's lease: recorded
+/// only while the writing host holds the phone's unexpired lease, checked
+/// in the statement that writes it.
+fn a_session_starts_on_record_only_under_the_hosts_live_lease(db: &TestDb) {
+    let a = db.open().with_owner("host-a");
+    let b = db.open().with_owner("host-b");
+    a.insert_phone(&phone("p")).unwrap();
+    let session = |id: &str, at: i64| SessionRecord {
+        id: id.to_owned(),
+        fingerprint: "aa".into(),
+        phone: "p".into(),
+        remote: None,
+        started_at_ms: at,
+        ended_at_ms: None,
+        end_reason: None,
+    };
+    let recorded = |id: &str| a.sessions(100).unwrap().iter().any(|s| s.id == id);
+    assert!(
+        !a.session_started_under_lease(&session("never-leased", 1_000))
+            .unwrap()
+    );
+    a.claim("p", "host-a", 1_000, 10_000).unwrap().unwrap();
+    assert!(
+        a.session_started_under_lease(&session("held", 2_000))
+            .unwrap()
+    );
+    assert!(
+        !b.session_started_under_lease(&session("not-b", 2_000))
+            .unwrap()
+    );
+    // At and after expiry the lease no longer covers a start, and once
+    // another host claimed it the old holder's starts are refused.
+    assert!(
+        !a.session_started_under_lease(&session("expired", 11_000))
+            .unwrap()
+    );
+    b.claim("p", "host-b", 11_000, 10_000).unwrap().unwrap();
+    assert!(
+        !a.session_started_under_lease(&session("stale", 12_000))
+            .unwrap()
+    );
+    assert!(
+        b.session_started_under_lease(&session("new-holder", 12_000))
+            .unwrap()
+    );
+    assert!(recorded("held") && recorded("new-holder"));
+    for id in ["never-leased", "not-b", "expired", "stale"] {
+        assert!(!recorded(id), "{id} was recorded without the lease");
+    }
+}
 
 fn a_restarting_host_closes_only_its_own_open_sessions(db: &TestDb) {
     let a = db.open().with_owner("host-a");

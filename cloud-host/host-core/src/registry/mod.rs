@@ -972,13 +972,33 @@ impl Registry {
     /// # Errors
     /// [`HostError::Registry`].
     pub fn session_started(&self, s: &SessionRecord) -> Result<(), HostError> {
+        self.record_session_start(s, false).map(|_| ())
+    }
+
+    /// [`Registry::session_started`], fenced by the phone's lease: the
+    /// session is recorded only while this registry's owner (the host)
+    /// holds the phone's unexpired lease at the session's start, checked in
+    /// the same statement that writes it. `false`: not recorded, the lease
+    /// is not (or no longer) this host's, and the session must not be
+    /// served here.
+    ///
+    /// # Errors
+    /// [`HostError::Registry`].
+    pub fn session_started_under_lease(&self, s: &SessionRecord) -> Result<bool, HostError> {
+        self.record_session_start(s, true)
+    }
+
+    fn record_session_start(&self, s: &SessionRecord, fenced: bool) -> Result<bool, HostError> {
         let s = s.clone();
         let SessionRetention { keep, max_age_ms } = self.retention;
         let owner = self.owner.clone();
         self.run(async move |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO sessions (id, fingerprint, phone, remote, started_at_ms, host) VALUES ($1, $2, $3, $4, $5, $6)",
+            let written = sqlx::query(
+                "INSERT INTO sessions (id, fingerprint, phone, remote, started_at_ms, host)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE $7 = 0 OR EXISTS (SELECT 1 FROM leases
+                    WHERE phone = $3 AND host = $6 AND expires_at_ms > $5)",
             )
             .bind(s.id)
             .bind(s.fingerprint)
@@ -986,8 +1006,14 @@ impl Registry {
             .bind(s.remote)
             .bind(s.started_at_ms)
             .bind(owner)
+            .bind(i64::from(fenced))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if written == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             // (LIMIT with the largest number: SQLite needs a LIMIT before
             // OFFSET, PostgreSQL has no LIMIT -1.)
             let pruned = sqlx::query(
@@ -1004,7 +1030,7 @@ impl Registry {
             if pruned > 0 {
                 tracing::debug!(pruned, "session audit: old sessions deleted");
             }
-            Ok(())
+            Ok(true)
         })
     }
 

@@ -213,7 +213,6 @@ impl Router {
                 return;
             }
         }
-        self.metrics.sessions_attached.inc();
         // SQLite writes wait on a blocking thread, not on a worker of the
         // latency runtime that reads every session's datagrams.
         let record = SessionRecord {
@@ -225,12 +224,28 @@ impl Router {
             ended_at_ms: None,
             end_reason: None,
         };
+        // Recorded only while this host holds the phone's lease (the same
+        // statement checks it): a host whose lease another host claimed
+        // after the admission serves nothing more of that phone. A registry
+        // error is logged and the session served: admission read the lease
+        // a moment ago, and the audit is not worth a refused handset.
         let registry = self.registry.clone();
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || registry.session_started(&record)).await
+        match tokio::task::spawn_blocking(move || registry.session_started_under_lease(&record))
+            .await
         {
-            tracing::error!(error = %e, "the session audit could not record this session's start");
+            Ok(Ok(true)) | Err(_) => {}
+            Ok(Ok(false)) => {
+                let msg = format!("phone '{phone}' is not running on this host (its lease moved)");
+                tracing::info!("refused: {msg}");
+                self.sessions.lock().detach(&id);
+                s.close(CloseReason::PhoneStopped, &msg).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the session audit could not record this session's start");
+            }
         }
+        self.metrics.sessions_attached.inc();
         let end = match self.phones.connect(&phone).await {
             Ok(client) => {
                 // The phone shows who drives it (the sim paints it).
