@@ -467,6 +467,24 @@ fn gateways_sharing_the_fleet_keys_serve_each_others_handsets() {
     let handsets = gw1.ctl(&["--json", "handset", "list"]).unwrap();
     assert!(handsets.contains("carol"), "{handsets}");
 
+    // Revoked at gw-1, the handset loses its session on host-a (which
+    // learns it from the registry within a quarter lease) and does not
+    // come back.
+    let revoked = Instant::now();
+    gw1.ctl(&["handset", "revoke", "carol"]).unwrap();
+    wait_for(
+        "carol's session on host-a ended",
+        Duration::from_secs(10),
+        || (sessions(&a) == 0).then_some(()),
+    );
+    eprintln!(
+        "a revocation at gw-1 ended the session on host-a {:?} later",
+        revoked.elapsed()
+    );
+    let text = companion.said("revoked", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sessions(&a), 0, "the revoked handset came back: {text}");
+
     // A replica stopping (a rollout) leaves the host list; the other
     // still answers for the fleet.
     gw1.terminate();

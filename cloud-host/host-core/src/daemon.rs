@@ -158,6 +158,51 @@ pub struct Host {
     latency: LatencyRuntime,
 }
 
+/// How often a host checks its live sessions' handsets against the
+/// registry's revocations: a quarter lease, between 0.5 s and 5 s.
+fn revocation_period(lease: std::time::Duration) -> std::time::Duration {
+    (lease / 4).clamp(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(5),
+    )
+}
+
+/// Ends the sessions of handsets revoked (at this host or any other of the
+/// fleet sharing the registry) every `every`, until `stop`.
+async fn revocation_sweep(
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let handsets = sessions.handsets();
+        if handsets.is_empty() {
+            continue;
+        }
+        let reg = registry.clone();
+        match tokio::task::spawn_blocking(move || reg.revoked_among(&handsets)).await {
+            Ok(Ok(revoked)) if !revoked.is_empty() => {
+                let ended = sessions.close_revoked(&revoked);
+                tracing::info!(
+                    sessions = ended,
+                    "ended the sessions of handsets revoked in the registry"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "revocation check failed; the next one retries");
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Creates the data dir with mode 0700 (it holds keys and tokens), or
 /// closes an existing one to 0700 again, at every start.
 ///
@@ -408,6 +453,14 @@ impl Host {
                 }
             }));
         }
+        // A revocation at any host of the fleet reaches this host's
+        // sessions within a period.
+        tasks.push(tokio::spawn(revocation_sweep(
+            registry.clone(),
+            sessions.clone(),
+            revocation_period(cfg.lease),
+            stopped.clone(),
+        )));
         Ok(Self {
             phones,
             registry,

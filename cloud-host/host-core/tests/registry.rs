@@ -584,11 +584,26 @@ fn revoke_by_name_or_fingerprint_prefix(db: &TestDb) {
     r.insert_token(&token("t1", 1000, PhoneGrant::All), 0)
         .unwrap();
     r.enroll_with_token("t1", "abcdef0123", "h", 1).unwrap();
+    r.insert_token(&token("t2", 1000, PhoneGrant::All), 0)
+        .unwrap();
+    r.enroll_with_token("t2", "fedcba9876", "k", 1).unwrap();
+    let asked = |fps: &[&str]| {
+        let fps: Vec<String> = fps.iter().map(|f| (*f).to_owned()).collect();
+        r.revoked_among(&fps).unwrap()
+    };
+    assert!(asked(&["abcdef0123", "fedcba9876"]).is_empty());
+    assert!(asked(&[]).is_empty());
     assert!(r.handset("abcdef0123").unwrap().unwrap().may_use("any"));
     assert!(r.revoke_handset("abc", 2).is_err(), "prefix too short");
     let h = r.revoke_handset("abcdef", 2).unwrap();
     assert_eq!(h.state, HandsetState::Revoked);
     assert!(!r.handset("abcdef0123").unwrap().unwrap().may_use("any"));
+    // What every host checks its live sessions against: the revoked one
+    // and one no longer enrolled at all, never an enrolled one.
+    assert_eq!(
+        asked(&["abcdef0123", "fedcba9876", "0000000000"]),
+        ["abcdef0123", "0000000000"]
+    );
     assert!(matches!(
         r.revoke_handset("ghost", 3),
         Err(HostError::NotFound { .. })

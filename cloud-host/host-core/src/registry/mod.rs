@@ -947,6 +947,40 @@ impl Registry {
         Ok(h)
     }
 
+    /// Which of `fingerprints` are revoked handsets (or no longer
+    /// enrolled at all): what a host checks its live sessions against, so
+    /// a revocation at any host of the fleet reaches them.
+    ///
+    /// # Errors
+    /// [`HostError::Registry`].
+    pub fn revoked_among(&self, fingerprints: &[String]) -> Result<Vec<String>, HostError> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked = fingerprints.to_vec();
+        self.run(async move |pool| {
+            let placeholders: Vec<String> = (1..=asked.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT fingerprint FROM handsets WHERE state = 'enrolled' AND fingerprint IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for fp in &asked {
+                q = q.bind(fp.clone());
+            }
+            let enrolled: Vec<String> = q
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            Ok(asked
+                .into_iter()
+                .filter(|fp| !enrolled.contains(fp))
+                .collect())
+        })
+    }
+
     /// Notes that a handset connected.
     ///
     /// # Errors

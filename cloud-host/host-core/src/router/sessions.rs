@@ -171,6 +171,36 @@ impl Sessions {
         self.lock().check_handshake(phone, handset, resuming)
     }
 
+    /// The handsets of the live sessions (fingerprints, each once).
+    pub fn handsets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().iter().map(|(_, e)| e.handset.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Ends every live session of the handsets in `revoked` (`REVOKED`:
+    /// the companion does not reconnect); returns how many.
+    pub fn close_revoked(&self, revoked: &[String]) -> usize {
+        let closing: Vec<Arc<ServerSession>> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| revoked.contains(&e.handset))
+            .map(|(_, e)| e.data.session.clone())
+            .collect();
+        for s in &closing {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.close(
+                    CloseReason::Revoked,
+                    "this handset was revoked by the fleet's operator",
+                )
+                .await;
+            });
+        }
+        closing.len()
+    }
+
     /// The session attached to `phone`, if any.
     pub fn on_phone(&self, phone: &str) -> Option<Arc<ServerSession>> {
         self.lock()
