@@ -23,19 +23,38 @@ impl HeadlessCompanion {
     /// When enrolling fails (with its output) or the process cannot start.
     #[must_use]
     pub fn enroll_and_connect(dir: &Path, enrollment: &str, seconds: u32) -> Self {
-        let config = dir.join("companion");
+        Self::enroll(dir, enrollment);
+        Self::connect(dir, "companion", &[], seconds)
+    }
+
+    /// Enrolls the companion whose config lives in `dir/companion`.
+    ///
+    /// # Panics
+    /// When enrolling fails (with its output).
+    pub fn enroll(dir: &Path, enrollment: &str) {
         let enrolled = Command::new(vphone_testkit::binary("vphone-companion"))
             .arg("--config-dir")
-            .arg(&config)
+            .arg(dir.join("companion"))
             .args(["enroll", enrollment.trim()])
             .output()
             .expect("run vphone-companion enroll");
         assert!(enrolled.status.success(), "{enrolled:?}");
-        let log = dir.join("companion.log");
+    }
+
+    /// Starts the companion enrolled in `dir/companion`:
+    /// `connect --headless --duration SECONDS ARGS...`, logging at info to
+    /// `dir/LOG.log`.
+    ///
+    /// # Panics
+    /// When the process cannot start.
+    #[must_use]
+    pub fn connect(dir: &Path, log: &str, args: &[&str], seconds: u32) -> Self {
+        let log = dir.join(format!("{log}.log"));
         let child = Command::new(vphone_testkit::binary("vphone-companion"))
             .arg("--config-dir")
-            .arg(&config)
+            .arg(dir.join("companion"))
             .args(["connect", "--headless", "--duration", &seconds.to_string()])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("companion log"))

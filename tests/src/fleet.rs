@@ -1,5 +1,6 @@
 //! A fleet on one machine: real `vphone-host` processes sharing a throwaway
-//! PostgreSQL registry, each with its own data dir, name and ports, and a
+//! PostgreSQL registry, each with its own data dir, name, loopback address
+//! and ports, and a
 //! TCP proxy that can cut one host off the registry (a partition).
 
 use std::net::SocketAddr;
@@ -18,7 +19,9 @@ pub struct FleetHost {
     pub name: String,
     /// Its data dir (`vphonectl --data-dir` reaches its operator API).
     pub dir: PathBuf,
-    /// Its QUIC address.
+    /// Its QUIC address, on a loopback address of its own (127.0.0.11,
+    /// 127.0.0.12, ... in the order hosts start in this process), which it
+    /// also registers as its public address.
     pub quic: SocketAddr,
     /// The admin token's file when it was given one (`--admin-token-file`).
     token_file: Option<PathBuf>,
@@ -49,7 +52,7 @@ impl FleetHost {
     pub fn start(root: &Path, spec: &HostSpec<'_>) -> Self {
         let dir = root.join(spec.name);
         std::fs::create_dir_all(&dir).expect("data dir");
-        let quic: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
+        let quic: SocketAddr = std::net::UdpSocket::bind((own_loopback_ip(), 0))
             .and_then(|s| s.local_addr())
             .expect("free UDP port");
         let config = root.join(format!("{}.toml", spec.name));
@@ -67,6 +70,7 @@ impl FleetHost {
             .arg(&dir)
             .args(["--operator-listen", "127.0.0.1:0", "--no-web"])
             .args(["--quic-listen", &quic.to_string()])
+            .args(["--public-addr", &quic.to_string()])
             .args(["--registry", spec.registry, "--host-name", spec.name])
             .args(["--capacity", &spec.capacity.to_string()])
             .arg("--config")
@@ -187,6 +191,15 @@ impl Drop for FleetHost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The next loopback address for a host of this process: 127.0.0.11 up to
+/// 127.0.0.250, then round again (127.0.0.2 is the phones' Bluetooth
+/// attach address).
+fn own_loopback_ip() -> std::net::Ipv4Addr {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 240;
+    std::net::Ipv4Addr::new(127, 0, 0, 11 + n)
 }
 
 /// The registry as the test reads it (its own connection).

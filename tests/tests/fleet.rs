@@ -509,3 +509,111 @@ fn gateways_sharing_the_fleet_keys_serve_each_others_handsets() {
     assert_eq!(names, ["host-a"]);
     drop(companion);
 }
+
+/// One enrollment at the front door reaches phones on every host: a handset
+/// granted every phone drives a phone on each of three hosts (each host on
+/// a loopback address of its own) through the gateway's redirects. Then
+/// `host drain` of the host under a live session ends that session cleanly
+/// ("moves to another host") and the handset follows its phone by itself.
+#[test]
+fn one_enrollment_reaches_phones_on_every_host_and_a_drain_ends_sessions_cleanly() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let root = tempfile::tempdir().unwrap();
+    let reg = registry(&url);
+    let gw = FleetHost::start(root.path(), &spec("gateway", &url, 0));
+    let a = FleetHost::start(root.path(), &spec("host-a", &url, 2));
+    wait_for("phone-1 running on host-a", Duration::from_secs(20), || {
+        (a.phone_state("phone-1").as_deref() == Some("running")).then_some(())
+    });
+    let b = FleetHost::start(root.path(), &spec("host-b", &url, 2));
+    let c = FleetHost::start(root.path(), &spec("host-c", &url, 2));
+    let hosts = [&a, &b, &c];
+    let ips: std::collections::BTreeSet<_> =
+        [&gw, &a, &b, &c].iter().map(|h| h.quic.ip()).collect();
+    assert_eq!(ips.len(), 4, "each host on an address of its own");
+    for (phone, host) in [("phone-2", "host-b"), ("phone-3", "host-c")] {
+        gw.ctl(&["phone", "create", phone]).unwrap();
+        gw.ctl(&["phone", "move", phone, "--to", host]).unwrap();
+    }
+    let on = |phone: &str, host: &FleetHost| host.phone_state(phone).as_deref() == Some("running");
+    wait_for(
+        "a phone running on each host",
+        Duration::from_secs(20),
+        || (on("phone-1", &a) && on("phone-2", &b) && on("phone-3", &c)).then_some(()),
+    );
+
+    let enrollment = gw
+        .ctl(&[
+            "handset",
+            "enroll",
+            "--name",
+            "erin",
+            "--all-phones",
+            "--quiet",
+        ])
+        .unwrap();
+    HeadlessCompanion::enroll(root.path(), &enrollment);
+    let sessions = |h: &FleetHost| -> Vec<String> {
+        h.ctl(&["--json", "session", "list"])
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| {
+                v.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|s| s["phone"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    for (phone, host) in [("phone-1", &a), ("phone-2", &b), ("phone-3", &c)] {
+        let companion = HeadlessCompanion::connect(root.path(), phone, &["--phone", phone], 30);
+        let text = companion.said(
+            &format!("connected to phone '{phone}'"),
+            Duration::from_secs(20),
+        );
+        assert!(text.contains("following the redirect"), "{text}");
+        // (The session of the companion before stays in its resume window
+        // on its own host: killed companions do not say goodbye.)
+        wait_for(
+            &format!("{phone}'s session on {}", host.name),
+            Duration::from_secs(5),
+            || sessions(host).iter().any(|p| p == phone).then_some(()),
+        );
+        for other in hosts.iter().filter(|h| h.name != host.name) {
+            assert!(
+                !sessions(other).iter().any(|p| p == phone),
+                "{} serves {phone} too",
+                other.name
+            );
+        }
+        assert!(sessions(&gw).is_empty(), "the gateway only redirects");
+    }
+
+    // Drain host-c under a live session on phone-3: the session ends
+    // saying the phone moves, and the handset finds it on its new host.
+    let companion = HeadlessCompanion::connect(root.path(), "drained", &["--phone", "phone-3"], 60);
+    let _ = companion.said("connected to phone 'phone-3'", Duration::from_secs(20));
+    gw.ctl(&["host", "drain", "host-c"]).unwrap();
+    let text = companion.said("reconnected", Duration::from_secs(30));
+    assert!(text.contains("moves to another host"), "{text}");
+    let holder = live_leases(&reg)
+        .into_iter()
+        .find(|l| l.phone == "phone-3")
+        .map(|l| l.host)
+        .expect("phone-3 leased again");
+    assert_ne!(holder, "host-c");
+    let new_host = hosts.iter().find(|h| h.name == holder).unwrap();
+    wait_for(
+        "the session on phone-3's new host",
+        Duration::from_secs(10),
+        || {
+            sessions(new_host)
+                .iter()
+                .any(|p| p == "phone-3")
+                .then_some(())
+        },
+    );
+    assert!(sessions(&c).is_empty(), "the drained host keeps no session");
+}
