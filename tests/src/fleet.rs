@@ -178,6 +178,24 @@ impl FleetHost {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// The phones of its live handset sessions (`session list --json`).
+    ///
+    /// # Panics
+    /// When `vphonectl` fails or prints no JSON list.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<String> {
+        let listed = self
+            .ctl(&["--json", "session", "list"])
+            .unwrap_or_else(|e| panic!("{}: session list: {e}", self.name));
+        let v: serde_json::Value = serde_json::from_str(&listed)
+            .unwrap_or_else(|e| panic!("{}: session list: {e}: {listed}", self.name));
+        v.as_array()
+            .unwrap_or_else(|| panic!("{}: session list is no list: {listed}", self.name))
+            .iter()
+            .map(|s| s["phone"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// A phone's lifecycle state on this host (`phone show --json`).
     #[must_use]
     pub fn phone_state(&self, phone: &str) -> Option<String> {

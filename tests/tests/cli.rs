@@ -586,3 +586,69 @@ fn the_demo_streams_video_sound_and_the_clipboard() {
         assert_eq!(v, "h264,720,1280");
     }
 }
+
+/// `GET PATH` on the host's operator port (no token: probes need none):
+/// the status code and body, or `None` when nothing answers.
+fn probe(dir: &Path, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = std::fs::read_to_string(dir.join("operator.addr")).ok()?;
+    let mut tcp = std::net::TcpStream::connect(addr.trim()).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Some((code, body))
+}
+
+/// The probes a load balancer and Kubernetes use: `/healthz` while the
+/// process serves, `/readyz` while the registry lists this host. With
+/// `VPHONE_SHUTDOWN_DELAY_SECS`, SIGTERM first makes `/readyz` say
+/// "leaving" (503) while the host keeps serving (the operator API still
+/// answers), and the host stops once the delay is over.
+#[test]
+fn readiness_says_leaving_for_the_shutdown_delay_before_the_host_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("VPHONE_SHUTDOWN_DELAY_SECS", Path::new("3"))],
+    );
+    assert_eq!(probe(dir.path(), "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(probe(dir.path(), "/readyz"), Some((200, "ready\n".into())));
+    vphone_testkit::process::signal(host.0.id(), "TERM");
+    let asked = Instant::now();
+    let leaving = loop {
+        let now = probe(dir.path(), "/readyz");
+        if now.as_ref().is_some_and(|(code, _)| *code == 503) {
+            break now.unwrap();
+        }
+        assert!(asked.elapsed() < Duration::from_secs(2), "still {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(leaving.1.contains("leaving"), "{leaving:?}");
+    // Still serving: the operator API answers, and health stays ok.
+    ok(dir.path(), &["phone", "list"]);
+    assert_eq!(probe(dir.path(), "/healthz"), Some((200, "ok\n".into())));
+    let mut host = host;
+    let status = loop {
+        if let Some(s) = host.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the host did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(2_900),
+        "stopped {took:?} after SIGTERM, before its 3 s delay"
+    );
+}

@@ -331,13 +331,7 @@ fn a_handset_enrolled_at_the_front_door_follows_its_phone_across_hosts() {
     let companion = HeadlessCompanion::enroll_and_connect(root.path(), &enrollment, 90);
     let text = companion.said("connected to phone 'phone-1'", Duration::from_secs(20));
     assert!(text.contains("following the redirect"), "{text}");
-    let on_a = |host: &FleetHost| -> usize {
-        host.ctl(&["--json", "session", "list"])
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.as_array().map(Vec::len))
-            .unwrap_or(0)
-    };
+    let on_a = |host: &FleetHost| -> usize { host.sessions().len() };
     assert_eq!(on_a(&a), 1, "the session runs on host-a");
     assert_eq!(on_a(&gw), 0, "the gateway only redirects");
 
@@ -455,13 +449,7 @@ fn gateways_sharing_the_fleet_keys_serve_each_others_handsets() {
     let companion = HeadlessCompanion::enroll_and_connect(root.path(), &via_gw2, 60);
     let text = companion.said("connected to phone 'phone-1'", Duration::from_secs(20));
     assert!(text.contains("following the redirect"), "{text}");
-    let sessions = |h: &FleetHost| -> usize {
-        h.ctl(&["--json", "session", "list"])
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.as_array().map(Vec::len))
-            .unwrap_or(0)
-    };
+    let sessions = |h: &FleetHost| -> usize { h.sessions().len() };
     assert_eq!(sessions(&a), 1, "the session runs on host-a");
     // The token was spent once, at gw-2, for the whole fleet.
     let handsets = gw1.ctl(&["--json", "handset", "list"]).unwrap();
@@ -554,19 +542,7 @@ fn one_enrollment_reaches_phones_on_every_host_and_a_drain_ends_sessions_cleanly
         ])
         .unwrap();
     HeadlessCompanion::enroll(root.path(), &enrollment);
-    let sessions = |h: &FleetHost| -> Vec<String> {
-        h.ctl(&["--json", "session", "list"])
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| {
-                v.as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|s| s["phone"].as_str().map(str::to_owned))
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
-    };
+    let sessions = |h: &FleetHost| -> Vec<String> { h.sessions() };
     for (phone, host) in [("phone-1", &a), ("phone-2", &b), ("phone-3", &c)] {
         let companion = HeadlessCompanion::connect(root.path(), phone, &["--phone", phone], 30);
         let text = companion.said(

@@ -698,8 +698,10 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
     assert_eq!(keys_secret, "vphone-fleet-keys");
     assert!(read_only, "the fleet keys are mounted writable");
     assert!(
-        mode.is_some_and(|m| m & 0o007 == 0),
-        "the fleet keys' files are readable by others (defaultMode {mode:?})"
+        private_to_group(mode) && pod_group(pod).is_some(),
+        "the fleet keys' files must be readable by the pod's group (fsGroup) and nobody else \
+         (defaultMode {mode:?}, fsGroup {:?})",
+        pod_group(pod)
     );
     let template = named(&m.secrets, "Secret", keys_secret)?;
     let template_keys: BTreeSet<&str> = template
@@ -719,6 +721,7 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
     );
 
     // One admin token for every host and gateway, from vphone-admin.
+    let mut checked = 0;
     for w in m.workloads()? {
         let pod = pod_spec(w.origin, w.template)?;
         for c in containers(pod) {
@@ -741,10 +744,12 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
                 .with_context(|| format!("{}: {file} is not on a Secret", w.origin))?;
             assert_eq!(secret, "vphone-admin", "{}", w.origin);
             assert!(
-                read_only && mode.is_some_and(|m| m & 0o007 == 0),
-                "{}",
+                read_only && private_to_group(mode) && pod_group(pod).is_some(),
+                "{}: the admin token must be read-only, readable by the pod's group \
+                 (fsGroup) and nobody else",
                 w.origin
             );
+            checked += 1;
             assert!(
                 defined_key(&m, secret, host_core::enroll::ADMIN_TOKEN_FILE),
                 "Secret {secret} has no key {}",
@@ -752,6 +757,33 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
             );
         }
     }
+
+    assert_eq!(checked, 2, "the hosts' and the gateways' containers");
+
+    // Rollouts: a new replica is available only once the load balancer
+    // had time to take it in; a stopping one says "leaving" on /readyz and
+    // keeps serving until its endpoint is dropped (readiness fails twice),
+    // within its grace period.
+    assert!(
+        spec.min_ready_seconds.unwrap_or(0) >= 10,
+        "minReadySeconds {:?}",
+        spec.min_ready_seconds
+    );
+    let delay: i64 = env_value(c, "VPHONE_SHUTDOWN_DELAY_SECS")
+        .context("vphone-gateway: no VPHONE_SHUTDOWN_DELAY_SECS")?
+        .parse()?;
+    let readiness = c.readiness_probe.as_ref().context("no readiness probe")?;
+    let unready_after = i64::from(readiness.period_seconds.unwrap_or(10))
+        * i64::from(readiness.failure_threshold.unwrap_or(3));
+    assert!(
+        delay > unready_after,
+        "the shutdown delay {delay} s ends before the endpoint is dropped ({unready_after} s)"
+    );
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+    assert!(
+        grace >= delay + 10,
+        "terminationGracePeriodSeconds {grace} leaves no time to stop after the {delay} s delay"
+    );
 
     // Each of the Service's ports reaches a port of the gateway's container
     // with the same protocol.
@@ -785,6 +817,17 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
     assert_eq!(budgets[0].max_unavailable, Some(IntOrString::Int(1)));
     assert!(budgets[0].min_available.is_none());
     Ok(())
+}
+
+/// A Secret volume's file mode: readable by its group (the pod's fsGroup),
+/// nothing for others.
+fn private_to_group(mode: Option<i32>) -> bool {
+    mode.is_some_and(|m| m & 0o040 != 0 && m & 0o007 == 0)
+}
+
+/// The pod's fsGroup: the group a Secret volume's files belong to.
+fn pod_group(pod: &PodSpec) -> Option<i64> {
+    pod.security_context.as_ref()?.fs_group
 }
 
 /// Whether the Secret template `name` has `key`.

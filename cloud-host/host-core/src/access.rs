@@ -88,15 +88,20 @@ impl RegistryAuthorizer {
                 Whereabouts::Here
             });
         }
-        let holder = self.registry.host(&l.host)?;
+        let holder = match self.registry.host(&l.host) {
+            Ok(h) => Some(h),
+            // Its record is gone (forgotten): as good as dead here.
+            Err(HostError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let ttl = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        if !holder.alive(now, ttl) {
+        let Some(holder) = holder.filter(|h| h.alive(now, ttl)) else {
             return Ok(if moving {
                 Whereabouts::Moving
             } else {
                 Whereabouts::Here
             });
-        }
+        };
         let pin = holder.pin.parse().map_err(|_| HostError::Internal {
             what: "registry",
             why: format!("host '{}' has an unreadable pin", holder.name),

@@ -28,6 +28,7 @@
 //! | labels phones may ask a host for (`zone=a,gpu=yes`) | `--labels` | `VPHONE_LABELS` | `labels` | none |
 //! | a fleet's shared keys (a mounted Secret): `cert.pem` + `key.pem`, the identity handsets pin, and `token.key`, the enrollment token key; read, never written | `--fleet-keys` | `VPHONE_FLEET_KEYS` | `fleet_keys` | the host's own, created in the data dir |
 //! | the operator API's admin token, read from a file (a mounted Secret) | `--admin-token-file` | `VPHONE_ADMIN_TOKEN_FILE` | `admin_token_file` | `<data dir>/admin.token`, created at first start |
+//! | on SIGTERM, seconds to keep serving while `/readyz` says "leaving" (a load balancer's health check drops the host first) | | `VPHONE_SHUTDOWN_DELAY_SECS` | `shutdown_delay_secs` | 0 |
 //! | phone lease length, seconds, 2 to 3600 (a dead host's phones move after it) | | | `lease_secs` | 10 |
 //! | extra emulator args (never `-avd`, `-grpc*`, `-ports`, `-packet-streamer-endpoint`) | | | `emulator_args` | none |
 
@@ -115,6 +116,8 @@ pub struct HostConfig {
     /// The admin token's file (`None`: `<data dir>/admin.token`, created at
     /// first start).
     pub admin_token_file: Option<PathBuf>,
+    /// On SIGTERM, how long to keep serving, not ready, before stopping.
+    pub shutdown_delay: Duration,
 }
 
 /// Values a layer may set (every field optional).
@@ -176,6 +179,8 @@ pub struct ConfigLayer {
     pub fleet_keys: Option<PathBuf>,
     /// See [`HostConfig::admin_token_file`].
     pub admin_token_file: Option<PathBuf>,
+    /// Seconds, at most 300; see [`HostConfig::shutdown_delay`].
+    pub shutdown_delay_secs: Option<u64>,
 }
 
 impl ConfigLayer {
@@ -258,6 +263,15 @@ impl ConfigLayer {
             admin_token_file: env("VPHONE_ADMIN_TOKEN_FILE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            shutdown_delay_secs: env("VPHONE_SHUTDOWN_DELAY_SECS")
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse().map_err(|_| HostError::Invalid {
+                        what: "environment",
+                        why: format!("VPHONE_SHUTDOWN_DELAY_SECS={v:?} is not a number of seconds"),
+                    })
+                })
+                .transpose()?,
             ..Self::default()
         })
     }
@@ -294,6 +308,7 @@ impl ConfigLayer {
             lease_secs: other.lease_secs.or(self.lease_secs),
             fleet_keys: other.fleet_keys.or(self.fleet_keys),
             admin_token_file: other.admin_token_file.or(self.admin_token_file),
+            shutdown_delay_secs: other.shutdown_delay_secs.or(self.shutdown_delay_secs),
         }
     }
 
@@ -339,6 +354,7 @@ impl ConfigLayer {
             }),
             fleet_keys: self.fleet_keys,
             admin_token_file: self.admin_token_file,
+            shutdown_delay: Duration::from_secs(self.shutdown_delay_secs.unwrap_or(0).min(300)),
         }
     }
 }

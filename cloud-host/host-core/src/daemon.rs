@@ -177,6 +177,9 @@ async fn revocation_sweep(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Revocations made at other hosts go unenforced while the check fails:
+    // say so once per failing stretch, and when it works again.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -188,17 +191,28 @@ async fn revocation_sweep(
         }
         let reg = registry.clone();
         match tokio::task::spawn_blocking(move || reg.revoked_among(&handsets)).await {
-            Ok(Ok(revoked)) if !revoked.is_empty() => {
-                let ended = sessions.close_revoked(&revoked);
-                tracing::info!(
-                    sessions = ended,
-                    "ended the sessions of handsets revoked in the registry"
+            Ok(Ok(revoked)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("revocation check works again");
+                }
+                if !revoked.is_empty() {
+                    let ended = sessions.close_revoked(&revoked);
+                    tracing::info!(
+                        sessions = ended,
+                        "ending the sessions of handsets revoked in the registry"
+                    );
+                }
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = %e,
+                    "revocation check failed: handsets revoked at other hosts keep their \
+                     sessions here until it works again"
                 );
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "revocation check failed; the next one retries");
-            }
-            _ => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "revocation check failed again"),
+            Err(_) => {}
         }
     }
 }
@@ -307,6 +321,8 @@ impl Host {
             labels,
             lease: cfg.lease,
             load: Arc::new(move || u32::try_from(load_sessions.count()).unwrap_or(u32::MAX)),
+            addr: public_addr.clone(),
+            pin: enroller.identity().pin().to_string(),
         };
         let phones = PhoneManager::spawn(
             registry.clone(),

@@ -153,12 +153,17 @@ fn fleet_keys_err(path: &Path, why: impl std::fmt::Display) -> HostError {
 pub fn load_fleet_keys(dir: &Path) -> Result<(HostIdentity, TokenKey), HostError> {
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read(&path).map_err(|e| fleet_keys_err(&path, e))
+        let bytes = std::fs::read(&path).map_err(|e| fleet_keys_err(&path, e))?;
+        if name != "cert.pem" {
+            crate::files::not_readable_by_others(&path)?;
+        }
+        Ok::<_, HostError>(bytes)
     };
     let identity = HostIdentity::from_pem(&read("cert.pem")?, &read("key.pem")?)
         .map_err(|e| fleet_keys_err(&dir.join("cert.pem"), e))?;
     let token_path = dir.join("token.key");
     let key = TokenKey::load(&token_path).map_err(|e| fleet_keys_err(&token_path, e))?;
+    crate::files::not_readable_by_others(&token_path)?;
     Ok((identity, key))
 }
 
@@ -272,12 +277,25 @@ mod tests {
         // Nothing was written into their data dirs.
         assert!(!tmp.path().join("a").exists());
 
+        // A private key every user may read is refused.
+        let key = keys.join("key.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap_err();
+        assert!(e.to_string().contains("readable by every user"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+        BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap();
+
         // A set missing a file is refused naming it, not completed.
         std::fs::remove_file(keys.join("token.key")).unwrap();
         let e = BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap_err();
         assert!(e.to_string().contains("token.key"), "{e}");
         assert!(!keys.join("token.key").exists());
         std::fs::write(keys.join("token.key"), "not hex").unwrap();
+        std::fs::set_permissions(
+            keys.join("token.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let e = BridgeEnroller::open(tmp.path(), Some(&keys), "a:4433".into()).unwrap_err();
         assert!(e.to_string().contains("64 hex digits"), "{e}");
     }

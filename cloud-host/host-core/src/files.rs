@@ -51,6 +51,27 @@ fn mine(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
     Ok(())
 }
 
+/// A secret the operator provides (a key, a token; maybe a mounted
+/// Secret, owned by root): refused when every user of the machine may read
+/// it. Its owner is not checked (a Kubernetes Secret's files are root's,
+/// readable through the pod's group).
+///
+/// # Errors
+/// [`HostError::Denied`] when others may read it; [`HostError::Io`] when
+/// it cannot be examined.
+pub fn not_readable_by_others(path: &Path) -> Result<(), HostError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| HostError::io(format!("checking {}", path.display()), e))?;
+    if meta.mode() & 0o004 != 0 {
+        return Err(HostError::Denied(format!(
+            "{} is readable by every user (mode {:o}); make it private: chmod o-rwx",
+            path.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// [`mine`], and nobody else may write it.
 pub(crate) fn owned_by_us(path: &Path, meta: &std::fs::Metadata) -> Result<(), HostError> {
     mine(path, meta)?;

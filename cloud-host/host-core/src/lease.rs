@@ -29,6 +29,11 @@ pub struct FleetConfig {
     pub lease: Duration,
     /// Live sessions now, reported in the heartbeat.
     pub load: Arc<dyn Fn() -> u32 + Send + Sync>,
+    /// The address handsets dial and the identity pin it registers with,
+    /// to register again if its host record went missing.
+    pub addr: String,
+    /// See [`FleetConfig::addr`].
+    pub pin: String,
 }
 
 impl std::fmt::Debug for FleetConfig {
@@ -56,6 +61,8 @@ impl FleetConfig {
             labels: Labels::default(),
             lease: DEFAULT_LEASE,
             load: Arc::new(|| 0),
+            addr: String::new(),
+            pin: String::new(),
         }
     }
 
@@ -153,6 +160,36 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
         Ok(h) => {
             out.draining = Some(h.draining);
             h.draining
+        }
+        Err(HostError::NotFound { .. }) if !cfg.pin.is_empty() => {
+            // Forgotten by an operator while cut off from the registry, or
+            // removed by a namesake's clean stop: without a record no front
+            // door can send handsets here, so register again.
+            tracing::warn!(
+                "lease round: this host is not in the registry's host list; registering again"
+            );
+            let record = crate::registry::HostRecord {
+                name: cfg.host.clone(),
+                addr: cfg.addr.clone(),
+                pin: cfg.pin.clone(),
+                capacity: cfg.capacity,
+                labels: cfg.labels.clone(),
+                draining: false,
+                stopped: false,
+                sessions: (cfg.load)(),
+                started_at_ms: now,
+                heartbeat_ms: now,
+            };
+            match registry.register_host(&record) {
+                Ok(()) => {
+                    out.draining = Some(false);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease round: registering again failed");
+                    input.draining
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "lease round: heartbeat failed");

@@ -78,7 +78,43 @@ on_both_engines!(
     claimable_phones_follow_desired_state_and_placement,
     a_restarting_host_closes_only_its_own_open_sessions,
     a_session_starts_on_record_only_under_the_hosts_live_lease,
+    a_forgotten_host_that_still_runs_registers_again_at_its_next_round,
 );
+
+/// A host forgotten while it still ran (cut off from the registry when the
+/// operator forgot it) is not left without a record, which no front door
+/// could send handsets to: its next lease round registers it again, with
+/// its address and pin.
+fn a_forgotten_host_that_still_runs_registers_again_at_its_next_round(db: &TestDb) {
+    let r = db.open();
+    r.register_host(&host("h1", 2)).unwrap(); // heartbeat at 1_000
+    r.forget_host("h1", 5_000, 1_000).unwrap();
+    let cfg = host_core::lease::FleetConfig {
+        addr: "h1.example:4433".into(),
+        pin: "cd".repeat(32),
+        capacity: 2,
+        ..host_core::lease::FleetConfig::single("h1")
+    };
+    let input = || host_core::lease::RoundInput {
+        release: Vec::new(),
+        held: Vec::new(),
+        began_ms: 0,
+        draining: true,
+    };
+    let out = host_core::lease::run_round(&r, &cfg, input());
+    assert_eq!(out.draining, Some(false));
+    let h = r.host("h1").unwrap();
+    assert_eq!(
+        (h.addr.as_str(), h.pin.as_str(), h.capacity, h.stopped),
+        ("h1.example:4433", "cd".repeat(32).as_str(), 2, false)
+    );
+    // A host without an identity (a test's FleetConfig::single) never
+    // writes a record without a pin.
+    r.forget_host("h1", host_core::unix_ms() + 60_000, 1_000)
+        .unwrap();
+    let _ = host_core::lease::run_round(&r, &host_core::lease::FleetConfig::single("h1"), input());
+    assert!(matches!(r.host("h1"), Err(HostError::NotFound { .. })));
+}
 
 /// The session audit's start is a write under the phone's lease: recorded
 /// only while the writing host holds the phone's unexpired lease, checked

@@ -3,7 +3,9 @@
 //!
 //! Every gRPC call needs `authorization: Bearer <admin token>`; the token is
 //! created at first start in `<data dir>/admin.token` with mode 0600, so only
-//! the host's user can drive the host. `/metrics` needs no token (it carries
+//! the host's user can drive the host, or read from `--admin-token-file` (a
+//! fleet's one token, e.g. a mounted Secret; refused when every user may
+//! read it). `/metrics` needs no token (it carries
 //! no secrets; the operator port is on loopback by default).
 
 use std::io::Write as _;
@@ -46,6 +48,8 @@ pub struct ServedHost {
     pub operator_addr: SocketAddr,
     /// The operator's admin token.
     pub admin_token: String,
+    /// Set when the host is leaving (see [`ServedHost::begin_leaving`]).
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ServedHost {
@@ -102,6 +106,7 @@ impl ServedHost {
             host.bluetooth.clone(),
         )
         .with_fleet(host.host_name.clone(), cfg.lease);
+        let leaving = svc.leaving.clone();
         let token = admin_token.clone();
         let stopping = host.stopping();
         host.adopt(tokio::spawn(async move {
@@ -113,7 +118,16 @@ impl ServedHost {
             host,
             operator_addr,
             admin_token,
+            leaving,
         })
+    }
+
+    /// The host is about to stop: `/readyz` answers 503 "leaving" from now
+    /// on, so a load balancer stops sending new handsets here while those
+    /// already on their way are still served (see `shutdown_delay_secs`).
+    pub fn begin_leaving(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A whole host on 127.0.0.1 (every port chosen by the OS) in
@@ -153,13 +167,14 @@ impl std::ops::Deref for ServedHost {
 pub fn load_admin_token(path: &Path) -> Result<String, HostError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| HostError::io(format!("reading the admin token {}", path.display()), e))?;
+    host_core::files::not_readable_by_others(path)?;
     let token = text.trim();
-    if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
         return Err(HostError::Invalid {
             what: "admin token",
             why: format!(
-                "{} must hold one token of at least 32 characters without spaces (make one \
-                 with `vphone-host fleet-keys DIR` or `openssl rand -hex 32`)",
+                "{} must hold one token of at least 32 printable ASCII characters without \
+                 spaces (make one with `vphone-host fleet-keys DIR` or `openssl rand -hex 32`)",
                 path.display()
             ),
         });
@@ -208,6 +223,8 @@ pub struct OperatorService {
     started: Instant,
     /// This host's name in the registry and the fleet's lease length.
     fleet: (String, Duration),
+    /// The host is leaving: not ready.
+    leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn phone_msg(v: &PhoneView, handsets: &[HandsetRecord]) -> op::Phone {
@@ -284,12 +301,19 @@ impl OperatorService {
             bluetooth,
             started: Instant::now(),
             fleet: (String::new(), host_core::lease::DEFAULT_LEASE),
+            leaving: Arc::default(),
         }
     }
 
     /// `200 ready` while the registry answers (within 2 s) and lists this
     /// host, else `503` and why.
     async fn readiness(&self) -> (axum::http::StatusCode, String) {
+        if self.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "leaving: shutting down\n".to_owned(),
+            );
+        }
         let registry = self.registry.clone();
         let name = self.fleet.0.clone();
         let check = tokio::task::spawn_blocking(move || registry.host(&name));

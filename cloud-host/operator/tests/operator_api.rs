@@ -330,7 +330,12 @@ async fn an_admin_token_from_a_file_is_the_one_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("secret-admin.token");
     let token = "6f1c0e4b9d2a7c35e8f01b6a4d9c2e7f5a3b8c1d0e6f4a2b";
-    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let private = |text: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&token_file, text).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    private(&format!("{token}\n"));
     let mut cfg = HostConfig::loopback(dir.path().join("data"));
     cfg.admin_token_file = Some(token_file.clone());
     let backends = || sim_phone::SimKind::default().backends();
@@ -352,13 +357,17 @@ async fn an_admin_token_from_a_file_is_the_one_accepted() {
     host.shutdown().await;
 
     for (text, why) in [
-        ("short\n", "at least 32 characters"),
+        ("short\n", "at least 32 printable ASCII characters"),
         (
             "two tokens of enough length each, 0123456789\n",
             "without spaces",
         ),
+        (
+            "ünïcödé-is-no-header-value-0123456789abcdef\n",
+            "printable ASCII",
+        ),
     ] {
-        std::fs::write(&token_file, text).unwrap();
+        private(text);
         let started = Host::start(&cfg, Listeners::bind(&cfg).await.unwrap(), backends()).await;
         let Err(e) = started else {
             panic!("{text:?} was taken as an admin token")
@@ -366,6 +375,15 @@ async fn an_admin_token_from_a_file_is_the_one_accepted() {
         assert!(e.to_string().contains(why), "{e}");
         assert!(e.to_string().contains("secret-admin.token"), "{e}");
     }
+    // A token every user of the machine may read is no secret.
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let started = Host::start(&cfg, Listeners::bind(&cfg).await.unwrap(), backends()).await;
+    let Err(e) = started else {
+        panic!("a world-readable admin token was accepted")
+    };
+    assert!(e.to_string().contains("readable by every user"), "{e}");
 }
 
 #[tokio::test]

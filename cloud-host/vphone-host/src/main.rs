@@ -141,7 +141,7 @@ struct ServeArgs {
     /// TOML config file (keys: data_dir, quic_listen, operator_listen,
     /// operator_insecure_listen, netsim_listen, public_addr, web, web_cert,
     /// web_key, web_url, registry, host_name, capacity, labels, lease_secs,
-    /// fleet_keys, admin_token_file, resume_window_secs, boot_timeout_secs, restart_max, emulator_args,
+    /// fleet_keys, admin_token_file, shutdown_delay_secs, resume_window_secs, boot_timeout_secs, restart_max, emulator_args,
     /// video_*, audio_*; see infra/host.toml.example).
     #[arg(long, env = "VPHONE_CONFIG")]
     config: Option<PathBuf>,
@@ -224,6 +224,20 @@ async fn serve(cfg: HostConfig) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+    if !cfg.shutdown_delay.is_zero() {
+        // Not ready from now on: a load balancer's health check takes this
+        // host out before it stops answering.
+        host.begin_leaving();
+        eprintln!(
+            "leaving: /readyz says so; serving {} s more (shutdown_delay_secs; a second signal stops now)",
+            cfg.shutdown_delay.as_secs()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(cfg.shutdown_delay) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     }
     eprintln!("shutting down");
     host.shutdown().await;

@@ -101,7 +101,7 @@ pub(crate) async fn connect(target: &Target) -> Result<Client, CliError> {
     let token = std::fs::read_to_string(&token_path)
         .with_context(|| {
             format!(
-                "cannot read the admin token {} (give --data-dir or --token-file; the host creates it at first start)",
+                "cannot read the admin token {} (give --data-dir or --token-file / VPHONE_ADMIN_TOKEN_FILE; the host creates it at first start unless it reads --admin-token-file)",
                 token_path.display()
             )
         })

@@ -235,10 +235,14 @@ impl Router {
         {
             Ok(Ok(true)) | Err(_) => {}
             Ok(Ok(false)) => {
-                let msg = format!("phone '{phone}' is not running on this host (its lease moved)");
+                // As a hand-over ends sessions: the companion comes back
+                // through its front door to wherever the phone runs now.
+                let msg = format!(
+                    "phone '{phone}' moves to another host of the fleet (its lease moved); reconnect"
+                );
                 tracing::info!("refused: {msg}");
                 self.sessions.lock().detach(&id);
-                s.close(CloseReason::PhoneStopped, &msg).await;
+                s.close(CloseReason::Shutdown, &msg).await;
                 return;
             }
             Ok(Err(e)) => {
