@@ -369,7 +369,7 @@ fn an_emulator_phone_through_vphonectl_survives_a_killed_host() {
         running(before[0]),
         "a killed host leaves its emulator running"
     );
-    let _host = start_host_with(&data, "127.0.0.1:0", &env);
+    let mut host = start_host_with(&data, "127.0.0.1:0", &env);
     wait_for_state(&data, "emu", "running");
     let after = advertised_pids(&runtime);
     assert_eq!(after.len(), 1, "{after:?}");
@@ -380,6 +380,27 @@ fn an_emulator_phone_through_vphonectl_survives_a_killed_host() {
         before[0]
     );
     assert_eq!(sdk.launches("pixel_standin"), 3);
+
+    // A clean stop (SIGTERM) takes its emulator with it: nothing is left
+    // running after the host (a Daemon's drop is a kill -9, which would).
+    vphone_testkit::process::signal(host.0.id(), "TERM");
+    let t = Instant::now();
+    while host.0.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the host did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    while running(after[0]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the emulator {} outlived the host's clean stop",
+            after[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `kill -9` of the host in the middle of a session: the host comes back
