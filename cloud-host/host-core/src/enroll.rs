@@ -182,10 +182,14 @@ pub fn create_fleet_keys(dir: &Path) -> Result<String, HostError> {
     for name in FLEET_KEY_FILES {
         let path = dir.join(name);
         if path.exists() {
-            return Err(fleet_keys_err(
-                &path,
-                "already exists; the set is left as it is (handsets pin its key)",
-            ));
+            return Err(HostError::Invalid {
+                what: "fleet keys",
+                why: format!(
+                    "{} already exists; the set there is left as it is (handsets pin its key): \
+                     give an empty or new directory",
+                    path.display()
+                ),
+            });
         }
     }
     std::fs::DirBuilder::new()
