@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use device_bridge::{AuthRequest, Authorizer, Fingerprint, TokenKey};
 use host_core::access::RegistryAuthorizer;
 use host_core::registry::{
-    Backend, DesiredState, HostRecord, Labels, PhoneGrant, PhoneRecord, Registry, Target,
-    TokenRecord,
+    HostRecord, Labels, PhoneGrant, PhoneRecord, Registry, Target, TokenRecord,
 };
 use sensor_proto::bridge::{AppErrorCode, Hello};
 use vphone_testkit::postgres::Postgres;
@@ -52,17 +51,8 @@ fn fingerprint(i: usize) -> String {
 fn populate(reg: &Registry, holder: Option<&str>) {
     let now = host_core::unix_ms();
     for i in 0..PHONES {
-        reg.insert_phone(&PhoneRecord {
-            name: format!("p{i}"),
-            backend: Backend::Sim,
-            desired: DesiredState::Running,
-            width: 720,
-            height: 1280,
-            dpi: 320,
-            avd: None,
-            created_at_ms: now,
-        })
-        .expect("phone");
+        reg.insert_phone(&PhoneRecord::sim(format!("p{i}"), now))
+            .expect("phone");
         reg.insert_token(
             &TokenRecord {
                 id: format!("t{i}"),

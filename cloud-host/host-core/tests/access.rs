@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use device_bridge::{AuthRequest, Authorizer, Fingerprint, TokenKey};
 use host_core::access::RegistryAuthorizer;
-use host_core::registry::{Backend, DesiredState, PhoneGrant, PhoneRecord, Registry, TokenRecord};
+use host_core::registry::{PhoneGrant, PhoneRecord, Registry, TokenRecord};
 use host_core::router::Sessions;
 use sensor_proto::bridge::{AppErrorCode, Hello};
 
@@ -20,16 +20,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let registry = Arc::new(Registry::open_in_memory().unwrap());
     registry
-        .insert_phone(&PhoneRecord {
-            name: "phone-1".into(),
-            backend: Backend::Sim,
-            desired: DesiredState::Running,
-            width: 720,
-            height: 1280,
-            dpi: 320,
-            avd: None,
-            created_at_ms: 1,
-        })
+        .insert_phone(&PhoneRecord::sim("phone-1", 1))
         .unwrap();
     let key = TokenKey::generate().unwrap();
     let auth =

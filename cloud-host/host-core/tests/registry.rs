@@ -8,8 +8,8 @@ use std::sync::{Arc, Barrier};
 
 use host_core::HostError;
 use host_core::registry::{
-    Backend, DesiredState, HandsetState, HostRecord, Labels, LeaseState, PhoneGrant, PhoneRecord,
-    Registry, SessionRecord, SessionRetention, Target, TokenRecord,
+    DesiredState, HandsetState, HostRecord, Labels, LeaseState, PhoneGrant, PhoneRecord, Registry,
+    SessionRecord, SessionRetention, Target, TokenRecord,
 };
 use vphone_testkit::postgres::Postgres;
 
@@ -196,16 +196,7 @@ fn a_restarting_host_closes_only_its_own_open_sessions(db: &TestDb) {
 }
 
 fn phone(name: &str) -> PhoneRecord {
-    PhoneRecord {
-        name: name.to_owned(),
-        backend: Backend::Sim,
-        desired: DesiredState::Running,
-        width: 720,
-        height: 1280,
-        dpi: 320,
-        avd: None,
-        created_at_ms: 1,
-    }
+    PhoneRecord::sim(name, 1)
 }
 
 fn token(id: &str, expires: i64, grant: PhoneGrant) -> TokenRecord {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use host_core::registry::{Backend, DesiredState, PhoneRecord, Registry};
+use host_core::registry::{PhoneRecord, Registry};
 use host_core::{ErrorKind, HostError};
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
@@ -48,16 +48,7 @@ impl Drop for Tmpfs {
 }
 
 fn phone(name: &str) -> PhoneRecord {
-    PhoneRecord {
-        name: name.into(),
-        backend: Backend::Sim,
-        desired: DesiredState::Running,
-        width: 720,
-        height: 1280,
-        dpi: 320,
-        avd: None,
-        created_at_ms: 1,
-    }
+    PhoneRecord::sim(name, 1)
 }
 
 #[test]

@@ -195,6 +195,25 @@ pub struct PhoneRecord {
     pub created_at_ms: i64,
 }
 
+impl PhoneRecord {
+    /// A sim phone at the default display (720x1280, 320 dpi), wanted
+    /// running: the phone tests and benchmarks put in a registry.
+    #[must_use]
+    pub fn sim(name: impl Into<String>, created_at_ms: i64) -> Self {
+        let (width, height, dpi) = crate::phones::DEFAULT_DISPLAY;
+        Self {
+            name: name.into(),
+            backend: Backend::Sim,
+            desired: DesiredState::Running,
+            width,
+            height,
+            dpi,
+            avd: None,
+            created_at_ms,
+        }
+    }
+}
+
 /// Whether a handset may connect.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum HandsetState {
@@ -1178,16 +1197,7 @@ mod tests {
     use rusqlite::Connection;
 
     fn phone(name: &str) -> PhoneRecord {
-        PhoneRecord {
-            name: name.to_owned(),
-            backend: Backend::Sim,
-            desired: DesiredState::Running,
-            width: 720,
-            height: 1280,
-            dpi: 320,
-            avd: None,
-            created_at_ms: 1,
-        }
+        PhoneRecord::sim(name, 1)
     }
 
     fn only(phones: &[&str]) -> PhoneGrant {
