@@ -197,6 +197,19 @@ impl Manifests {
         }
     }
 
+    /// Every Secret's keys (`data` and `stringData`), by name.
+    fn secret_keys(&self) -> BTreeMap<&str, BTreeSet<&str>> {
+        self.secrets
+            .iter()
+            .map(|(o, s)| {
+                let data = s.data.iter().flat_map(|d| d.keys());
+                let text = s.string_data.iter().flat_map(|d| d.keys());
+                let keys = data.chain(text).map(String::as_str);
+                (o.name.as_str(), keys.collect::<BTreeSet<_>>())
+            })
+            .collect()
+    }
+
     /// Every StatefulSet's and Deployment's pods.
     fn workloads(&self) -> Result<Vec<Workload<'_>>> {
         let mut all = Vec::new();
@@ -703,20 +716,17 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
          (defaultMode {mode:?}, fsGroup {:?})",
         pod_group(pod)
     );
-    let template = named(&m.secrets, "Secret", keys_secret)?;
-    let template_keys: BTreeSet<&str> = template
-        .string_data
-        .iter()
-        .flat_map(|d| d.keys())
-        .map(String::as_str)
-        .collect();
+    let secrets = m.secret_keys();
+    let template_keys = secrets
+        .get(keys_secret)
+        .with_context(|| format!("no Secret {keys_secret} in {SECRET_TEMPLATE}"))?;
     let loaded: BTreeSet<&str> = host_core::enroll::FLEET_KEY_FILES
         .iter()
         .copied()
         .filter(|f| *f != host_core::enroll::ADMIN_TOKEN_FILE)
         .collect();
     assert_eq!(
-        template_keys, loaded,
+        template_keys, &loaded,
         "the Secret's keys are the files the gateway loads"
     );
 
@@ -751,7 +761,7 @@ fn the_gateways_share_the_fleet_keys_from_a_secret_behind_a_udp_load_balancer() 
             );
             checked += 1;
             assert!(
-                defined_key(&m, secret, host_core::enroll::ADMIN_TOKEN_FILE),
+                defined(&secrets, secret, Some(host_core::enroll::ADMIN_TOKEN_FILE)),
                 "Secret {secret} has no key {}",
                 host_core::enroll::ADMIN_TOKEN_FILE
             );
@@ -830,15 +840,6 @@ fn pod_group(pod: &PodSpec) -> Option<i64> {
     pod.security_context.as_ref()?.fs_group
 }
 
-/// Whether the Secret template `name` has `key`.
-fn defined_key(m: &Manifests, name: &str, key: &str) -> bool {
-    m.secrets.iter().any(|(o, s)| {
-        o.name == name
-            && (s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
-                || s.data.as_ref().is_some_and(|d| d.contains_key(key)))
-    })
-}
-
 /// Every `VPHONE_*` variable a vphone-host container sets is a setting
 /// vphone-host reads (asked of `ConfigLayer::from_env` itself, plus
 /// `VPHONE_CONFIG`, read by its command line), and the literal values
@@ -914,16 +915,7 @@ fn every_secret_key_a_pod_reads_is_in_the_template_and_every_template_key_is_rea
         stray.is_empty(),
         "Secrets outside {SECRET_TEMPLATE} (kubectl apply -k would write them): {stray:?}"
     );
-    let secrets: BTreeMap<&str, BTreeSet<&str>> = m
-        .secrets
-        .iter()
-        .map(|(o, s)| {
-            let data = s.data.iter().flat_map(|d| d.keys());
-            let text = s.string_data.iter().flat_map(|d| d.keys());
-            let keys = data.chain(text).map(String::as_str);
-            (o.name.as_str(), keys.collect::<BTreeSet<_>>())
-        })
-        .collect();
+    let secrets = m.secret_keys();
     let config_maps: BTreeMap<&str, BTreeSet<&str>> = m
         .config_maps
         .iter()
