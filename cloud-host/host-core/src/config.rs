@@ -228,50 +228,43 @@ impl ConfigLayer {
                 }),
             }
         }
-        Ok(Self {
-            data_dir: env("VPHONE_DATA_DIR")
+        fn path(env: &dyn Fn(&str) -> Option<String>, k: &'static str) -> Option<PathBuf> {
+            env(k).filter(|v| !v.is_empty()).map(PathBuf::from)
+        }
+        /// A number of `unit`: phones, seconds.
+        fn number<T: std::str::FromStr>(
+            env: &dyn Fn(&str) -> Option<String>,
+            k: &'static str,
+            unit: &str,
+        ) -> Result<Option<T>, HostError> {
+            env(k)
                 .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+                .map(|v| {
+                    v.parse().map_err(|_| HostError::Invalid {
+                        what: "environment",
+                        why: format!("{k}={v:?} is not a number of {unit}"),
+                    })
+                })
+                .transpose()
+        }
+        Ok(Self {
+            data_dir: path(env, "VPHONE_DATA_DIR"),
             quic_listen: addr(env, "VPHONE_QUIC_LISTEN")?,
             operator_listen: addr(env, "VPHONE_OPERATOR_LISTEN")?,
             operator_insecure_listen: flag(env, "VPHONE_OPERATOR_INSECURE_LISTEN")?,
             netsim_listen: addr(env, "VPHONE_NETSIM_LISTEN")?,
             public_addr: env("VPHONE_PUBLIC_ADDR").filter(|v| !v.is_empty()),
             web: flag(env, "VPHONE_WEB")?,
-            web_cert: env("VPHONE_WEB_CERT")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            web_key: env("VPHONE_WEB_KEY")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            web_cert: path(env, "VPHONE_WEB_CERT"),
+            web_key: path(env, "VPHONE_WEB_KEY"),
             web_url: env("VPHONE_WEB_URL").filter(|v| !v.is_empty()),
             registry: env("VPHONE_REGISTRY").filter(|v| !v.is_empty()),
             host_name: env("VPHONE_HOST_NAME").filter(|v| !v.is_empty()),
-            capacity: env("VPHONE_CAPACITY")
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse().map_err(|_| HostError::Invalid {
-                        what: "environment",
-                        why: format!("VPHONE_CAPACITY={v:?} is not a number of phones"),
-                    })
-                })
-                .transpose()?,
+            capacity: number(env, "VPHONE_CAPACITY", "phones")?,
             labels: env("VPHONE_LABELS").filter(|v| !v.is_empty()),
-            fleet_keys: env("VPHONE_FLEET_KEYS")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            admin_token_file: env("VPHONE_ADMIN_TOKEN_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-            shutdown_delay_secs: env("VPHONE_SHUTDOWN_DELAY_SECS")
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse().map_err(|_| HostError::Invalid {
-                        what: "environment",
-                        why: format!("VPHONE_SHUTDOWN_DELAY_SECS={v:?} is not a number of seconds"),
-                    })
-                })
-                .transpose()?,
+            fleet_keys: path(env, "VPHONE_FLEET_KEYS"),
+            admin_token_file: path(env, "VPHONE_ADMIN_TOKEN_FILE"),
+            shutdown_delay_secs: number(env, "VPHONE_SHUTDOWN_DELAY_SECS", "seconds")?,
             ..Self::default()
         })
     }
