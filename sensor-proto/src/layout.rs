@@ -15,9 +15,12 @@ pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     PathBuf::from("vphone-data")
 }
 
+/// The admin token's file name, in a host's data dir or a fleet key set.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// The operator's admin token (mode 0600) in a host's data dir.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
+    data_dir.join(ADMIN_TOKEN_FILE)
 }
 
 /// The operator API's address (`HOST:PORT` and a newline) in a host's data

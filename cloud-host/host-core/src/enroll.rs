@@ -1,5 +1,6 @@
 //! The host's QUIC identity and enrollment tokens, from `device-bridge`,
-//! behind the operator API's [`Enroller`] trait.
+//! behind the operator API's [`Enroller`] trait; a fleet's shared key set
+//! and the operator's admin token, where they are read and made.
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -131,7 +132,7 @@ impl Enroller for BridgeEnroller {
 pub const FLEET_KEY_FILES: [&str; 4] = ["cert.pem", "key.pem", "token.key", ADMIN_TOKEN_FILE];
 
 /// The admin token's file name in a fleet key set (and in a data dir).
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub use sensor_proto::layout::ADMIN_TOKEN_FILE;
 
 fn fleet_keys_err(path: &Path, why: impl std::fmt::Display) -> HostError {
     HostError::Invalid {
@@ -177,8 +178,7 @@ pub fn load_fleet_keys(dir: &Path) -> Result<(HostIdentity, TokenKey), HostError
 /// [`HostError::Invalid`] when `dir` already holds a key file;
 /// [`HostError::Io`] or [`HostError::Internal`] when writing fails.
 pub fn create_fleet_keys(dir: &Path) -> Result<String, HostError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::DirBuilderExt as _;
     for name in FLEET_KEY_FILES {
         let path = dir.join(name);
         if path.exists() {
@@ -201,16 +201,61 @@ pub fn create_fleet_keys(dir: &Path) -> Result<String, HostError> {
     let identity =
         HostIdentity::load_or_create(dir).map_err(|e| bridge_err("fleet identity", e))?;
     TokenKey::load_or_create(dir.join("token.key")).map_err(|e| bridge_err("token key", e))?;
-    let path = dir.join(ADMIN_TOKEN_FILE);
+    load_or_create_admin_token(dir)?;
+    Ok(identity.pin().to_string())
+}
+
+/// Reads an admin token the operator provides (a mounted Secret): at
+/// least 32 characters, no spaces, never created or changed here.
+///
+/// # Errors
+/// [`HostError::Io`] naming the file; [`HostError::Invalid`] when it is
+/// too short to be a secret.
+pub fn load_admin_token(path: &Path) -> Result<String, HostError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HostError::io(format!("reading the admin token {}", path.display()), e))?;
+    crate::files::not_readable_by_others(path)?;
+    let token = text.trim();
+    if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(HostError::Invalid {
+            what: "admin token",
+            why: format!(
+                "{} must hold one token of at least 32 printable ASCII characters without \
+                 spaces (make one with `vphone-host fleet-keys DIR` or `openssl rand -hex 32`)",
+                path.display()
+            ),
+        });
+    }
+    Ok(token.to_owned())
+}
+
+/// Reads the admin token from `<data dir>/admin.token`, creating it (mode
+/// 0600, 32 random bytes as hex) when absent.
+///
+/// # Errors
+/// [`HostError::Io`] naming the file.
+pub fn load_or_create_admin_token(data_dir: &Path) -> Result<String, HostError> {
+    let path = sensor_proto::layout::admin_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(HostError::io(format!("reading {}", path.display()), e)),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| HostError::io(format!("creating {}", data_dir.display()), e))?;
     let token = crate::backend::random_token()?;
-    std::fs::OpenOptions::new()
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(&path)
-        .and_then(|mut f| writeln!(f, "{token}"))
-        .map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
-    Ok(identity.pin().to_string())
+        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
+    writeln!(f, "{token}").map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
+    Ok(token)
 }
 
 /// The link a browser handset opens:

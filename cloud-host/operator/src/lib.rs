@@ -8,10 +8,7 @@
 //! read it). `/metrics` needs no token (it carries
 //! no secrets; the operator port is on loopback by default).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq as _;
@@ -158,57 +155,7 @@ impl std::ops::Deref for ServedHost {
     }
 }
 
-/// Reads an admin token the operator provides (a mounted Secret): at
-/// least 32 characters, no spaces, never created or changed here.
-///
-/// # Errors
-/// [`HostError::Io`] naming the file; [`HostError::Invalid`] when it is
-/// too short to be a secret.
-pub fn load_admin_token(path: &Path) -> Result<String, HostError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| HostError::io(format!("reading the admin token {}", path.display()), e))?;
-    host_core::files::not_readable_by_others(path)?;
-    let token = text.trim();
-    if token.len() < 32 || !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(HostError::Invalid {
-            what: "admin token",
-            why: format!(
-                "{} must hold one token of at least 32 printable ASCII characters without \
-                 spaces (make one with `vphone-host fleet-keys DIR` or `openssl rand -hex 32`)",
-                path.display()
-            ),
-        });
-    }
-    Ok(token.to_owned())
-}
-
-/// Reads the admin token from `<data dir>/admin.token`, creating it (mode
-/// 0600, 32 random bytes as hex) when absent.
-///
-/// # Errors
-/// [`HostError::Io`] naming the file.
-pub fn load_or_create_admin_token(data_dir: &Path) -> Result<String, HostError> {
-    let path = admin_token_path(data_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(HostError::io(format!("reading {}", path.display()), e)),
-    }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| HostError::io(format!("creating {}", data_dir.display()), e))?;
-    let token = host_core::backend::random_token()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| HostError::io(format!("creating {}", path.display()), e))?;
-    writeln!(f, "{token}").map_err(|e| HostError::io(format!("writing {}", path.display()), e))?;
-    Ok(token)
-}
-
+pub use host_core::enroll::{load_admin_token, load_or_create_admin_token};
 pub use sensor_proto::layout::admin_token_path;
 
 /// The operator service.
@@ -334,6 +281,11 @@ impl OperatorService {
         }
     }
 
+    /// The fleet's lease length, ms.
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Names this host and the lease length, for the fleet view.
     #[must_use]
     pub fn with_fleet(mut self, host: String, lease: Duration) -> Self {
@@ -343,7 +295,7 @@ impl OperatorService {
 
     fn fleet_host_msg(&self, h: &host_core::registry::HostRecord, phones: u32) -> op::FleetHost {
         let now = host_core::unix_ms();
-        let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = self.lease_ms();
         op::FleetHost {
             name: h.name.clone(),
             addr: h.addr.clone(),
@@ -486,6 +438,17 @@ impl OperatorService {
             .await
             .map_err(|e| HostError::io("operator API server", std::io::Error::other(e)))
     }
+}
+
+/// The leases `host` holds at `now` (unexpired).
+fn held_by<'a>(
+    leases: &'a [host_core::registry::Lease],
+    host: &'a str,
+    now: i64,
+) -> impl Iterator<Item = &'a host_core::registry::Lease> + 'a {
+    leases
+        .iter()
+        .filter(move |l| l.host == host && l.expires_at_ms > now)
 }
 
 /// The `state` label of `vphone_phones`.
@@ -749,12 +712,7 @@ impl Operator for OperatorService {
         let hosts = self.registry.hosts()?;
         let leases = self.registry.leases()?;
         let now = host_core::unix_ms();
-        let held = |host: &str| {
-            leases
-                .iter()
-                .filter(|l| l.host == host && l.expires_at_ms > now)
-                .count() as u32
-        };
+        let held = |host: &str| held_by(&leases, host, now).count() as u32;
         let mut phones = Vec::new();
         for p in self.registry.phones()? {
             let lease = leases.iter().find(|l| l.phone == p.name);
@@ -781,12 +739,7 @@ impl Operator for OperatorService {
         self.registry.set_draining(&r.name, !r.undo)?;
         let h = self.registry.host(&r.name)?;
         let now = host_core::unix_ms();
-        let held = self
-            .registry
-            .leases()?
-            .iter()
-            .filter(|l| l.host == h.name && l.expires_at_ms > now)
-            .count() as u32;
+        let held = held_by(&self.registry.leases()?, &h.name, now).count() as u32;
         tracing::info!(host = %r.name, draining = !r.undo, "host drain set by the operator");
         Ok(Response::new(self.fleet_host_msg(&h, held)))
     }
@@ -803,7 +756,7 @@ impl Operator for OperatorService {
             }
             .into());
         }
-        let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = self.lease_ms();
         self.registry
             .forget_host(&r.name, host_core::unix_ms(), lease_ms)?;
         tracing::info!(host = %r.name, "host forgotten by the operator");
@@ -821,12 +774,9 @@ impl Operator for OperatorService {
         if let Some(host) = &to {
             let h = self.registry.host(host)?;
             let now = host_core::unix_ms();
-            let lease_ms = i64::try_from(self.fleet.1.as_millis()).unwrap_or(i64::MAX);
-            let held = self
-                .registry
-                .leases()?
-                .iter()
-                .filter(|l| l.host == h.name && l.expires_at_ms > now && l.phone != r.name)
+            let lease_ms = self.lease_ms();
+            let held = held_by(&self.registry.leases()?, &h.name, now)
+                .filter(|l| l.phone != r.name)
                 .count();
             let why = if h.capacity == 0 {
                 Some("runs no phones (capacity 0)".to_owned())
