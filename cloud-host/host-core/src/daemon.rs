@@ -288,19 +288,18 @@ impl Host {
             _ => registry,
         });
         let labels = crate::registry::Labels::parse(&cfg.labels)?;
-        let now = crate::unix_ms();
-        registry.register_host(&crate::registry::HostRecord {
-            name: host_name.clone(),
+        let sessions = Arc::new(Sessions::default());
+        let load_sessions = sessions.clone();
+        let fleet = crate::lease::FleetConfig {
+            host: host_name.clone(),
+            capacity: cfg.capacity,
+            labels,
+            lease: cfg.lease,
+            load: Arc::new(move || u32::try_from(load_sessions.count()).unwrap_or(u32::MAX)),
             addr: public_addr.clone(),
             pin: enroller.identity().pin().to_string(),
-            capacity: cfg.capacity,
-            labels: labels.clone(),
-            draining: false,
-            stopped: false,
-            sessions: 0,
-            started_at_ms: now,
-            heartbeat_ms: now,
-        })?;
+        };
+        registry.register_host(&fleet.registration(crate::unix_ms()))?;
         tracing::info!(host = %host_name, registry = %registry.describe(), "registered in the registry");
         let dangling = registry.close_dangling_sessions("host restarted", crate::unix_ms())?;
         if dangling > 0 {
@@ -313,17 +312,6 @@ impl Host {
             .transpose()
             .map_err(|e| HostError::io("reading the netsim address", e))?;
         let attach = AttachPoints::new(cfg.attach_ip)?;
-        let sessions = Arc::new(Sessions::default());
-        let load_sessions = sessions.clone();
-        let fleet = crate::lease::FleetConfig {
-            host: host_name.clone(),
-            capacity: cfg.capacity,
-            labels,
-            lease: cfg.lease,
-            load: Arc::new(move || u32::try_from(load_sessions.count()).unwrap_or(u32::MAX)),
-            addr: public_addr.clone(),
-            pin: enroller.identity().pin().to_string(),
-        };
         let phones = PhoneManager::spawn(
             registry.clone(),
             ManagerConfig {

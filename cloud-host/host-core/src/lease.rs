@@ -102,6 +102,24 @@ impl FleetConfig {
         self.labels.satisfy(labels) && !wanted.is_some_and(|w| w != self.host && accepting(w))
     }
 
+    /// This host's record as it registers, starting at `now_ms`: at start
+    /// and again when its record went missing.
+    #[must_use]
+    pub fn registration(&self, now_ms: i64) -> crate::registry::HostRecord {
+        crate::registry::HostRecord {
+            name: self.host.clone(),
+            addr: self.addr.clone(),
+            pin: self.pin.clone(),
+            capacity: self.capacity,
+            labels: self.labels.clone(),
+            draining: false,
+            stopped: false,
+            sessions: (self.load)(),
+            started_at_ms: now_ms,
+            heartbeat_ms: now_ms,
+        }
+    }
+
     /// The lease length in ms.
     #[must_use]
     pub fn lease_ms(&self) -> i64 {
@@ -168,19 +186,7 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
             tracing::warn!(
                 "lease round: this host is not in the registry's host list; registering again"
             );
-            let record = crate::registry::HostRecord {
-                name: cfg.host.clone(),
-                addr: cfg.addr.clone(),
-                pin: cfg.pin.clone(),
-                capacity: cfg.capacity,
-                labels: cfg.labels.clone(),
-                draining: false,
-                stopped: false,
-                sessions: (cfg.load)(),
-                started_at_ms: now,
-                heartbeat_ms: now,
-            };
-            match registry.register_host(&record) {
+            match registry.register_host(&cfg.registration(now)) {
                 Ok(()) => {
                     out.draining = Some(false);
                     false
