@@ -170,12 +170,16 @@ fn check_hci_body(packet_type: u8, body: &[u8]) -> Result<(), ProtoError> {
         3 => (3, body.get(2).map(|&l| usize::from(l))),
         // Event: event code (1), parameter length (1).
         4 => (2, body.get(1).map(|&l| usize::from(l))),
-        // ISO: handle + flags (2), data length (14 bits, little endian).
-        5 => (
-            4,
-            body.get(2..4)
-                .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]]) & 0x3fff)),
-        ),
+        // ISO: handle + flags (2), data length (14 bits, little endian;
+        // the top two bits are RFU and set only in a corrupt packet, which
+        // the HCI layer, bt-raw, refuses too).
+        5 => {
+            let raw = body.get(2..4).map(|l| u16::from_le_bytes([l[0], l[1]]));
+            if raw.is_some_and(|r| r & 0xc000 != 0) {
+                return Err(ProtoError::BadH4("ISO length sets its reserved bits"));
+            }
+            (4, raw.map(usize::from))
+        }
         _ => return Err(ProtoError::BadH4("unknown packet type")),
     };
     match payload_len {
