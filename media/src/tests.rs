@@ -477,3 +477,91 @@ fn converting_only_changed_rows_gives_the_same_picture() {
             .is_err()
     );
 }
+
+/// A box on the screen: x, y, width, height.
+type Region = (u32, u32, u32, u32);
+
+/// Mean absolute error (RGB) of `decoded` against `source` inside the box.
+fn box_error(source: &[u8], decoded: &[u8], w: u32, (x0, y0, bw, bh): (u32, u32, u32, u32)) -> f64 {
+    let mut sum = 0u64;
+    for y in y0..y0 + bh {
+        for x in x0..x0 + bw {
+            let i = ((y * w + x) * 4) as usize;
+            for c in 0..3 {
+                sum += u64::from(source[i + c].abs_diff(decoded[i + c]));
+            }
+        }
+    }
+    sum as f64 / f64::from(bw * bh * 3)
+}
+
+#[test]
+fn small_changes_on_a_still_screen_reach_the_viewer() {
+    // A still screen where only something small changes (a caret, a
+    // pressed row, an icon): the P-frame of each change must carry it, in
+    // either tuning, never keep the old pixels as "background".
+    let (w, h) = (320u32, 480u32);
+    let page = |marks: &[(u32, u32, u32, u32, [u8; 3])]| {
+        rgba_image(w, h, |x, y| {
+            for &(mx, my, mw, mh, c) in marks {
+                if (mx..mx + mw).contains(&x) && (my..my + mh).contains(&y) {
+                    return c;
+                }
+            }
+            // Text-like grey lines on white.
+            if y % 24 < 10 && x % 50 < 38 && y > 40 {
+                [90, 90, 90]
+            } else {
+                [255, 255, 255]
+            }
+        })
+    };
+    let caret = (101, 203, 2, 20, [20, 20, 20]);
+    let pressed = (0, 300, 320, 48, [232, 232, 232]);
+    // A blank strip going faintly grey: the change most like "background".
+    let tint = (0, 0, 320, 40, [246, 246, 246]);
+    let icon = (250, 12, 16, 16, [200, 30, 30]);
+    let steps: [(&str, Vec<_>, Region); 7] = [
+        ("caret shown", vec![caret], (101, 203, 2, 20)),
+        ("caret hidden", vec![], (101, 203, 2, 20)),
+        ("row pressed", vec![pressed], (0, 300, 320, 48)),
+        ("row released", vec![], (0, 300, 320, 48)),
+        ("strip faintly tinted", vec![tint], (0, 0, 320, 40)),
+        ("tint gone", vec![], (0, 0, 320, 40)),
+        ("icon", vec![icon], (250, 12, 16, 16)),
+    ];
+    for tuning in [Tuning::Screen, Tuning::Camera] {
+        let mut cfg = EncoderConfig::new(w, h);
+        cfg.tuning = tuning;
+        cfg.keyframe_interval_s = 0;
+        let mut enc = VideoEncoder::new(cfg).unwrap();
+        let mut dec = VideoDecoder::new().unwrap();
+        let still = page(&[]);
+        let f = enc.encode(&still, 0, false).unwrap().unwrap();
+        dec.decode(&f.data).unwrap().unwrap();
+        // The screen rests a few seconds first (the encoder learns it).
+        for s in 1..4u64 {
+            let f = enc.encode(&still, s * 1_000_000, false).unwrap().unwrap();
+            dec.decode(&f.data).unwrap().unwrap();
+        }
+        for (i, (what, marks, region)) in steps.iter().enumerate() {
+            let frame = page(marks);
+            let at = (4 + i as u64) * 1_000_000;
+            let f = enc.encode(&frame, at, false).unwrap().unwrap();
+            assert!(!f.keyframe, "{tuning:?} {what}: a P-frame");
+            let p = dec.decode(&f.data).unwrap().unwrap();
+            let err = box_error(&frame, &p.rgba, w, *region);
+            let stale = box_error(
+                &frame,
+                &page(&steps.get(i.wrapping_sub(1)).map_or(vec![], |s| s.1.clone())),
+                w,
+                *region,
+            );
+            eprintln!("{tuning:?} {what}: error {err:.1} (old picture would be {stale:.1})");
+            assert!(
+                err < 12.0 && err < stale / 3.0,
+                "{tuning:?} {what}: the change did not reach the viewer (error {err:.1} in the region, the old picture's {stale:.1})"
+            );
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! * (a) RGBA -> I420 conversion (ours, and OpenH264's converter for scale),
 //! * (b) H.264 encode per frame for a screen that changes every frame
 //!   (bubble moving, a new touch ripple every frame), one thread,
-//!   plus decode time and the quality of the round trip,
-//! * (c) bitrate while idle: only the clock changes, once a second,
+//!   plus decode time and the quality of the round trip; (b3) the same
+//!   with camera tuning,
+//! * (c) bitrate and time while idle: only the clock changes, once a
+//!   second (and the quality of the rows that changed), in both tunings,
 //! * (d) baseline: PNG encoding of the same frames (the emulator's PNG
 //!   screenshot path).
 //!
@@ -17,7 +19,7 @@ use openh264::formats::{RgbaSliceU8, YUVBuffer};
 use sim_phone::{
     DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_LIFETIME_MS, Renderer, Ripple, SceneState, encode_png,
 };
-use vphone_media::{EncoderConfig, I420Frame, VideoDecoder, VideoEncoder};
+use vphone_media::{EncoderConfig, I420Frame, Tuning, VideoDecoder, VideoEncoder};
 
 const W: u32 = DEFAULT_WIDTH;
 const H: u32 = DEFAULT_HEIGHT;
@@ -100,6 +102,20 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
     10.0 * (255.0f64 * 255.0 / (se as f64 / n as f64)).log10()
 }
 
+/// The byte range of the rows where two RGBA frames differ, `None` when
+/// they are the same (or there is no earlier frame).
+fn changed_rows(prev: &[u8], now: &[u8]) -> Option<(usize, usize)> {
+    let stride = W as usize * 4;
+    if prev.len() != now.len() {
+        return None;
+    }
+    let differs =
+        |r: &usize| prev[r * stride..(r + 1) * stride] != now[r * stride..(r + 1) * stride];
+    let first = (0..H as usize).find(differs)?;
+    let last = (0..H as usize).rev().find(differs)?;
+    Some((first * stride, (last + 1) * stride))
+}
+
 fn main() {
     let started = Instant::now();
     let mut renderer = Renderer::new(W, H).expect("renderer");
@@ -177,6 +193,33 @@ fn main() {
         format!("{:.0} Mpixel/s", mpix / theirs.pct(50).as_secs_f64()),
     );
 
+    // (b3) busy screen with camera tuning: time and quality (tabled after (b)).
+    let camera_busy = {
+        let mut cfg = EncoderConfig::new(W, H);
+        cfg.tuning = Tuning::Camera;
+        let mut enc = VideoEncoder::new(cfg).expect("encoder");
+        let mut dec = VideoDecoder::new().expect("decoder");
+        let (mut times, mut q_min, mut q_sum) = (Vec::new(), f64::INFINITY, 0.0);
+        for i in 0..BUSY_FRAMES {
+            let rgba = renderer.render(&busy_scene(i));
+            let t = Instant::now();
+            let f = enc
+                .encode(rgba, 1_000_000 + u64::from(i) * FRAME_US, false)
+                .expect("encode")
+                .expect("busy frame skipped");
+            times.push(t.elapsed());
+            let out = dec.decode(&f.data).expect("decode").expect("picture").rgba;
+            let q = psnr(rgba, &out);
+            q_min = q_min.min(q);
+            q_sum += q;
+        }
+        let quality = format!(
+            "PSNR RGB mean {:.1} dB, min {q_min:.1} dB",
+            q_sum / f64::from(BUSY_FRAMES)
+        );
+        (Stats::new(times), quality)
+    };
+
     // (b) busy screen: encode (incl. conversion), decode, quality; (d) PNG.
     let mut enc = VideoEncoder::new(EncoderConfig::new(W, H)).expect("encoder");
     let mut dec = VideoDecoder::new().expect("decoder");
@@ -249,6 +292,13 @@ fn main() {
         ),
     );
 
+    row(
+        "(b3) H.264 encode, busy screen, camera tuning",
+        ms(camera_busy.0.pct(50)),
+        ms(camera_busy.0.pct(99)),
+        camera_busy.1,
+    );
+
     // (b2) scrolling: the whole screen moves by 8 px per frame.
     {
         let base = renderer.render(&busy_scene(0)).to_vec();
@@ -299,12 +349,21 @@ fn main() {
     }
 
     // (c) idle: the clock changes once a second, nothing else.
-    for (label, interval) in [("keyframes only on demand", 0), ("keyframe every 10 s", 10)] {
+    for (label, interval, tuning) in [
+        ("keyframes only on demand", 0, Tuning::Screen),
+        ("keyframe every 10 s", 10, Tuning::Screen),
+        ("keyframe every 10 s, camera tuning", 10, Tuning::Camera),
+    ] {
         let mut cfg = EncoderConfig::new(W, H);
         cfg.keyframe_interval_s = interval;
+        cfg.tuning = tuning;
         let mut enc = VideoEncoder::new(cfg).expect("encoder");
+        let mut dec = VideoDecoder::new().expect("decoder");
         let (mut first, mut rest, mut keys, mut p_max) = (0usize, 0usize, 0usize, 0usize);
         let mut times = Vec::new();
+        // The quality where the picture changed (the clock's rows): a
+        // region the encoder wrongly keeps from the last frame shows here.
+        let (mut q_changed, mut prev) = (f64::INFINITY, Vec::new());
         for s in 0..=IDLE_SECONDS {
             let mut scene = base_scene();
             scene.clock_unix_s += i64::from(s);
@@ -315,6 +374,11 @@ fn main() {
                 .expect("encode")
                 .expect("idle frame skipped");
             times.push(t.elapsed());
+            let out = dec.decode(&f.data).expect("decode").expect("picture").rgba;
+            if let Some((a, b)) = changed_rows(&prev, rgba) {
+                q_changed = q_changed.min(psnr(&rgba[a..b], &out[a..b]));
+            }
+            prev = rgba.to_vec();
             if s == 0 {
                 first = f.data.len();
             } else {
@@ -332,7 +396,7 @@ fn main() {
             ms(times.pct(50)),
             ms(times.pct(99)),
             format!(
-                "{:.2} kbit/s over {IDLE_SECONDS} s ({keys} IDR, P max {p_max} B; first IDR {:.1} KiB)",
+                "{:.2} kbit/s over {IDLE_SECONDS} s ({keys} IDR, P max {p_max} B; first IDR {:.1} KiB); changed rows' PSNR min {q_changed:.1} dB",
                 rest as f64 * 8.0 / f64::from(IDLE_SECONDS) / 1e3,
                 first as f64 / 1024.0
             ),
