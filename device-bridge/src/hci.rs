@@ -235,6 +235,15 @@ impl HciReceiver {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_bridge_and_the_hci_layer_agree_on_the_largest_acl_payload() {
+        // What the bridge accepts from a handset or netsim must parse here.
+        assert_eq!(
+            sensor_proto::MAX_ACL_PAYLOAD,
+            bt_raw::h4::Limits::default().max_acl
+        );
+    }
+
     fn pkt(i: u8) -> H4Packet {
         H4Packet::parse(vec![0x04, 0x0e, 0x01, i]).expect("event")
     }

@@ -154,18 +154,31 @@ impl SensorKind {
     }
 }
 
+/// The largest ACL payload the bridge carries, bytes: what the HCI layer
+/// (`bt-raw`'s default `Limits::max_acl`) accepts, far above any
+/// controller's ACL buffer (LE at most 251, BR/EDR 1021). A test in
+/// `device-bridge` keeps the two equal.
+pub const MAX_ACL_PAYLOAD: usize = 4096;
+
 /// Checks an HCI packet body (without the H4 type byte) against the length
 /// in its own header.
 fn check_hci_body(packet_type: u8, body: &[u8]) -> Result<(), ProtoError> {
     let (header_len, payload_len) = match packet_type {
         // Command: opcode (2), parameter length (1).
         1 => (3, body.get(2).map(|&l| usize::from(l))),
-        // ACL: handle + flags (2), data length (2, little endian).
-        2 => (
-            4,
-            body.get(2..4)
-                .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]]))),
-        ),
+        // ACL: handle + flags (2), data length (2, little endian), at most
+        // what the HCI layer accepts.
+        2 => {
+            let len = body
+                .get(2..4)
+                .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])));
+            if len.is_some_and(|l| l > MAX_ACL_PAYLOAD) {
+                return Err(ProtoError::BadH4(
+                    "ACL payload larger than the HCI layer accepts (4096 bytes)",
+                ));
+            }
+            (4, len)
+        }
         // SCO: handle + flags (2), data length (1).
         3 => (3, body.get(2).map(|&l| usize::from(l))),
         // Event: event code (1), parameter length (1).

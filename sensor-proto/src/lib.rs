@@ -52,6 +52,7 @@ pub mod layout;
 pub mod names;
 
 pub use error::ProtoError;
+pub use ext::MAX_ACL_PAYLOAD;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every proto in this
 /// crate (with imports, i.e. `google/protobuf/empty.proto`, and source info).

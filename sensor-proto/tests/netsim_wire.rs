@@ -176,6 +176,20 @@ fn h4_conversion_rejects_bad_packets() {
             "{why}: {h4:02x?} must be rejected"
         );
     }
+    // ACL up to what the HCI layer accepts, not one byte more (bt-raw would
+    // refuse the packet after the bridge relayed it).
+    let acl = |len: usize| {
+        let mut h4 = vec![0x02, 0x01, 0x00];
+        h4.extend_from_slice(&u16::try_from(len).expect("fits").to_le_bytes());
+        h4.resize(5 + len, 0xaa);
+        h4
+    };
+    assert!(HciPacket::from_h4(&acl(sensor_proto::MAX_ACL_PAYLOAD)).is_ok());
+    let e = HciPacket::from_h4(&acl(sensor_proto::MAX_ACL_PAYLOAD + 1)).unwrap_err();
+    assert!(
+        e.to_string().contains("larger than the HCI layer accepts"),
+        "{e}"
+    );
     // Well-formed packets of every type.
     for h4 in [
         &[0x01, 0x03, 0x0c, 0x00][..],
