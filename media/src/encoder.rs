@@ -216,7 +216,7 @@ fn build_encoder(cfg: &EncoderConfig, bitrate_bps: u32) -> Result<Encoder, Media
         .adaptive_quantization(false)
         // Camera tuning: blocks that did not change are found before the
         // motion search and coded as skipped, so a still screen whose
-        // clock ticks costs 0.77x the encoder time and half the bits
+        // clock ticks costs 0.74x the encoder time and half the bits
         // (`--bench encoder`, row (c)); small changes still reach the
         // viewer (test `small_changes_on_a_still_screen_reach_the_viewer`).
         .background_detection(cfg.tuning == Tuning::Camera)

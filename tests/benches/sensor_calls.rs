@@ -9,12 +9,13 @@
 //! in the same process, of sensors each on a clock of its own.
 //!
 //! Each phone is a real sim phone serving its gRPC API on a thread of its
-//! own (`vphone-sim-api`, as the sim backend runs it); each phone's client
-//! runs on a thread of its own (`vphone-sensors`, as a session's sensor
-//! loop does), on its own HTTP/2 connection; every sensor has its own
-//! caller, paced at a fixed rate; phones are out of step with each other.
-//! CPU is read per thread from /proc, so the client's and the phone's
-//! parts are apart.
+//! own (`vphone-sim-api`, as the sim backend runs it, with its display
+//! thread); each phone's client runs on a thread of its own
+//! (`vphone-sensors`, as a session's sensor loop does), with one HTTP/2
+//! connection that its four sensors' callers share; every sensor's calls
+//! are paced at a fixed rate; phones are out of step with each other. CPU
+//! is read per thread from /proc, so the client's and the phone's parts
+//! are apart.
 //!
 //! `cargo bench -p vphone-tests --bench sensor_calls`
 //! (`VPHONE_SENSOR_PHONES`, default 10; `VPHONE_SENSOR_HZ`, default 50;
@@ -57,6 +58,13 @@ fn thread_cpu(prefix: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds of the sim phones: their API threads and their display
+/// threads (every `setSensor` wakes the display, which redraws if the
+/// picture changed).
+fn phone_cpu() -> f64 {
+    thread_cpu("vphone-sim-api") + thread_cpu("vphone-sim-disp")
+}
+
 /// A sim phone serving its API on a thread of its own; its address.
 fn start_phone() -> anyhow::Result<(SimPhone, String)> {
     let phone = SimPhone::start(SimPhoneConfig {
@@ -78,7 +86,7 @@ fn start_phone() -> anyhow::Result<(SimPhone, String)> {
 
 /// Calls `setSensor` for `sensor` at `hz` until `until`; the latencies.
 async fn caller(
-    addr: String,
+    c: EmulatorClient,
     sensor: SensorType,
     (hz, first): (u64, Instant),
     until: Instant,
@@ -88,8 +96,6 @@ async fn caller(
     let mut tick = tokio::time::interval_at(first.into(), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let values = [0.12_f32, -0.4, 9.81];
-    let c = EmulatorClient::connect(&addr, Some(TOKEN)).await?;
-    let c = c.separate_connection().await?;
     while Instant::now() < until {
         tick.tick().await;
         let t = Instant::now();
@@ -128,17 +134,21 @@ fn run(in_step: bool, addrs: &[String], hz: u64, secs: u64) -> anyhow::Result<Ro
             period / (SENSORS.len() as u32 + 1)
         };
         let stop = spawn_until_dropped("sensors", Priority::Latency, async move {
-            let mut set = tokio::task::JoinSet::new();
-            for (i, s) in SENSORS.into_iter().enumerate() {
-                let first = phone_at + step * i as u32;
-                set.spawn(caller(addr.clone(), s, (hz, first), until, lat.clone()));
-            }
-            let mut res = Ok(());
-            while let Some(r) = set.join_next().await {
-                if let Ok(Err(e)) = r {
-                    res = Err(e);
+            let res = async {
+                // One connection per phone, its sensors' calls on it, as a
+                // session's sensor loop has.
+                let c = EmulatorClient::connect(&addr, Some(TOKEN)).await?;
+                let mut set = tokio::task::JoinSet::new();
+                for (i, s) in SENSORS.into_iter().enumerate() {
+                    let first = phone_at + step * i as u32;
+                    set.spawn(caller(c.clone(), s, (hz, first), until, lat.clone()));
                 }
+                while let Some(r) = set.join_next().await {
+                    r??;
+                }
+                anyhow::Ok(())
             }
+            .await;
             let _ = done.send(res);
             std::future::pending::<()>().await;
         })?;
@@ -146,14 +156,14 @@ fn run(in_step: bool, addrs: &[String], hz: u64, secs: u64) -> anyhow::Result<Ro
     }
     // Throw away the first second (connections, warm-up).
     std::thread::sleep(Duration::from_secs(1));
-    let cpu1 = (thread_cpu("vphone-sensors"), thread_cpu("vphone-sim-api"));
+    let cpu1 = (thread_cpu("vphone-sensors"), phone_cpu());
     let start = lat.lock().unwrap().len();
     let w0 = Instant::now();
     for _ in addrs {
         done_rx.recv()??;
     }
     let secs = w0.elapsed().as_secs_f64();
-    let cpu2 = (thread_cpu("vphone-sensors"), thread_cpu("vphone-sim-api"));
+    let cpu2 = (thread_cpu("vphone-sensors"), phone_cpu());
     drop(stops);
     let mut l = lat.lock().unwrap().split_off(start);
     l.sort_unstable();
