@@ -51,19 +51,12 @@ use mobile_client::session::{Companion, ConnectOptions};
 use sensor_proto::bridge::TouchAction;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
-use vphone_tests::{TestHost, proc_cpu_seconds, touch};
+use vphone_tests::{TestHost, env_or, proc_cpu_seconds, touch};
 
 /// Companions per load-generator process.
 const PER_PROCESS: usize = 25;
 /// How long each step measures, seconds (`VPHONE_DENSITY_SECONDS`).
 const DEFAULT_SECONDS: f64 = 10.0;
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A field of /proc/self/status, in kB for memory fields.
 fn status_field(name: &str) -> u64 {
@@ -241,7 +234,7 @@ impl Step {
 fn loadgen(args: &[String]) {
     let secs: f64 = args[0].parse().expect("seconds");
     let active = args[1] == "active";
-    let touch_secs = env_f64("VPHONE_DENSITY_TOUCH_SECS", 30.0).max(0.1);
+    let touch_secs = env_or::<f64>("VPHONE_DENSITY_TOUCH_SECS", 30.0).max(0.1);
     let dirs: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
     // Each handset would have its own CPU: the generator's network workers
     // run at real-time priority (where permitted), so the host's video
@@ -542,7 +535,7 @@ fn main() {
 }
 
 async fn bench() {
-    let secs = env_f64("VPHONE_DENSITY_SECONDS", DEFAULT_SECONDS);
+    let secs = env_or::<f64>("VPHONE_DENSITY_SECONDS", DEFAULT_SECONDS);
     let profile = match std::env::var("VPHONE_DENSITY_PROFILE").as_deref() {
         Ok("active") => Profile::Active,
         _ => Profile::Idle,
@@ -589,7 +582,7 @@ async fn bench() {
          handset every {:.0} s, {secs:.0} s per step; host in this process, companions in child \
          processes ({PER_PROCESS} each)",
         profile.name(),
-        env_f64("VPHONE_DENSITY_TOUCH_SECS", 30.0)
+        env_or::<f64>("VPHONE_DENSITY_TOUCH_SECS", 30.0)
     );
     for &n in &steps {
         // Phones first, idle, to price a phone without a session.
@@ -789,7 +782,7 @@ async fn bench() {
         Err(e) => println!("wrote {}; the plot failed: {e}", json_path.display()),
     }
 
-    let soak = env_f64("VPHONE_DENSITY_SOAK", 0.0);
+    let soak = env_or::<f64>("VPHONE_DENSITY_SOAK", 0.0);
     if soak > 0.0 && !handsets.is_empty() {
         // `VPHONE_DENSITY_SOAK_N` holds that many instead of the largest
         // N that met the goals.

@@ -28,6 +28,7 @@ use host_core::emu_client::EmulatorClient;
 use host_core::threads::{Priority, spawn_on_own_runtime, spawn_until_dropped};
 use sensor_proto::emulator::sensor_value::SensorType;
 use sim_phone::{SimPhone, SimPhoneConfig};
+use vphone_tests::{env_or, threads_cpu_seconds};
 
 const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
 const SENSORS: [SensorType; 4] = [
@@ -37,32 +38,11 @@ const SENSORS: [SensorType; 4] = [
     SensorType::Orientation,
 ];
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds of this process's threads whose name starts with `prefix`.
-fn thread_cpu(prefix: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    dir.flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|n| n.trim().starts_with(prefix))
-        })
-        .map(|t| vphone_tests::proc_cpu_seconds(t.path().join("stat")))
-        .sum()
-}
-
 /// CPU seconds of the sim phones: their API threads and their display
 /// threads (every `setSensor` wakes the display, which redraws if the
 /// picture changed).
 fn phone_cpu() -> f64 {
-    thread_cpu("vphone-sim-api") + thread_cpu("vphone-sim-disp")
+    threads_cpu_seconds("vphone-sim-api") + threads_cpu_seconds("vphone-sim-disp")
 }
 
 /// A sim phone serving its API on a thread of its own; its address.
@@ -156,14 +136,14 @@ fn run(in_step: bool, addrs: &[String], hz: u64, secs: u64) -> anyhow::Result<Ro
     }
     // Throw away the first second (connections, warm-up).
     std::thread::sleep(Duration::from_secs(1));
-    let cpu1 = (thread_cpu("vphone-sensors"), phone_cpu());
+    let cpu1 = (threads_cpu_seconds("vphone-sensors"), phone_cpu());
     let start = lat.lock().unwrap().len();
     let w0 = Instant::now();
     for _ in addrs {
         done_rx.recv()??;
     }
     let secs = w0.elapsed().as_secs_f64();
-    let cpu2 = (thread_cpu("vphone-sensors"), phone_cpu());
+    let cpu2 = (threads_cpu_seconds("vphone-sensors"), phone_cpu());
     drop(stops);
     let mut l = lat.lock().unwrap().split_off(start);
     l.sort_unstable();
@@ -179,9 +159,9 @@ fn run(in_step: bool, addrs: &[String], hz: u64, secs: u64) -> anyhow::Result<Ro
 }
 
 fn main() -> anyhow::Result<()> {
-    let phones = env_num("VPHONE_SENSOR_PHONES", 10);
-    let hz = env_num("VPHONE_SENSOR_HZ", 50);
-    let secs = env_num("VPHONE_BENCH_SECONDS", 5);
+    let phones = env_or::<u64>("VPHONE_SENSOR_PHONES", 10);
+    let hz = env_or::<u64>("VPHONE_SENSOR_HZ", 50);
+    let secs = env_or::<u64>("VPHONE_BENCH_SECONDS", 5);
     let mut addrs = Vec::new();
     let mut keep = Vec::new();
     for _ in 0..phones {

@@ -397,6 +397,31 @@ pub fn proc_cpu_seconds(stat_path: impl AsRef<Path>) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of this process's threads whose name starts with `prefix`
+/// (threads that ended are no longer counted); NaN when /proc cannot be
+/// read.
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|n| n.trim().starts_with(prefix))
+        })
+        .map(|t| proc_cpu_seconds(t.path().join("stat")))
+        .sum()
+}
+
+/// A benchmark setting from the environment variable `name`, or `default`
+/// when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A one-finger touch event (pointer 0), stamped now.
 pub fn touch(action: TouchAction, x: f32, y: f32) -> input_message::Event {
     input_message::Event::one_finger(action, x, y, now_ns())

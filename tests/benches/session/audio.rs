@@ -20,30 +20,13 @@ use mobile_client::sensors::SourceSpec;
 use mobile_client::session::{Companion, ConnectOptions};
 use sensor_proto::bridge::{Key, KeyAction, TouchAction, input_message};
 use vphone_testkit::net::{FaultProxy, Faults};
-use vphone_tests::{Handset, TestHost, now_ns, touch};
+use vphone_tests::{Handset, TestHost, now_ns, threads_cpu_seconds, touch};
 
 use super::pct;
 
-/// CPU seconds of this process's threads whose name starts with `prefix`.
-fn thread_cpu(prefix: &str) -> f64 {
-    let mut total = 0.0;
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    for t in dir.flatten() {
-        let p = t.path();
-        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        if !name.trim().starts_with(prefix) {
-            continue;
-        }
-        total += vphone_tests::proc_cpu_seconds(p.join("stat"));
-    }
-    total
-}
-
 fn audio_cpu() -> f64 {
     // The host's "vphone-audio" thread, the companion's playout and mic.
-    thread_cpu("vphone-audio") + thread_cpu("audio-")
+    threads_cpu_seconds("vphone-audio") + threads_cpu_seconds("audio-")
 }
 
 fn options(h: &Handset, wav: &Path, buffer_ms: u32, mic: MicSpec) -> ConnectOptions {

@@ -36,10 +36,7 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let secs = std::env::var("VPHONE_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0_f64);
+    let secs = vphone_tests::env_or("VPHONE_BENCH_SECONDS", 10.0_f64);
     if std::env::var("VPHONE_BENCH_ONLY").as_deref() == Ok("browser") {
         browser::bench(secs).await;
         return;
