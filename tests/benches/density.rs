@@ -6,9 +6,13 @@
 //! `VPHONE_DENSITY_STEPS` (default `1,10,25`; the full ladder is
 //! `1,10,25,50,100,200`) in a profile (`VPHONE_DENSITY_PROFILE`):
 //!
-//! * `idle`: a handset lying still (`--sensors still`) at 10 Hz, a touch
-//!   per handset every `VPHONE_DENSITY_TOUCH_SECS` (default 30 s: an
+//! * `idle`: phones on a static screen (their status-bar clock shows `HH:MM`
+//!   as Android's does), a handset lying still (`--sensors still`) at 10 Hz,
+//!   a touch per handset every `VPHONE_DENSITY_TOUCH_SECS` (default 30 s: an
 //!   occasional touch) spread evenly over the handsets;
+//!   `VPHONE_DENSITY_CLOCK=seconds` gives the phones the sim's default
+//!   `HH:MM:SS` clock instead, so every screen changes once a second (files
+//!   named `...-seconds`);
 //! * `active`: synthetic motion at 100 Hz (the Sensor Lab moves), video
 //!   capped at 30 fps.
 //!
@@ -33,7 +37,7 @@
 //! companions skipped, and the operator API's `ListPhones` p50/p99 from a
 //! loop beside the load. `VPHONE_DENSITY_TUNING` (`screen`, the default,
 //! or `camera`) sets the host's `video_tuning`. It prints a table, writes
-//! `density-PROFILE-TUNING.json` and `.svg` (memory, CPU and latency
+//! `density-PROFILE-TUNING[-seconds].json` and `.svg` (memory, CPU and latency
 //! against N) to
 //! `VPHONE_DENSITY_OUT` (default `target/tmp/density`), and stops stepping
 //! after two steps in a row broke a goal (sensor p99 over 2 ms or API p99
@@ -133,6 +137,15 @@ fn sim_cpu_since(before: &std::collections::HashMap<u64, f64>) -> f64 {
         .sum()
 }
 
+/// `v` with `decimals` decimals, or `none` when it is not a number.
+fn fixed_or(v: f64, decimals: usize, none: &str) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        none.to_owned()
+    }
+}
+
 fn quantile(v: &mut [u64], p: f64) -> f64 {
     v.sort_unstable();
     device_bridge::stats::quantile(v, p).unwrap_or(0) as f64
@@ -184,6 +197,8 @@ struct Step {
     /// Received by the router -> applied in the phone, p99: the host's
     /// (and the phone's) part, per applied sample.
     host_p99_ms: f64,
+    /// Glass-to-glass p50 and p99, ms; NaN when no frame was decoded in
+    /// the window (an idle screen nobody touched).
     g2g_p50_ms: f64,
     g2g_p99_ms: f64,
     frames: u64,
@@ -202,7 +217,7 @@ impl Step {
 
     fn json(&self) -> String {
         format!(
-            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"handsets_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"sensor_in_host_p99_ms\":{:.3},\"g2g_p50_ms\":{:.1},\"g2g_p99_ms\":{:.1},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
+            "{{\"n\":{},\"rss_mib\":{:.1},\"per_idle_phone_mib\":{:.2},\"per_session_mib\":{:.2},\"threads\":{},\"fds\":{},\"host_cpu\":{:.3},\"sim_phones_cpu\":{:.3},\"handsets_cpu\":{:.3},\"sensor_p50_ms\":{:.3},\"sensor_p99_ms\":{:.3},\"sensor_received_p99_ms\":{:.3},\"sensor_in_host_p99_ms\":{:.3},\"g2g_p50_ms\":{},\"g2g_p99_ms\":{},\"frames\":{},\"skipped\":{},\"api_p50_ms\":{:.2},\"api_p99_ms\":{:.2},\"sessions_up\":{}}}",
             self.n,
             self.rss_mib,
             self.phone_mib,
@@ -216,8 +231,8 @@ impl Step {
             self.sensor_p99_ms,
             self.recv_p99_ms,
             self.host_p99_ms,
-            self.g2g_p50_ms,
-            self.g2g_p99_ms,
+            fixed_or(self.g2g_p50_ms, 1, "null"),
+            fixed_or(self.g2g_p99_ms, 1, "null"),
             self.frames,
             self.skipped,
             self.api_p50_ms,
@@ -287,29 +302,40 @@ fn loadgen(args: &[String]) {
         })
         .await;
         let start = Instant::now();
-        let mut i = 0usize;
+        let end = start + Duration::from_secs_f64(secs);
+        // The host measures from 3 s after the start: so do these.
+        let settle = start + Duration::from_secs(3);
         let mut settled = false;
-        while start.elapsed() < Duration::from_secs_f64(secs) {
-            // The host measures from 3 s after the start: so do these.
-            if !settled && start.elapsed() >= Duration::from_secs(3) {
+        // A touch per handset every `touch_secs`, spread over the interval.
+        let every = Duration::from_secs_f64(touch_secs / companions.len().max(1) as f64);
+        let mut next_touch = start;
+        let mut i = 0usize;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            if !settled && now >= settle {
                 for c in &companions {
                     c.take_video_latencies();
                 }
                 settled = true;
             }
-            // A touch per handset every `touch_secs`, spread over the
-            // interval.
-            if !companions.is_empty() {
+            if now >= next_touch && !companions.is_empty() {
                 let c = &companions[i % companions.len()];
                 let (x, y) = (100.0 + (i % 5) as f32 * 100.0, 400.0);
                 let _ = c.input().send(touch(TouchAction::Down, x, y)).await;
                 let _ = c.input().send(touch(TouchAction::Up, x, y)).await;
                 i += 1;
+                next_touch += every;
             }
-            tokio::time::sleep(Duration::from_secs_f64(
-                touch_secs / companions.len().max(1) as f64,
-            ))
-            .await;
+            // Wake for whichever comes first: the next touch, the settle
+            // mark, the end.
+            let mut wake = next_touch.min(end);
+            if !settled {
+                wake = wake.min(settle);
+            }
+            tokio::time::sleep(wake.saturating_duration_since(Instant::now())).await;
         }
         for c in companions {
             let r = c.report();
@@ -493,7 +519,12 @@ fn plot(steps: &[Step], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             .y_desc(unit)
             .draw()?;
         for (name, colour, f) in lines {
-            let pts: Vec<(f64, f64)> = steps.iter().map(|s| (s.n as f64, f(s))).collect();
+            // A step with no value (no frame decoded) has no point.
+            let pts: Vec<(f64, f64)> = steps
+                .iter()
+                .map(|s| (s.n as f64, f(s)))
+                .filter(|p| p.1.is_finite())
+                .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
                 .label(name)
@@ -554,6 +585,17 @@ async fn bench() {
     let tuning_name =
         std::env::var("VPHONE_DENSITY_TUNING").unwrap_or_else(|_| "screen".to_owned());
     let tuning: host_core::video::Tuning = tuning_name.parse().expect("VPHONE_DENSITY_TUNING");
+    let clock = match std::env::var("VPHONE_DENSITY_CLOCK").as_deref() {
+        Ok("seconds") => sim_phone::StatusClock::Seconds,
+        Ok("minutes") | Err(_) => sim_phone::StatusClock::Minutes,
+        Ok(other) => panic!("VPHONE_DENSITY_CLOCK={other}: expected minutes or seconds"),
+    };
+    let (clock_name, clock_suffix) = match clock {
+        sim_phone::StatusClock::Seconds => {
+            ("HH:MM:SS (every screen changes once a second)", "-seconds")
+        }
+        sim_phone::StatusClock::Minutes => ("HH:MM", ""),
+    };
     let mut th = TestHost::start_configured(
         |c| {
             c.video_max_fps = max_fps;
@@ -568,6 +610,7 @@ async fn bench() {
     let mut results: Vec<Step> = Vec::new();
     let listen = |th: &TestHost, name: &str| {
         if let Some(sim) = th.sims.phone(name) {
+            sim.set_status_clock(clock);
             sim.set_listening(
                 ["acceleration", "gyroscope", "magnetic_field", "orientation"]
                     .iter()
@@ -578,9 +621,9 @@ async fn bench() {
     };
     listen(&th, "phone-1");
     println!(
-        "density, {} profile, video tuning {tuning_name}, 720x1280 sim phones, a touch per \
-         handset every {:.0} s, {secs:.0} s per step; host in this process, companions in child \
-         processes ({PER_PROCESS} each)",
+        "density, {} profile, video tuning {tuning_name}, 720x1280 sim phones with a \
+         {clock_name} clock, a touch per handset every {:.0} s, {secs:.0} s per step; host in \
+         this process, companions in child processes ({PER_PROCESS} each)",
         profile.name(),
         env_or::<f64>("VPHONE_DENSITY_TOUCH_SECS", 30.0)
     );
@@ -668,8 +711,16 @@ async fn bench() {
             sensor_p99_ms: quantile(&mut applied, 0.99) / 1000.0,
             recv_p99_ms: quantile(&mut received, 0.99) / 1000.0,
             host_p99_ms: quantile(&mut in_host, 0.99) / 1000.0,
-            g2g_p50_ms: quantile(&mut g2g, 0.5) / 1000.0,
-            g2g_p99_ms: quantile(&mut g2g, 0.99) / 1000.0,
+            g2g_p50_ms: if g2g.is_empty() {
+                f64::NAN
+            } else {
+                quantile(&mut g2g, 0.5) / 1000.0
+            },
+            g2g_p99_ms: if g2g.is_empty() {
+                f64::NAN
+            } else {
+                quantile(&mut g2g, 0.99) / 1000.0
+            },
             frames: companions.iter().map(|c| c.0).sum(),
             skipped: companions.iter().map(|c| c.1).sum(),
             api_p50_ms: quantile(&mut api_lat, 0.5) / 1000.0,
@@ -734,7 +785,7 @@ async fn bench() {
     );
     for s in &results {
         println!(
-            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>9.1} {:>9.1} {:>6}",
+            "{:>5} {:>6} {:>9.0} {:>9.1} {:>10.1} {:>8} {:>5} {:>7.0}% {:>6.0}% {:>6.0}% {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>9} {:>8} {:>9.1} {:>9.1} {:>6}",
             s.n,
             s.sessions_up,
             s.rss_mib,
@@ -749,8 +800,8 @@ async fn bench() {
             s.sensor_p99_ms,
             s.recv_p99_ms,
             s.host_p99_ms,
-            s.g2g_p50_ms,
-            s.g2g_p99_ms,
+            fixed_or(s.g2g_p50_ms, 1, "-"),
+            fixed_or(s.g2g_p99_ms, 1, "-"),
             s.skipped,
             s.api_p50_ms,
             s.api_p99_ms,
@@ -770,13 +821,24 @@ async fn bench() {
         "goals (idle): 100 sessions with sensor p99 < 2 ms, operator API p99 < 50 ms, < 30 MiB per phone+session"
     );
     let json = format!(
-        "{{\"profile\":\"{}\",\"tuning\":\"{tuning_name}\",\"seconds\":{secs},\"steps\":[{}]}}\n",
+        "{{\"profile\":\"{}\",\"tuning\":\"{tuning_name}\",\"clock\":\"{}\",\"seconds\":{secs},\"steps\":[{}]}}\n",
         profile.name(),
+        if clock_suffix.is_empty() {
+            "minutes"
+        } else {
+            "seconds"
+        },
         results.iter().map(Step::json).collect::<Vec<_>>().join(",")
     );
-    let json_path = out.join(format!("density-{}-{tuning_name}.json", profile.name()));
+    let json_path = out.join(format!(
+        "density-{}-{tuning_name}{clock_suffix}.json",
+        profile.name()
+    ));
     std::fs::write(&json_path, json).expect("writing the JSON");
-    let svg = out.join(format!("density-{}-{tuning_name}.svg", profile.name()));
+    let svg = out.join(format!(
+        "density-{}-{tuning_name}{clock_suffix}.svg",
+        profile.name()
+    ));
     match plot(&results, &svg) {
         Ok(()) => println!("wrote {} and {}", json_path.display(), svg.display()),
         Err(e) => println!("wrote {}; the plot failed: {e}", json_path.display()),

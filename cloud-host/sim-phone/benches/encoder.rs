@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use openh264::formats::{RgbaSliceU8, YUVBuffer};
 use sim_phone::{
-    DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_LIFETIME_MS, Renderer, Ripple, SceneState, encode_png,
+    DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_LIFETIME_MS, Renderer, Ripple, SceneState, StatusClock,
+    encode_png,
 };
 use vphone_media::{EncoderConfig, I420Frame, Tuning, VideoDecoder, VideoEncoder};
 
@@ -52,6 +53,7 @@ fn ms(d: Duration) -> String {
 fn base_scene() -> SceneState {
     SceneState {
         clock_unix_s: 1_700_000_000,
+        clock_face: StatusClock::Seconds,
         battery_percent: 87,
         charging: true,
         accel: [0.0, 0.0, 9.81],

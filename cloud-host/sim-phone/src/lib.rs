@@ -21,6 +21,6 @@ pub use phone::{Frame, MicHeard, SimPhone, SimPhoneConfig, SimService, SimStats,
 pub use render::{
     BUBBLE_RGB, BluetoothView, DEFAULT_HEIGHT, DEFAULT_WIDTH, Gps, LISTENED_SENSORS, MAX_DIMENSION,
     MIN_HEIGHT, MIN_WIDTH, RIPPLE_LIFETIME_MS, RIPPLE_RGB, Renderer, Ripple, SceneState,
-    SensorName, bubble_center, bubble_radius, encode_png, level_center_and_radius,
+    SensorName, StatusClock, bubble_center, bubble_radius, encode_png, level_center_and_radius,
     listened_sensors, ripple_dot_radius,
 };

@@ -39,7 +39,7 @@ pub use crate::geometry::{
 pub use crate::scene::{
     BUBBLE_RGB, BluetoothView, DEFAULT_HEIGHT, DEFAULT_WIDTH, Gps, LISTENED_SENSORS, MAX_DIMENSION,
     MIN_HEIGHT, MIN_WIDTH, RIPPLE_LIFETIME_MS, RIPPLE_RGB, Ripple, SceneState, SensorName,
-    listened_sensors,
+    StatusClock, listened_sensors,
 };
 
 // ---------------------------------------------------------------------------
@@ -561,12 +561,15 @@ impl Renderer {
 
         // Clock, left.
         let secs = scene.clock_unix_s.rem_euclid(86_400);
-        let clock = format!(
-            "{:02}:{:02}:{:02} UTC",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        );
+        let clock = match scene.clock_face {
+            StatusClock::Seconds => format!(
+                "{:02}:{:02}:{:02} UTC",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            ),
+            StatusClock::Minutes => format!("{:02}:{:02} UTC", secs / 3600, secs / 60 % 60),
+        };
         let clock_end = self.draw_text(&clock, self.x(MARGIN), baseline, px, TEXT);
 
         // Battery percentage, right-aligned.
@@ -783,6 +786,7 @@ mod tests {
     fn demo_scene() -> SceneState {
         SceneState {
             clock_unix_s: 1_700_000_000,
+            clock_face: StatusClock::Seconds,
             battery_percent: 87,
             charging: true,
             bluetooth: BluetoothView::Connected {
@@ -1050,6 +1054,26 @@ mod tests {
         assert!(!changed.is_empty(), "clock tick did not change the frame");
         let bar = (STATUS_BAR_H * scale_for(w, h)) as usize;
         assert!(changed.iter().all(|&i| (i / w as usize) < bar));
+    }
+
+    #[test]
+    fn minutes_clock_turns_once_a_minute() {
+        let mut r = Renderer::new(DEFAULT_WIDTH, DEFAULT_HEIGHT).unwrap();
+        let mut scene = demo_scene();
+        scene.clock_face = StatusClock::Minutes;
+        scene.clock_unix_s = 86_400 * 7 + 3_600 * 13 + 60 * 7;
+        let a = r.render(&scene).to_vec();
+        scene.clock_unix_s += 59;
+        assert!(
+            a == r.render(&scene),
+            "the minute clock moved within the minute"
+        );
+        scene.clock_unix_s += 1;
+        assert!(a != r.render(&scene), "the minute clock did not turn");
+        // And it is not the seconds face.
+        scene.clock_unix_s -= 60;
+        scene.clock_face = StatusClock::Seconds;
+        assert!(a != r.render(&scene));
     }
 
     #[test]

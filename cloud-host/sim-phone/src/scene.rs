@@ -75,12 +75,38 @@ impl Ripple {
     }
 }
 
+/// What the sim phone's status-bar clock shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatusClock {
+    /// `HH:MM:SS UTC`, the sim's default: a viewer sees the screen live,
+    /// and every phone's screen changes once a second.
+    #[default]
+    Seconds,
+    /// `HH:MM UTC`, as Android's status bar shows it: a resting screen stays
+    /// still for a minute.
+    Minutes,
+}
+
+impl StatusClock {
+    /// How often the clock turns, µs.
+    #[must_use]
+    pub fn period_us(self) -> u64 {
+        match self {
+            Self::Seconds => 1_000_000,
+            Self::Minutes => 60_000_000,
+        }
+    }
+}
+
 /// Everything the sim phone's screen shows. Rendering is a pure function of
 /// this value and the screen size.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct SceneState {
-    /// Wall clock, Unix seconds; the status bar shows it as `HH:MM:SS UTC`.
+    /// Wall clock, Unix seconds; the status bar shows it as `HH:MM:SS UTC`
+    /// or `HH:MM UTC` (see [`StatusClock`]).
     pub clock_unix_s: i64,
+    /// What the status-bar clock shows.
+    pub clock_face: StatusClock,
     /// Battery level in percent (values above 100 are shown as 100).
     pub battery_percent: u8,
     /// Whether the battery is charging (a bolt is drawn on the battery).

@@ -9,7 +9,7 @@ use sensor_proto::emulator::{
     AudioFormat, BatteryState, GpsState, Image, KeyboardEvent, Touch, TouchEvent, audio_format,
     image_format::ImgFormat, keyboard_event, sensor_value::SensorType,
 };
-use sim_phone::{RIPPLE_RGB, SimPhone, SimPhoneConfig};
+use sim_phone::{RIPPLE_RGB, SimPhone, SimPhoneConfig, StatusClock};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
@@ -515,4 +515,41 @@ async fn clipboard_set_get_and_the_phones_own_copies_stream() {
         .await
         .unwrap();
     assert_eq!(phone.typed(), "copied on the phonecopied on the phone");
+}
+
+/// A resting screen with Android's `HH:MM` clock stays still across a
+/// second's turn (no new frame for a viewer to encode); the sim's default
+/// `HH:MM:SS` clock changes it once a second.
+#[tokio::test]
+async fn a_resting_screen_with_the_minute_clock_publishes_no_frames() {
+    let phone = SimPhone::start(SimPhoneConfig::default()).unwrap();
+    let seq = |p: &SimPhone| p.frames().borrow().as_ref().map(|f| f.seq);
+    // The first frame.
+    let mut frames = phone.frames();
+    tokio::time::timeout(Duration::from_secs(5), frames.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(frames);
+    // The default clock shows seconds: 1.3 s of rest holds a turn.
+    let before = seq(&phone);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_ne!(seq(&phone), before, "the seconds clock did not turn");
+
+    phone.set_status_clock(StatusClock::Minutes);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = seq(&phone);
+    // 2.3 s holds two turns of a seconds clock; a minute clock turns there
+    // at most once (its phase may fall inside the window).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..23 {
+        seen.insert(seq(&phone));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen.insert(before);
+    assert!(
+        seen.len() <= 2,
+        "a resting screen with the minute clock changed {} times in 2.3 s",
+        seen.len() - 1
+    );
 }

@@ -4,7 +4,7 @@
 
 use sim_phone::{
     BUBBLE_RGB, DEFAULT_HEIGHT, DEFAULT_WIDTH, RIPPLE_RGB, Renderer, Ripple, SceneState,
-    bubble_center, ripple_dot_radius,
+    StatusClock, bubble_center, ripple_dot_radius,
 };
 use vphone_media::{
     EncodedFrame, EncoderConfig, NAL_IDR, NAL_PPS, NAL_SPS, VideoDecoder, VideoEncoder,
@@ -21,6 +21,7 @@ fn scene(i: u32) -> (SceneState, (f32, f32)) {
     let touch = (180.0 + 8.0 * i as f32, 300.0 + 5.0 * i as f32);
     let scene = SceneState {
         clock_unix_s: 1_700_000_000,
+        clock_face: StatusClock::Seconds,
         battery_percent: 80,
         accel: [4.0 * (t * 3.0).sin(), 3.0 * (t * 2.0).cos(), 8.5],
         touches: vec![Ripple {

@@ -33,7 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Status};
 
-use super::{BluetoothView, Gps, LISTENED_SENSORS, Renderer, Ripple, SceneState, SensorName};
+use super::{
+    BluetoothView, Gps, LISTENED_SENSORS, Renderer, Ripple, SceneState, SensorName, StatusClock,
+};
 use host_core::HostError;
 
 /// How a sim phone is built. Its `Debug` never shows the token.
@@ -110,6 +112,8 @@ struct PhoneState {
     bluetooth: BluetoothView,
     session: Option<String>,
     rotation: i32,
+    /// What the status-bar clock shows.
+    clock_face: StatusClock,
     /// Overrides the Sensor Lab's listened sensors (`name@hz` pairs).
     listening: Option<Vec<(String, u32)>>,
     /// The tones the phone plays.
@@ -146,10 +150,11 @@ struct Shared {
     /// Bumped on every clipboard change the guest makes (not on
     /// `setClipboard`), for `streamClipboard`.
     guest_clip: watch::Sender<u64>,
-    /// Where in each second this phone's status-bar clock turns (µs): the
-    /// phones of a host each tick at their own moment, not all at the top
-    /// of the second (which woke every phone, screen feed, encoder and
-    /// handset decoder at once). Its clock shows the time this much late.
+    /// Where in each second (or minute) this phone's status-bar clock turns
+    /// (µs, taken modulo the clock's period): the phones of a host each tick
+    /// at their own moment, not all at the top of the second (which woke
+    /// every phone, screen feed, encoder and handset decoder at once). Its
+    /// clock shows the time this much late.
     clock_phase_us: u64,
 }
 
@@ -175,7 +180,7 @@ impl SimPhone {
         let renderer = Renderer::new(cfg.width, cfg.height)?;
         let (frames, _) = watch::channel(None);
         let shared = Arc::new(Shared {
-            clock_phase_us: fastrand::u64(0..1_000_000),
+            clock_phase_us: fastrand::u64(0..60_000_000),
             cfg,
             state: Mutex::new(PhoneState {
                 listening: None,
@@ -197,6 +202,7 @@ impl SimPhone {
                 bluetooth: BluetoothView::NoRadio,
                 session: None,
                 rotation: 0,
+                clock_face: StatusClock::default(),
                 mixer: sound::Mixer::default(),
                 mic: None,
                 mic_latency_us: VecDeque::new(),
@@ -257,6 +263,19 @@ impl SimPhone {
     /// game mode does. A session started afterwards asks the handset for them.
     pub fn set_listening(&self, sensors: Vec<(String, u32)>) {
         self.state().listening = Some(sensors);
+    }
+
+    /// Sets what the status-bar clock shows: `HH:MM:SS` (the default, a
+    /// screen that changes every second) or `HH:MM` as on Android (a resting
+    /// screen that stays still for a minute).
+    pub fn set_status_clock(&self, face: StatusClock) {
+        self.state().clock_face = face;
+        self.touch();
+    }
+
+    /// The clock's phase: where in its period it turns, µs.
+    fn clock_phase(&self, face: StatusClock) -> u64 {
+        self.shared.clock_phase_us % face.period_us()
     }
 
     /// What the phone's Bluetooth status shows now.
@@ -373,7 +392,14 @@ impl SimPhone {
             [g(0), g(1), g(2)]
         };
         let scene = SceneState {
-            clock_unix_s: (unix_us().saturating_sub(self.shared.clock_phase_us) / 1_000_000) as i64,
+            clock_unix_s: {
+                let face = st.clock_face;
+                let late = unix_us().saturating_sub(self.clock_phase(face));
+                // Whole periods only: the scene stays equal (no render)
+                // until the clock turns.
+                (late / face.period_us() * face.period_us() / 1_000_000) as i64
+            },
+            clock_face: st.clock_face,
             battery_percent: st.battery.charge_level.clamp(0, 100) as u8,
             charging: st.battery.status == battery_state::BatteryStatus::Charging as i32,
             bluetooth: st.bluetooth.clone(),
@@ -590,6 +616,7 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let Some(shared) = weak.upgrade() else { return };
         let phone = SimPhone { shared };
         let (scene, animating) = phone.scene(Instant::now());
+        let scene_face = scene.clock_face;
         if last_scene.as_ref() != Some(&scene) {
             let (width, height) = (renderer.width(), renderer.height());
             // The renderer hands its buffer over: no copy into the frame,
@@ -619,9 +646,10 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let wait = if animating {
             Duration::from_millis(16)
         } else {
-            // Wake when this phone's clock turns (its phase in the second).
-            let into = unix_us().saturating_sub(phone.shared.clock_phase_us) % 1_000_000;
-            Duration::from_micros(1_000_000 - into + 1_000)
+            // Wake when this phone's clock turns (its phase in the period).
+            let period = scene_face.period_us();
+            let into = unix_us().saturating_sub(phone.clock_phase(scene_face)) % period;
+            Duration::from_micros(period - into + 1_000)
         };
         let shared = phone.shared.clone();
         drop(phone);
