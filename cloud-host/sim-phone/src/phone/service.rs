@@ -82,13 +82,25 @@ impl EmulatorController for SimService {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        self.phone.state().sensors.insert(v.target, data);
+        // The screen shows the values: it is drawn again only when one
+        // changed (a handset lying still sends the same ones at 10 Hz).
+        let changed = {
+            let mut st = self.phone.state();
+            if st.sensors.get(&v.target) == Some(&data) {
+                false
+            } else {
+                st.sensors.insert(v.target, data);
+                true
+            }
+        };
         self.phone
             .shared
             .stats
             .sensor_updates
             .fetch_add(1, Ordering::Relaxed);
-        self.phone.touch();
+        if changed {
+            self.phone.touch();
+        }
         Ok(Response::new(()))
     }
 
