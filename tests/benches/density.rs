@@ -811,9 +811,10 @@ async fn bench() {
     if let Some(first) = results.first() {
         let last = &results[results.len() - 1];
         println!(
-            "per session at N = {} vs N = 1: host CPU {:.2}x, sensor p99 {:.2}x",
+            "per session at N = {} vs N = {}: host CPU {:.2}x, sensor p99 {:.2}x",
             last.n,
-            (last.host_cpu / last.n as f64) / first.host_cpu.max(1e-9),
+            first.n,
+            (last.host_cpu / last.n as f64) / (first.host_cpu / first.n as f64).max(1e-9),
             last.sensor_p99_ms / first.sensor_p99_ms.max(1e-9)
         );
     }

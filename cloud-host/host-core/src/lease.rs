@@ -226,15 +226,17 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
             .iter()
             .any(|h| h.name == name && h.accepting(now, ttl))
     };
-    if let Some(records) = &out.records {
+    // Every phone's placement in one query, not one per held phone.
+    let placements = registry.placements();
+    if let (Some(records), Ok(placements)) = (&out.records, &placements) {
         for name in renewed.keys() {
-            let Ok((labels, wanted)) = registry.placement(name) else {
+            let Some((labels, wanted)) = placements.get(name) else {
                 continue;
             };
             let stopped = records
                 .iter()
                 .any(|r| &r.name == name && r.desired == crate::registry::DesiredState::Stopped);
-            if draining || stopped || !cfg.may_run(&labels, wanted.as_deref(), accepting) {
+            if draining || stopped || !cfg.may_run(labels, wanted.as_deref(), accepting) {
                 out.give_up.insert(name.clone());
             }
         }

@@ -74,6 +74,7 @@ on_both_engines!(
     the_session_audit_keeps_what_its_retention_says,
     hosts_register_heartbeat_drain_and_stop,
     a_lease_is_exclusive_fenced_and_claimable_after_expiry,
+    a_host_renews_hundreds_of_leases_each_fenced,
     racing_claimers_never_share_a_phone,
     claimable_phones_follow_desired_state_and_placement,
     a_restarting_host_closes_only_its_own_open_sessions,
@@ -466,6 +467,42 @@ fn racing_claimers_never_share_a_phone(db: &TestDb) {
     }
 }
 
+/// A host with many phones renews them all in one round (in a few
+/// statements, more than one batch here), each still fenced by its
+/// generation: a lease another host took, or one held at a stale
+/// generation, is not renewed.
+fn a_host_renews_hundreds_of_leases_each_fenced(db: &TestDb) {
+    let r = db.open();
+    let mut held = Vec::new();
+    for i in 0..600 {
+        let name = format!("p{i:03}");
+        r.insert_phone(&phone(&name)).unwrap();
+        let l = r.claim(&name, "A", 1_000, 10_000).unwrap().unwrap();
+        held.push((name, l.generation));
+    }
+    // p100 ran out and B took it; A names p200 at a generation it never had.
+    assert!(r.claim("p100", "B", 11_000, 10_000).unwrap().is_some());
+    held[200].1 += 1_000;
+    let renewed = r.renew("A", &held, 12_000, 10_000, 0).unwrap();
+    let names: Vec<&str> = renewed.iter().map(|l| l.phone.as_str()).collect();
+    assert_eq!(renewed.len(), 598, "every lease but p100 and p200");
+    assert!(!names.contains(&"p100") && !names.contains(&"p200"));
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    assert!(
+        renewed
+            .iter()
+            .all(|l| l.expires_at_ms == 22_000 && l.host == "A")
+    );
+    let leases = r.leases().unwrap();
+    let of = |p: &str| leases.iter().find(|l| l.phone == p).unwrap().clone();
+    assert_eq!(of("p100").host, "B", "another host's lease is not touched");
+    assert_eq!(of("p599").expires_at_ms, 22_000);
+    // p200, named at a generation it never had, was left to run out: it is
+    // claimable.
+    assert_eq!(of("p200").expires_at_ms, 11_000);
+    assert!(r.claim("p200", "B", 12_500, 10_000).unwrap().is_some());
+}
+
 fn claimable_phones_follow_desired_state_and_placement(db: &TestDb) {
     let r = db.open();
     for p in ["a", "b", "c"] {
@@ -492,6 +529,11 @@ fn claimable_phones_follow_desired_state_and_placement(db: &TestDb) {
         r.placement("b").unwrap(),
         (Labels::parse("zone=b").unwrap(), Some("h9".to_owned()))
     );
+    // All at once, as a lease round reads them.
+    let all = r.placements().unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all["b"], r.placement("b").unwrap());
+    assert_eq!(all["a"], (Labels::default(), None));
     assert!(matches!(
         r.set_placement("ghost", &Labels::default(), None),
         Err(HostError::NotFound { .. })

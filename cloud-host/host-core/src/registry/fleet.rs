@@ -197,6 +197,10 @@ fn lease_from_row(r: &AnyRow) -> Result<Lease, HostError> {
     })
 }
 
+/// Leases renewed per statement (two parameters each: well under SQLite's
+/// and PostgreSQL's limits).
+const RENEW_CHUNK: usize = 256;
+
 const HOST_COLUMNS: &str =
     "name, addr, pin, capacity, labels, draining, stopped, sessions, started_at_ms, heartbeat_ms";
 
@@ -491,28 +495,37 @@ impl Registry {
         let expires = now_ms.saturating_add(ttl_ms);
         self.run(async move |pool| {
             let mut tx = pool.begin().await?;
-            let mut renewed = Vec::new();
-            for (phone, generation) in &held {
-                let n = sqlx::query(
-                    "UPDATE leases SET expires_at_ms = $4
-                     WHERE phone = $1 AND host = $2 AND generation = $3",
-                )
-                .bind(phone.clone())
-                .bind(host.clone())
-                .bind(*generation)
-                .bind(expires)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
+            let mut renewed = Vec::with_capacity(held.len());
+            // A few statements per round whatever the count (a host with
+            // 200 phones made 200 round trips to the database here, and
+            // under load those outlasted the call's timeout: every lease
+            // then ran out together). Each lease stays fenced by its
+            // generation.
+            for chunk in held.chunks(RENEW_CHUNK) {
+                let terms = (0..chunk.len())
+                    .map(|i| format!("(phone = ${} AND generation = ${})", 3 + 2 * i, 4 + 2 * i))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let sql = format!(
+                    "UPDATE leases SET expires_at_ms = $2 WHERE host = $1 AND ({terms})
+                     RETURNING phone, generation"
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(host.clone())
+                    .bind(expires);
+                for (phone, generation) in chunk {
+                    q = q.bind(phone.clone()).bind(*generation);
+                }
+                for row in q.fetch_all(&mut *tx).await? {
                     renewed.push(Lease {
-                        phone: phone.clone(),
+                        phone: row.try_get(0)?,
                         host: host.clone(),
-                        generation: *generation,
+                        generation: row.try_get(1)?,
                         expires_at_ms: expires,
                     });
                 }
             }
+            renewed.sort_by(|a, b| a.phone.cmp(&b.phone));
             let mine = sqlx::query(
                 "SELECT phone, host, generation, expires_at_ms FROM leases
                  WHERE host = $1 AND expires_at_ms > $2",
@@ -684,6 +697,27 @@ impl Registry {
             };
             let labels: String = r.try_get(0)?;
             Ok((Labels::parse(&labels)?, r.try_get(1)?))
+        })
+    }
+
+    /// Every phone's placement ([`placement`](Self::placement)) in one
+    /// query, by name.
+    ///
+    /// # Errors
+    /// [`HostError::Registry`].
+    pub fn placements(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (Labels, Option<String>)>, HostError> {
+        self.run(async move |pool| {
+            sqlx::query("SELECT name, labels, wanted_host FROM phones")
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    let labels: String = r.try_get(1)?;
+                    Ok((r.try_get(0)?, (Labels::parse(&labels)?, r.try_get(2)?)))
+                })
+                .collect()
         })
     }
 }
