@@ -101,7 +101,9 @@ pub struct Report {
     pub fps: f64,
     /// Video bitrate over the last few seconds, bits per second.
     pub bitrate_bps: f64,
-    /// Glass-to-glass latency (phone capture -> decoded here), p50, ms.
+    /// Glass-to-glass latency (phone capture -> decoded here), p50, ms;
+    /// the session's first picture, drawn before the session began, is not
+    /// counted.
     pub g2g_p50_ms: f64,
     /// Glass-to-glass latency p99, ms.
     pub g2g_p99_ms: f64,
@@ -493,9 +495,13 @@ impl Companion {
                                     i128::from(f.header.capture_time_us),
                                     now_us,
                                 );
+                                // The session's first picture was drawn before the
+                                // session began (a resting screen's, minutes ago):
+                                // its age is no glass-to-glass latency.
+                                let first_picture = f.header.keyframe && f.header.seq == 1;
                                 let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
                                 l.decoded += 1;
-                                if let Some(g2g) = g2g {
+                                if let Some(g2g) = g2g.filter(|_| !first_picture) {
                                     if l.g2g_us.len() == G2G_KEEP {
                                         l.g2g_us.pop_front();
                                     }
@@ -605,7 +611,9 @@ impl Companion {
 
     /// The glass-to-glass latencies (phone capture to decoded here, µs) of
     /// the frames decoded since the last call (or the last ones kept), in
-    /// order; later [`report`](Self::report)s start from none.
+    /// order; later [`report`](Self::report)s start from none. The
+    /// session's first picture is not among them: it was drawn before the
+    /// session began.
     pub fn take_video_latencies(&self) -> Vec<u64> {
         let mut l = self.live.lock().unwrap_or_else(|p| p.into_inner());
         l.g2g_us.drain(..).collect()

@@ -15,7 +15,7 @@ use sensor_proto::bridge::{
 };
 use sensor_proto::emulator::sensor_value::SensorType;
 use sim_phone::{
-    BUBBLE_RGB, RIPPLE_RGB, bubble_center, bubble_radius, level_center_and_radius,
+    BUBBLE_RGB, RIPPLE_RGB, StatusClock, bubble_center, bubble_radius, level_center_and_radius,
     ripple_dot_radius,
 };
 use vphone_tests::{
@@ -145,6 +145,68 @@ async fn touch_shows_a_ripple_where_it_landed() {
         .unwrap_or_else(|e| panic!("tap at ({x}, {y}): {e}"));
         eprintln!("tap at ({x}, {y}): ripple {blob:?}");
     }
+    companion.finish().await.expect("finish");
+    t.shutdown().await;
+}
+
+/// 2b. Glass-to-glass times changes, not the session's first picture: a
+/// resting phone's picture, drawn before the session began, is no latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glass_to_glass_times_changes_not_the_first_picture() {
+    let mut t = TestHost::start().await;
+    // Android's HH:MM clock: the screen rests; its picture ages.
+    t.sims
+        .phone("phone-1")
+        .expect("phone-1")
+        .set_status_clock(StatusClock::Minutes);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handset = t.enroll("g2g-handset", &["phone-1"]);
+    // Still, at the phone's own resting values: nothing on the screen moves.
+    let rec = write_recording(
+        &t.scratch("rec"),
+        "zero.rec",
+        "1000000000 ACCELEROMETER 0 0 0\n",
+    );
+    let companion = handset.connect(&rec).await.expect("companion connects");
+    let mut pictures = companion.pictures();
+    wait_picture(&mut pictures, Duration::from_secs(10), |_| Ok(()))
+        .await
+        .expect("the first picture");
+    // Once the screen rests again (the session's name painted on it is a
+    // change of its own), every decoded picture but the first is timed.
+    let mut decoded = companion.report().decoded;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = companion.report().decoded;
+        if now == decoded {
+            break;
+        }
+        decoded = now;
+    }
+    let timed = companion.take_video_latencies();
+    assert_eq!(
+        timed.len() as u64,
+        decoded - 1,
+        "{decoded} pictures decoded, timed: {timed:?} us"
+    );
+    // A change is timed.
+    let input = companion.input();
+    input
+        .send(touch(TouchAction::Down, 300.0, 600.0))
+        .await
+        .unwrap();
+    input
+        .send(touch(TouchAction::Up, 300.0, 600.0))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        let n = companion.take_video_latencies().len();
+        (n > 0)
+            .then_some(())
+            .ok_or_else(|| "no frame of the touch timed".to_owned())
+    })
+    .await
+    .expect("the touch's frames are timed");
     companion.finish().await.expect("finish");
     t.shutdown().await;
 }
