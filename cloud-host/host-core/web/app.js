@@ -272,7 +272,8 @@ class Session {
   }
 
   // Glass-to-glass ends when the picture is decoded (as the native
-  // companion measures it); drawing it on the canvas follows.
+  // companion measures it); drawing it on the canvas follows. The session's
+  // first picture (seq 1) was drawn before the session began: not timed.
   output(frame) {
     const now = nowMs();
     const sent = this.pending.get(frame.timestamp);
@@ -281,7 +282,7 @@ class Session {
     if (sent !== undefined) {
       stats.decodeMs.push(now - sent.at);
       if (stats.decodeMs.length > 2000) stats.decodeMs.splice(0, 1000);
-      if (stats.offsetMs !== null) {
+      if (stats.offsetMs !== null && frame.timestamp !== 1) {
         stats.g2g.push(now - (sent.capture / 1000 - stats.offsetMs));
         if (stats.g2g.length > 2000) stats.g2g.splice(0, 1000);
       }
