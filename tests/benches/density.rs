@@ -59,6 +59,11 @@ use vphone_tests::{TestHost, env_or, proc_cpu_seconds, touch};
 
 /// Companions per load-generator process.
 const PER_PROCESS: usize = 25;
+/// How long the companions outlast the host's window, seconds: on a machine
+/// far past full the host's own timers run late, and a window that outlives
+/// its companions measures nothing. They stop timing frames when the
+/// window would have ended.
+const LOAD_MARGIN_SECS: f64 = 10.0;
 /// How long each step measures, seconds (`VPHONE_DENSITY_SECONDS`).
 const DEFAULT_SECONDS: f64 = 10.0;
 
@@ -245,7 +250,8 @@ impl Step {
 /// Load-generator mode: `density --loadgen SECONDS PROFILE DIR...` runs a
 /// companion per config dir for SECONDS and prints one line per companion:
 /// `g2g <frames> <skipped> <latency_us...>` (the glass-to-glass
-/// latencies of the frames decoded from 3 s after the start).
+/// latencies of the frames decoded from 3 s after the start until
+/// [`LOAD_MARGIN_SECS`] before the end: the host's window).
 fn loadgen(args: &[String]) {
     let secs: f64 = args[0].parse().expect("seconds");
     let active = args[1] == "active";
@@ -303,9 +309,12 @@ fn loadgen(args: &[String]) {
         .await;
         let start = Instant::now();
         let end = start + Duration::from_secs_f64(secs);
-        // The host measures from 3 s after the start: so do these.
+        // The host measures from 3 s after the start: so do these, until
+        // its window ends.
         let settle = start + Duration::from_secs(3);
+        let window_end = start + Duration::from_secs_f64((secs - LOAD_MARGIN_SECS).max(3.0));
         let mut settled = false;
+        let mut measured: Option<Vec<(u64, u64, Vec<u64>)>> = None;
         // A touch per handset every `touch_secs`, spread over the interval.
         let every = Duration::from_secs_f64(touch_secs / companions.len().max(1) as f64);
         let mut next_touch = start;
@@ -321,31 +330,55 @@ fn loadgen(args: &[String]) {
                 }
                 settled = true;
             }
-            if now >= next_touch && !companions.is_empty() {
-                let c = &companions[i % companions.len()];
-                let (x, y) = (100.0 + (i % 5) as f32 * 100.0, 400.0);
-                let _ = c.input().send(touch(TouchAction::Down, x, y)).await;
-                let _ = c.input().send(touch(TouchAction::Up, x, y)).await;
-                i += 1;
-                next_touch += every;
+            if measured.is_none() && now >= window_end {
+                measured = Some(
+                    companions
+                        .iter()
+                        .map(|c| {
+                            let r = c.report();
+                            (r.frames, r.skipped, c.take_video_latencies())
+                        })
+                        .collect(),
+                );
+            }
+            if now >= next_touch {
+                if !companions.is_empty() {
+                    let c = &companions[i % companions.len()];
+                    let (x, y) = (100.0 + (i % 5) as f32 * 100.0, 400.0);
+                    let _ = c.input().send(touch(TouchAction::Down, x, y)).await;
+                    let _ = c.input().send(touch(TouchAction::Up, x, y)).await;
+                    i += 1;
+                }
+                // After a stall, no burst of the touches missed.
+                next_touch = (next_touch + every).max(Instant::now());
             }
             // Wake for whichever comes first: the next touch, the settle
-            // mark, the end.
+            // mark, the window's end, the end.
             let mut wake = next_touch.min(end);
             if !settled {
                 wake = wake.min(settle);
             }
+            if measured.is_none() {
+                wake = wake.min(window_end);
+            }
             tokio::time::sleep(wake.saturating_duration_since(Instant::now())).await;
         }
-        for c in companions {
-            let r = c.report();
-            let lat = c.take_video_latencies();
+        let measured = measured.unwrap_or_else(|| {
+            companions
+                .iter()
+                .map(|c| {
+                    let r = c.report();
+                    (r.frames, r.skipped, c.take_video_latencies())
+                })
+                .collect()
+        });
+        for (frames, skipped, lat) in measured {
             println!(
-                "g2g {} {} {}",
-                r.frames,
-                r.skipped,
+                "g2g {frames} {skipped} {}",
                 lat.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
             );
+        }
+        for c in companions {
             let _ = c.finish().await;
         }
     });
@@ -646,7 +679,7 @@ async fn bench() {
         // The companions outlast the window (3 s settle + the window) by a
         // margin: on a machine far past full the host's own timers run late,
         // and a window that outlives its companions measures nothing.
-        let (load, up) = Load::start(&handsets, secs + 10.0, profile);
+        let (load, up) = Load::start(&handsets, secs + 3.0 + LOAD_MARGIN_SECS, profile);
         // Settle: first keyframes, sensors applied.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_sessions_start = rss_mib();
@@ -865,7 +898,7 @@ async fn bench() {
             })
             .min(handsets.len());
         println!("soak: {n} sessions for {soak:.0} s; memory and descriptors per minute");
-        let (load, up) = Load::start(&handsets[..n], soak + 2.0, profile);
+        let (load, up) = Load::start(&handsets[..n], soak + LOAD_MARGIN_SECS, profile);
         println!(
             "{:>6} {:>9} {:>6} {:>8} {:>9}",
             "minute", "RSS MiB", "fds", "threads", "sessions"

@@ -701,7 +701,8 @@ impl Registry {
     }
 
     /// Every phone's placement ([`placement`](Self::placement)) in one
-    /// query, by name.
+    /// query, by name. A phone whose labels do not parse is left out (and
+    /// logged), not allowed to fail every other phone's.
     ///
     /// # Errors
     /// [`HostError::Registry`].
@@ -709,15 +710,23 @@ impl Registry {
         &self,
     ) -> Result<std::collections::HashMap<String, (Labels, Option<String>)>, HostError> {
         self.run(async move |pool| {
-            sqlx::query("SELECT name, labels, wanted_host FROM phones")
+            let rows = sqlx::query("SELECT name, labels, wanted_host FROM phones")
                 .fetch_all(&pool)
-                .await?
+                .await?;
+            Ok(rows
                 .iter()
-                .map(|r| {
-                    let labels: String = r.try_get(1)?;
-                    Ok((r.try_get(0)?, (Labels::parse(&labels)?, r.try_get(2)?)))
+                .filter_map(|r| {
+                    let row = || -> Result<_, HostError> {
+                        let name: String = r.try_get(0)?;
+                        let labels: String = r.try_get(1)?;
+                        let labels = Labels::parse(&labels).inspect_err(|e| {
+                            tracing::warn!(phone = %name, error = %e, "a phone's labels do not parse; its placement is skipped");
+                        })?;
+                        Ok((name, (labels, r.try_get(2)?)))
+                    };
+                    row().ok()
                 })
-                .collect()
+                .collect())
         })
     }
 }

@@ -616,7 +616,7 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let Some(shared) = weak.upgrade() else { return };
         let phone = SimPhone { shared };
         let (scene, animating) = phone.scene(Instant::now());
-        let scene_face = scene.clock_face;
+        let (scene_face, scene_clock_s) = (scene.clock_face, scene.clock_unix_s);
         if last_scene.as_ref() != Some(&scene) {
             let (width, height) = (renderer.width(), renderer.height());
             // The renderer hands its buffer over: no copy into the frame,
@@ -646,10 +646,15 @@ async fn render_loop(weak: std::sync::Weak<Shared>, mut renderer: Renderer) {
         let wait = if animating {
             Duration::from_millis(16)
         } else {
-            // Wake when this phone's clock turns (its phase in the period).
-            let period = scene_face.period_us();
-            let into = unix_us().saturating_sub(phone.clock_phase(scene_face)) % period;
-            Duration::from_micros(period - into + 1_000)
+            // Wake when the clock this scene shows turns (its phase in the
+            // period): from the scene's own value, so a turn during the
+            // render is not slept through.
+            let next_turn = u64::try_from(scene_clock_s)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000)
+                .saturating_add(scene_face.period_us())
+                .saturating_add(phone.clock_phase(scene_face));
+            Duration::from_micros(next_turn.saturating_sub(unix_us()) + 1_000)
         };
         let shared = phone.shared.clone();
         drop(phone);
