@@ -156,6 +156,16 @@ fn quantile(v: &mut [u64], p: f64) -> f64 {
     device_bridge::stats::quantile(v, p).unwrap_or(0) as f64
 }
 
+/// The `p` quantile of `v` (µs) in ms, NaN when `v` is empty (nothing to
+/// time, not a latency of 0).
+fn quantile_ms_or_nan(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        quantile(v, p) / 1000.0
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Profile {
     Idle,
@@ -315,6 +325,16 @@ fn loadgen(args: &[String]) {
         let window_end = start + Duration::from_secs_f64((secs - LOAD_MARGIN_SECS).max(3.0));
         let mut settled = false;
         let mut measured: Option<Vec<(u64, u64, Vec<u64>)>> = None;
+        // Each companion's frames, frames skipped and glass-to-glass so far.
+        let snapshot = |companions: &[Companion]| -> Vec<(u64, u64, Vec<u64>)> {
+            companions
+                .iter()
+                .map(|c| {
+                    let r = c.report();
+                    (r.frames, r.skipped, c.take_video_latencies())
+                })
+                .collect()
+        };
         // A touch per handset every `touch_secs`, spread over the interval.
         let every = Duration::from_secs_f64(touch_secs / companions.len().max(1) as f64);
         let mut next_touch = start;
@@ -331,15 +351,7 @@ fn loadgen(args: &[String]) {
                 settled = true;
             }
             if measured.is_none() && now >= window_end {
-                measured = Some(
-                    companions
-                        .iter()
-                        .map(|c| {
-                            let r = c.report();
-                            (r.frames, r.skipped, c.take_video_latencies())
-                        })
-                        .collect(),
-                );
+                measured = Some(snapshot(&companions));
             }
             if now >= next_touch {
                 if !companions.is_empty() {
@@ -363,15 +375,7 @@ fn loadgen(args: &[String]) {
             }
             tokio::time::sleep(wake.saturating_duration_since(Instant::now())).await;
         }
-        let measured = measured.unwrap_or_else(|| {
-            companions
-                .iter()
-                .map(|c| {
-                    let r = c.report();
-                    (r.frames, r.skipped, c.take_video_latencies())
-                })
-                .collect()
-        });
+        let measured = measured.unwrap_or_else(|| snapshot(&companions));
         for (frames, skipped, lat) in measured {
             println!(
                 "g2g {frames} {skipped} {}",
@@ -623,11 +627,14 @@ async fn bench() {
         Ok("minutes") | Err(_) => sim_phone::StatusClock::Minutes,
         Ok(other) => panic!("VPHONE_DENSITY_CLOCK={other}: expected minutes or seconds"),
     };
-    let (clock_name, clock_suffix) = match clock {
-        sim_phone::StatusClock::Seconds => {
-            ("HH:MM:SS (every screen changes once a second)", "-seconds")
-        }
-        sim_phone::StatusClock::Minutes => ("HH:MM", ""),
+    // (JSON value, as printed, file name suffix)
+    let (clock_json, clock_name, clock_suffix) = match clock {
+        sim_phone::StatusClock::Seconds => (
+            "seconds",
+            "HH:MM:SS (every screen changes once a second)",
+            "-seconds",
+        ),
+        sim_phone::StatusClock::Minutes => ("minutes", "HH:MM", ""),
     };
     let mut th = TestHost::start_configured(
         |c| {
@@ -747,16 +754,8 @@ async fn bench() {
             sensor_p99_ms: quantile(&mut applied, 0.99) / 1000.0,
             recv_p99_ms: quantile(&mut received, 0.99) / 1000.0,
             host_p99_ms: quantile(&mut in_host, 0.99) / 1000.0,
-            g2g_p50_ms: if g2g.is_empty() {
-                f64::NAN
-            } else {
-                quantile(&mut g2g, 0.5) / 1000.0
-            },
-            g2g_p99_ms: if g2g.is_empty() {
-                f64::NAN
-            } else {
-                quantile(&mut g2g, 0.99) / 1000.0
-            },
+            g2g_p50_ms: quantile_ms_or_nan(&mut g2g, 0.5),
+            g2g_p99_ms: quantile_ms_or_nan(&mut g2g, 0.99),
             frames: companions.iter().map(|c| c.0).sum(),
             skipped: companions.iter().map(|c| c.1).sum(),
             api_p50_ms: quantile(&mut api_lat, 0.5) / 1000.0,
@@ -858,13 +857,8 @@ async fn bench() {
         "goals (idle): 100 sessions with sensor p99 < 2 ms, operator API p99 < 50 ms, < 30 MiB per phone+session"
     );
     let json = format!(
-        "{{\"profile\":\"{}\",\"tuning\":\"{tuning_name}\",\"clock\":\"{}\",\"seconds\":{secs},\"steps\":[{}]}}\n",
+        "{{\"profile\":\"{}\",\"tuning\":\"{tuning_name}\",\"clock\":\"{clock_json}\",\"seconds\":{secs},\"steps\":[{}]}}\n",
         profile.name(),
-        if clock_suffix.is_empty() {
-            "minutes"
-        } else {
-            "seconds"
-        },
         results.iter().map(Step::json).collect::<Vec<_>>().join(",")
     );
     let json_path = out.join(format!(

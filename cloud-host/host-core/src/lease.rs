@@ -226,9 +226,13 @@ pub fn run_round(registry: &Registry, cfg: &FleetConfig, input: RoundInput) -> R
             .iter()
             .any(|h| h.name == name && h.accepting(now, ttl))
     };
-    // Every phone's placement in one query, not one per held phone.
-    let placements = registry.placements();
-    if let (Some(records), Ok(placements)) = (&out.records, &placements) {
+    // Every phone's placement in one query, not one per held phone; none
+    // at all for a host that holds none (a front door).
+    let placements = match &out.records {
+        Some(_) if !renewed.is_empty() => registry.placements().ok(),
+        _ => None,
+    };
+    if let (Some(records), Some(placements)) = (&out.records, &placements) {
         for name in renewed.keys() {
             let Some((labels, wanted)) = placements.get(name) else {
                 continue;
