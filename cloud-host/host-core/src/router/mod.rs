@@ -41,7 +41,7 @@ use self::sessions::Live;
 pub use self::sessions::{
     LatencyLog, NoSessions, SensorLatency, SensorSamples, SessionDirectory, Sessions,
 };
-use self::video::video_loop;
+use self::video::{Net, video_loop};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -351,7 +351,9 @@ impl Router {
             "video",
             Priority::Bulk,
             video_loop(
-                s.clone(),
+                // The runtime serving this session drives its connection:
+                // the video thread's calls that touch it run there.
+                Net::new(s.clone(), tokio::runtime::Handle::current()),
                 client.clone(),
                 self.cfg.clone(),
                 keyframe.clone(),
