@@ -13,6 +13,14 @@ use sim_phone::SimKind;
 use vphone_operator::Enroller;
 use vphone_operator::ServedHost;
 
+/// jemalloc serves small allocations from a cache per thread, so the
+/// real-time latency threads (QUIC, sensors, the sim phones' API) do not
+/// queue on an allocator lock that a preempted low-priority video thread
+/// holds (with glibc's shared arenas they did, up to 20 ms at 100
+/// sessions). See ARCHITECTURE.md, "Threads and priorities".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const EXAMPLES: &str = "\
 Examples:
   vphone-host serve                          # defaults: sim phone phone-1, operator on 127.0.0.1:4434
