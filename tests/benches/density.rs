@@ -25,8 +25,8 @@
 //! phone's emulator would spend on a real host) are counted apart from the
 //! host's own CPU (screen feed, encoders, QUIC, sensors, operator API).
 //!
-//! The host allocates with jemalloc, as the `vphone-host` binary does, and
-//! runs with `MALLOC_ARENA_MAX=2` (for the C codec libraries' glibc
+//! The host allocates with jemalloc, as the `vphone-host` binary does (the
+//! `vphone-tests` library sets it for every test and bench), and runs with `MALLOC_ARENA_MAX=2` (for the C codec libraries' glibc
 //! allocations), as its systemd unit starts it (the bench re-runs itself
 //! with it when unset).
 //!
@@ -58,11 +58,6 @@ use sensor_proto::bridge::TouchAction;
 use sensor_proto::operator as op;
 use sensor_proto::operator::operator_client::OperatorClient;
 use vphone_tests::{TestHost, env_or, proc_cpu_seconds, touch};
-
-/// The host binary's allocator (see `vphone-host`'s main.rs): the host
-/// measured here allocates as the host that ships.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Companions per load-generator process.
 const PER_PROCESS: usize = 25;

@@ -26,6 +26,12 @@
 //! * Small builders: [`write_recording`] (a replay file for
 //!   `SourceSpec::Replay`), [`touch`], [`key`], [`parse_metric`].
 
+/// The `vphone-host` binary's allocator (see its main.rs), so every host a
+/// test or benchmark runs in its own process allocates as the one that
+/// ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod browser;
 pub mod bumble;
 pub mod companion;

@@ -17,7 +17,7 @@ use vphone_operator::ServedHost;
 /// real-time latency threads (QUIC, sensors, the sim phones' API) do not
 /// queue on an allocator lock that a preempted low-priority video thread
 /// holds (with glibc's shared arenas they did, up to 20 ms at 100
-/// sessions). See ARCHITECTURE.md, "Threads and priorities".
+/// sessions). See ARCHITECTURE.md, "Data paths", "Threads".
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

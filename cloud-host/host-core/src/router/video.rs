@@ -58,13 +58,22 @@ impl Net {
             .flatten()
     }
 
-    /// [`ServerSession::start_gop`]; a runtime shutting down reads as
-    /// [`BridgeError::Disconnected`].
-    async fn start_gop(&self, header: VideoStreamHeader) -> Result<GopWriter, BridgeError> {
+    /// [`ServerSession::start_gop`], then drops the `previous` GOP's writer
+    /// there too (a browser's owns its stream, whose drop takes the lock); a
+    /// runtime shutting down reads as [`BridgeError::Disconnected`].
+    async fn start_gop(
+        &self,
+        header: VideoStreamHeader,
+        previous: Option<GopWriter>,
+    ) -> Result<GopWriter, BridgeError> {
         let s = self.s.clone();
-        on_runtime(&self.rt, async move { s.start_gop(header).await })
-            .await
-            .unwrap_or(Err(BridgeError::Disconnected))
+        on_runtime(&self.rt, async move {
+            let started = s.start_gop(header).await;
+            drop(previous);
+            started
+        })
+        .await
+        .unwrap_or(Err(BridgeError::Disconnected))
     }
 
     /// [`GopWriter::write_frame`]; the writer comes back while it can take
@@ -86,12 +95,20 @@ impl Net {
 }
 
 /// Runs `work` on `rt` and waits for its result (from any thread or
-/// runtime); `None` when `rt` is shutting down.
+/// runtime); `None` when `rt` is shutting down (or `work` panicked, logged).
 async fn on_runtime<T: Send + 'static>(
     rt: &tokio::runtime::Handle,
     work: impl Future<Output = T> + Send + 'static,
 ) -> Option<T> {
-    rt.spawn(work).await.ok()
+    match rt.spawn(work).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!(error = %e, "a video call on the session's runtime panicked");
+            }
+            None
+        }
+    }
 }
 
 /// The newest screen image, shared by the feed thread and the video loop.
@@ -389,19 +406,16 @@ pub(super) async fn video_loop(
             // Starting the GOP resets the last one's stream with whatever
             // of it still waited.
             pacer.new_gop(net.path().await.as_ref());
-            match net
-                .start_gop(VideoStreamHeader {
-                    gop_id,
-                    codec: VideoCodec::H264 as i32,
-                    width: w,
-                    height: h,
-                    rotation_deg: 0,
-                })
-                .await
-            {
+            let header = VideoStreamHeader {
+                gop_id,
+                codec: VideoCodec::H264 as i32,
+                width: w,
+                height: h,
+                rotation_deg: 0,
+            };
+            match net.start_gop(header, gop.take()).await {
                 Ok(g) => gop = Some(g),
                 Err(_) => {
-                    gop = None;
                     force.store(true, Ordering::Relaxed);
                     continue;
                 }
@@ -430,10 +444,10 @@ pub(super) async fn video_loop(
                 metrics.frames_sent.inc();
                 metrics.bytes_down.inc_by(len);
             }
-            Err(BridgeError::GopSuperseded { .. }) => {}
             Err(_) => {
-                // Disconnected (a resume may follow) or closed: start over
-                // with a keyframe on a new GOP.
+                // Superseded (the session ended), disconnected (a resume
+                // may follow) or closed: the writer is gone; start over with
+                // a keyframe on a new GOP.
                 force.store(true, Ordering::Relaxed);
                 if !net.s.is_connected() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
