@@ -26,9 +26,10 @@
 //! host's own CPU (screen feed, encoders, QUIC, sensors, operator API).
 //!
 //! The host allocates with jemalloc, as the `vphone-host` binary does (the
-//! `vphone-tests` library sets it for every test and bench), and runs with `MALLOC_ARENA_MAX=2` (for the C codec libraries' glibc
-//! allocations), as its systemd unit starts it (the bench re-runs itself
-//! with it when unset).
+//! `vphone-tests` library sets it for every test and bench), and runs with
+//! `MALLOC_ARENA_MAX=2` (for the glibc allocations of its C libraries:
+//! openh264, opus, SQLite), as its systemd unit starts it (the bench re-runs
+//! itself with it when unset).
 //!
 //! For each N: host resident memory (total, per idle phone with no
 //! session, per session), threads and file descriptors, host CPU, sensor
